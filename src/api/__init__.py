@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): routers by resource, pydantic models, problem+json errors."""

@@ -1,0 +1,102 @@
+"""The FastAPI application, built around a container from the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rightsledger import __version__
+from rightsledger.api import problems
+from rightsledger.api.routers import customers, health, partners, requests
+from rightsledger.bootstrap import Container
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, before any handler reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, send)
+            return
+        received = 0
+        too_large = False
+
+        async def limited() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    too_large = True
+                    msg = "body too large"
+                    raise _TooLargeError(msg)
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLargeError:
+            await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        response = problems.problem(
+            413,
+            "Request body too large",
+            f"request bodies are limited to {self.limit} bytes",
+            instance=scope.get("path"),
+        )
+        await response(scope, _drain, send)
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+async def _drain() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
+    """Build the API. With ``own_container`` the app closes the container on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if container.settings.run_projections:
+            container.start_projections()
+        try:
+            yield
+        finally:
+            if own_container:
+                container.close()
+
+    app = FastAPI(
+        title="rightsledger",
+        version=__version__,
+        description=(
+            "Event-sourced data rights: consents, disclosures and access, correction, opt-out "
+            "and deletion requests, each recorded as an immutable event. Errors are "
+            "application/problem+json (RFC 9457)."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    problems.install(app)
+    for router in (health.router, customers.router, partners.router, requests.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
+    return app
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    return app.openapi()

@@ -1,0 +1,72 @@
+"""FastAPI dependencies: the container's parts, and who is calling with which role."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from rightsledger.api.problems import ApiProblem
+from rightsledger.bootstrap import Container
+from rightsledger.domain.ledger import RightsLedger
+from rightsledger.security.keys import Principal, Role
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer rlk_...`")
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+def get_ledger(container: ContainerDep) -> RightsLedger:
+    return container.ledger
+
+
+LedgerDep = Annotated[RightsLedger, Depends(get_ledger)]
+
+
+def authenticate(
+    container: ContainerDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    challenge = {"WWW-Authenticate": 'Bearer realm="rightsledger"'}
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise ApiProblem(
+            401, "Unauthorized", "send an API key as 'Authorization: Bearer <key>'",
+            slug="unauthorized", headers=challenge,
+        )
+    principal = container.keys.authenticate(credentials.credentials)
+    if principal is None:
+        raise ApiProblem(
+            401, "Unauthorized", "the API key is unknown or revoked",
+            slug="unauthorized", headers=challenge,
+        )
+    return principal
+
+
+class RoleGate:
+    """A dependency admitting only the listed roles (admin is always admitted)."""
+
+    def __init__(self, *roles: Role) -> None:
+        self.roles = frozenset({*roles, Role.ADMIN})
+
+    def __call__(self, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if principal.role not in self.roles:
+            allowed = ", ".join(sorted(r.value for r in self.roles))
+            raise ApiProblem(
+                403,
+                "Forbidden",
+                f"role {principal.role.value!r} may not do this; allowed: {allowed}",
+                slug="forbidden",
+            )
+        return principal
+
+
+def allow(*roles: Role) -> Callable[..., Principal]:
+    return RoleGate(*roles)

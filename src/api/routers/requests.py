@@ -1,0 +1,145 @@
+"""Data-rights requests: submission, verification, extension, denial, revocation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, status
+
+from rightsledger.api import schemas as s
+from rightsledger.api.deps import ContainerDep, LedgerDep, allow
+from rightsledger.domain.ledger import Outcome, RightsLedger
+from rightsledger.domain.requests import DataRightsRequest
+from rightsledger.domain.values import RequestStatus, RequestType
+from rightsledger.security.keys import Principal, Role
+
+router = APIRouter(prefix="/v1/requests", tags=["requests"])
+
+Intake = Annotated[Principal, Depends(allow(Role.INTAKE, Role.PRIVACY_OFFICER))]
+Officer = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER))]
+Reader = Annotated[
+    Principal, Depends(allow(Role.INTAKE, Role.PRIVACY_OFFICER, Role.AUDITOR))
+]
+
+
+def request_out(request: DataRightsRequest) -> s.RequestOut:
+    return s.RequestOut(
+        request_id=request.id,
+        customer_id=request.customer_id,
+        type=request.request_type,
+        status=request.status,
+        channel=request.channel.value,
+        jurisdiction=request.jurisdiction,
+        statement=request.statement,
+        document_reference=request.document_reference,
+        corrections=request.corrections,
+        received_at=request.received_at,
+        due_at=request.due_at,
+        verified_at=request.verified_at,
+        extension_reason=request.extension_reason,
+        reason=request.reason,
+        closed_at=request.closed_at,
+        overdue=request.is_overdue(datetime.now(UTC)),
+        version=request.version,
+    )
+
+
+def _changed(ledger: RightsLedger, outcome: Outcome) -> s.RequestChanged:
+    request = ledger.get_request(outcome.id)
+    return s.RequestChanged(
+        request_id=outcome.id,
+        status=request.status,
+        due_at=request.due_at,
+        position=outcome.position,
+    )
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=s.RequestAccepted)
+def submit_request(body: s.RequestIn, ledger: LedgerDep, who: Intake) -> s.RequestAccepted:
+    """Receive a written request; its due date is set now, by the jurisdiction's rule."""
+    outcome = ledger.submit_request(
+        customer_id=body.customer_id,
+        request_type=body.type.value,
+        channel=body.channel,
+        jurisdiction=body.jurisdiction,
+        statement=body.statement,
+        document_reference=body.document_reference,
+        corrections=(
+            {c.value: fields for c, fields in body.corrections.items()}
+            if body.corrections
+            else None
+        ),
+        actor=who.actor,
+    )
+    request = ledger.get_request(outcome.id)
+    return s.RequestAccepted(
+        request_id=outcome.id, status=request.status, due_at=request.due_at, position=outcome.position
+    )
+
+
+@router.get("", response_model=s.RequestPage)
+def list_requests(
+    container: ContainerDep,
+    who: Reader,
+    status_: Annotated[RequestStatus | None, Query(alias="status")] = None,
+    type_: Annotated[RequestType | None, Query(alias="type")] = None,
+    overdue: bool | None = None,
+    due_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> s.RequestPage:
+    """The request queue, soonest due first; overdue is derived from the due date."""
+    queue = container.request_queue
+    rows, position = queue.search(
+        status=status_.value if status_ else None,
+        request_type=type_.value if type_ else None,
+        overdue=overdue,
+        due_before=due_before,
+        now=datetime.now(UTC),
+        limit=limit,
+        offset=offset,
+    )
+    return s.RequestPage(items=[s.RequestSummary(**row) for row in rows], position=position)
+
+
+@router.get("/{request_id}", response_model=s.RequestOut)
+def get_request(request_id: UUID, ledger: LedgerDep, who: Reader) -> s.RequestOut:
+    """One request with its status, deadlines and reasons."""
+    return request_out(ledger.get_request(request_id))
+
+
+@router.post("/{request_id}/verify", response_model=s.RequestChanged)
+def verify_request(
+    request_id: UUID, body: s.VerifyIn, ledger: LedgerDep, who: Officer
+) -> s.RequestChanged:
+    """Record that the requester's identity was verified; the request is in progress."""
+    outcome = ledger.verify_request(
+        request_id, method=body.method, reference=body.reference, actor=who.actor
+    )
+    return _changed(ledger, outcome)
+
+
+@router.post("/{request_id}/extend", response_model=s.RequestChanged)
+def extend_request(
+    request_id: UUID, body: s.ReasonIn, ledger: LedgerDep, who: Officer
+) -> s.RequestChanged:
+    """Extend the deadline once, before it passes, by the jurisdiction's extension."""
+    return _changed(ledger, ledger.extend_request(request_id, reason=body.reason, actor=who.actor))
+
+
+@router.post("/{request_id}/deny", response_model=s.RequestChanged)
+def deny_request(
+    request_id: UUID, body: s.ReasonIn, ledger: LedgerDep, who: Officer
+) -> s.RequestChanged:
+    """Deny the request, stating the reason."""
+    return _changed(ledger, ledger.deny_request(request_id, reason=body.reason, actor=who.actor))
+
+
+@router.post("/{request_id}/revoke", response_model=s.RequestChanged)
+def revoke_request(
+    request_id: UUID, body: s.RevokeIn, ledger: LedgerDep, who: Intake
+) -> s.RequestChanged:
+    """The requester withdraws the request."""
+    return _changed(ledger, ledger.revoke_request(request_id, reason=body.reason, actor=who.actor))

@@ -1,0 +1,77 @@
+"""Settings, read from the environment (prefix ``RIGHTSLEDGER_``) by the composition root only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rightsledger.domain.deadlines import DeadlineRule, Period
+
+
+class PeriodSetting(BaseModel):
+    months: int = Field(default=0, ge=0)
+    days: int = Field(default=0, ge=0)
+
+    def to_period(self) -> Period:
+        return Period(months=self.months, days=self.days)
+
+
+class JurisdictionSetting(BaseModel):
+    respond_within: PeriodSetting
+    extension: PeriodSetting
+
+    def to_rule(self) -> DeadlineRule:
+        return DeadlineRule(self.respond_within.to_period(), self.extension.to_period())
+
+
+DEFAULT_JURISDICTIONS: dict[str, Any] = {
+    "gdpr": {"respond_within": {"months": 1}, "extension": {"months": 2}},
+    "ccpa": {"respond_within": {"days": 45}, "extension": {"days": 45}},
+}
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Nothing builds one at import time."""
+
+    model_config = SettingsConfigDict(env_prefix="RIGHTSLEDGER_", extra="ignore")
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL URL; unset starts an embedded PostgreSQL under data_dir.",
+    )
+    database_schema: str = Field(
+        default="public", pattern=r"^[a-z_][a-z0-9_]{0,40}$", description="PostgreSQL schema."
+    )
+    data_dir: Path = Field(default=Path(".rightsledger"), description="Embedded server's home.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    admin_key: SecretStr | None = Field(
+        default=None, description="Seeds an admin API key at start, for local use."
+    )
+    pool_size: int = Field(default=8, ge=1, le=200)
+    aggregate_cache_size: int = Field(default=20_000, ge=0)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    read_wait_seconds: float = Field(default=2.0, ge=0, le=30)
+    jurisdictions: dict[str, JurisdictionSetting] = Field(
+        default_factory=lambda: {
+            k: JurisdictionSetting.model_validate(v) for k, v in DEFAULT_JURISDICTIONS.items()
+        },
+        description="Response deadline and extension per jurisdiction (JSON).",
+    )
+    run_projections: bool = Field(
+        default=True, description="Run the projection worker inside the API process."
+    )
+
+    @field_validator("jurisdictions")
+    @classmethod
+    def _not_empty(cls, value: dict[str, JurisdictionSetting]) -> dict[str, JurisdictionSetting]:
+        if not value:
+            msg = "at least one jurisdiction must be configured"
+            raise ValueError(msg)
+        return value
+
+    def deadline_rules(self) -> dict[str, DeadlineRule]:
+        return {name: setting.to_rule() for name, setting in self.jurisdictions.items()}

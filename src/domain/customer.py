@@ -1,0 +1,547 @@
+"""Customers: the personal data held, why it is held, consents and disclosures."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate
+
+from rightsledger.domain.cards import refuse_card_numbers
+from rightsledger.domain.errors import (
+    DisclosureRefusedError,
+    InvalidCategoryError,
+    InvalidCommandError,
+    InvalidPurposeError,
+    MarketingConsentRequiredError,
+    StateError,
+)
+from rightsledger.domain.partner import Partner
+from rightsledger.domain.values import (
+    AUTHORITY_KINDS,
+    CATEGORY_FIELDS,
+    DEFAULT_PURPOSES,
+    ActivityKind,
+    ActivityReason,
+    Basis,
+    Category,
+    Channel,
+    InvoiceStatus,
+    Purpose,
+)
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_FIELD_LIMIT = 2000
+
+
+def _purpose(value: str, field: str) -> Purpose:
+    try:
+        purpose = Purpose(value)
+    except ValueError:
+        allowed = ", ".join(p.value for p in Purpose)
+        raise InvalidPurposeError(
+            f"unknown purpose {value!r}; the policy's purposes are {allowed}", field=field
+        ) from None
+    return purpose
+
+
+def _category(value: str, field: str) -> Category:
+    try:
+        return Category(value)
+    except ValueError:
+        allowed = ", ".join(c.value for c in Category)
+        raise InvalidCategoryError(
+            f"unknown category {value!r}; expected one of {allowed}", field=field
+        ) from None
+
+
+def _text(value: object, field: str, *, required: bool = True) -> str:
+    if not isinstance(value, str):
+        raise InvalidCommandError(f"'{field}' must be text", field=field)
+    stripped = value.strip()
+    if required and not stripped:
+        raise InvalidCommandError(f"'{field}' must not be empty", field=field)
+    if len(stripped) > _FIELD_LIMIT:
+        raise InvalidCommandError(f"'{field}' is longer than {_FIELD_LIMIT} characters", field=field)
+    return stripped
+
+
+def _check_fields(category: Category, values: Mapping[str, object], field: str) -> dict[str, str]:
+    allowed = CATEGORY_FIELDS[category]
+    checked: dict[str, str] = {}
+    for name, value in values.items():
+        if name not in allowed:
+            raise InvalidCategoryError(
+                f"{category.value} has no field {name!r}; its fields are {', '.join(allowed)}",
+                field=f"{field}.{name}",
+            )
+        checked[name] = _text(value, f"{field}.{name}")
+    if "email" in checked and "@" not in checked["email"]:
+        raise InvalidCommandError("'email' is not an email address", field=f"{field}.email")
+    return checked
+
+
+def _evidence(evidence: Mapping[str, Any]) -> dict[str, Any]:
+    method = _text(evidence.get("method", ""), "evidence.method")
+    wording = _text(evidence.get("wording_version", ""), "evidence.wording_version")
+    captured = evidence.get("captured_at")
+    if not isinstance(captured, datetime) or captured.tzinfo is None:
+        raise InvalidCommandError(
+            "'evidence.captured_at' must be a time with a time zone", field="evidence.captured_at"
+        )
+    return {"method": method, "wording_version": wording, "captured_at": captured}
+
+
+class Customer(Aggregate):
+    """A customer, the personal data held about them by category, and their consents."""
+
+    class Event(Aggregate.Event):
+        actor: str
+
+    class Registered(Aggregate.Created):
+        actor: str
+        policy_version: str
+        data: dict[str, dict[str, str]]
+        purposes: dict[str, list[str]]
+
+    class DetailsCorrected(Event):
+        category: str
+        changes: dict[str, str]
+        request_id: UUID | None
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.data.setdefault(self.category, {}).update(self.changes)
+
+    class ConsentGranted(Event):
+        channel: str
+        evidence: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.consents[self.channel] = {
+                "granted": True,
+                "evidence": self.evidence,
+                "changed_at": self.timestamp,
+            }
+
+    class ConsentWithdrawn(Event):
+        channel: str
+        evidence: dict[str, Any]
+        request_id: UUID | None
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.consents[self.channel] = {
+                "granted": False,
+                "evidence": self.evidence,
+                "changed_at": self.timestamp,
+            }
+
+    class InvoiceRecorded(Event):
+        invoice_id: UUID
+        amount: Decimal
+        currency: str
+        status: str
+        issued_at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.invoices[str(self.invoice_id)] = {
+                "amount": self.amount,
+                "currency": self.currency,
+                "status": self.status,
+                "issued_at": self.issued_at,
+            }
+
+    class ActivityLogged(Event):
+        entry_id: UUID
+        kind: str
+        reason: str
+        detail: str
+        occurred_at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.activity.append(
+                {
+                    "entry_id": self.entry_id,
+                    "kind": self.kind,
+                    "reason": self.reason,
+                    "detail": self.detail,
+                    "occurred_at": self.occurred_at,
+                }
+            )
+
+    class DataDisclosed(Event):
+        disclosure_id: UUID
+        partner_id: UUID
+        basis: str
+        categories: list[str]
+        purpose: str
+        reference: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.disclosures.append(
+                {
+                    "disclosure_id": self.disclosure_id,
+                    "partner_id": self.partner_id,
+                    "basis": self.basis,
+                    "categories": list(self.categories),
+                    "purpose": self.purpose,
+                    "reference": self.reference,
+                    "disclosed_at": self.timestamp,
+                }
+            )
+
+    def __init__(
+        self,
+        actor: str,
+        policy_version: str,
+        data: dict[str, dict[str, str]],
+        purposes: dict[str, list[str]],
+    ) -> None:
+        self.registered_by = actor
+        self.policy_version = policy_version
+        self.data: dict[str, dict[str, str]] = {k: dict(v) for k, v in data.items()}
+        self.purposes: dict[str, list[str]] = {k: list(v) for k, v in purposes.items()}
+        self.consents: dict[str, dict[str, Any]] = {}
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self.activity: list[dict[str, Any]] = []
+        self.disclosures: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ commands
+
+    @classmethod
+    def register(
+        cls,
+        *,
+        policy_version: str,
+        identity: Mapping[str, str],
+        actor: str,
+        account: Mapping[str, str] | None = None,
+        payment_method: Mapping[str, str] | None = None,
+        purposes: Mapping[str, Iterable[str]] | None = None,
+        customer_id: UUID | None = None,
+    ) -> Customer:
+        """Register a customer with the personal data collected and why it is held."""
+        refuse_card_numbers(
+            policy_version=policy_version,
+            identity=identity,
+            account=account or {},
+            payment_method=payment_method or {},
+        )
+        version = _text(policy_version, "policy_version")
+        data: dict[str, dict[str, str]] = {
+            Category.IDENTITY.value: _check_fields(Category.IDENTITY, identity, "identity")
+        }
+        if not data[Category.IDENTITY.value].get("name"):
+            raise InvalidCommandError("a customer needs a name", field="identity.name")
+        if account:
+            data[Category.ACCOUNT.value] = _check_fields(Category.ACCOUNT, account, "account")
+        if payment_method:
+            payment = _check_fields(Category.PAYMENT, payment_method, "payment_method")
+            if set(payment) != {"processor", "token"}:
+                raise InvalidCommandError(
+                    "a payment method is the processor's name and its token, both required",
+                    field="payment_method",
+                )
+            data[Category.PAYMENT.value] = payment
+        declared = {c.value: [p.value for p in DEFAULT_PURPOSES[c]] for c in Category}
+        for category_name, purpose_names in (purposes or {}).items():
+            category = _category(category_name, f"purposes.{category_name}")
+            checked = []
+            for name in purpose_names:
+                purpose = _purpose(name, f"purposes.{category_name}")
+                if purpose is Purpose.MARKETING:
+                    raise MarketingConsentRequiredError(
+                        "marketing is never a purpose of collection without explicit consent; "
+                        "record consent per channel instead",
+                        field=f"purposes.{category_name}",
+                    )
+                if purpose.value not in checked:
+                    checked.append(purpose.value)
+            if not checked:
+                raise InvalidPurposeError(
+                    f"{category.value} must be held for at least one purpose",
+                    field=f"purposes.{category_name}",
+                )
+            declared[category.value] = checked
+        return cls._create(
+            cls.Registered,
+            id=customer_id or uuid4(),
+            actor=actor,
+            policy_version=version,
+            data=data,
+            purposes=declared,
+        )
+
+    def correct(
+        self,
+        *,
+        category: str,
+        changes: Mapping[str, str],
+        actor: str,
+        request_id: UUID | None = None,
+    ) -> None:
+        """Correct fields of one category; each correction is its own event."""
+        refuse_card_numbers(changes=changes)
+        cat = _category(category, "category")
+        if not CATEGORY_FIELDS[cat]:
+            raise InvalidCategoryError(
+                f"{cat.value} holds records, not correctable fields", field="category"
+            )
+        if not changes:
+            raise InvalidCommandError("a correction needs at least one field", field="changes")
+        checked = _check_fields(cat, changes, "changes")
+        self.trigger_event(
+            self.DetailsCorrected,
+            actor=actor,
+            category=cat.value,
+            changes=checked,
+            request_id=request_id,
+        )
+
+    def grant_consent(self, *, channel: str, evidence: Mapping[str, Any], actor: str) -> None:
+        """Record explicit marketing consent on one channel, with how it was captured."""
+        refuse_card_numbers(evidence=evidence)
+        self.trigger_event(
+            self.ConsentGranted,
+            actor=actor,
+            channel=self._channel(channel).value,
+            evidence=_evidence(evidence),
+        )
+
+    def withdraw_consent(
+        self,
+        *,
+        channel: str,
+        evidence: Mapping[str, Any],
+        actor: str,
+        request_id: UUID | None = None,
+    ) -> None:
+        """Withdraw marketing consent on one channel; effective when recorded."""
+        refuse_card_numbers(evidence=evidence)
+        chan = self._channel(channel)
+        if not self.has_consent(chan):
+            raise StateError(
+                f"there is no marketing consent on {chan.value} to withdraw", field="channel"
+            )
+        self.trigger_event(
+            self.ConsentWithdrawn,
+            actor=actor,
+            channel=chan.value,
+            evidence=_evidence(evidence),
+            request_id=request_id,
+        )
+
+    def record_invoice(
+        self,
+        *,
+        amount: Decimal | str,
+        currency: str,
+        status: str,
+        issued_at: datetime,
+        actor: str,
+        invoice_id: UUID | None = None,
+    ) -> UUID:
+        """Record an invoice (billing records are kept for regulatory compliance)."""
+        refuse_card_numbers(amount=str(amount), currency=currency, status=status)
+        try:
+            value = Decimal(str(amount))
+        except InvalidOperation:
+            raise InvalidCommandError("'amount' is not a number", field="amount") from None
+        if not value.is_finite() or value < 0:
+            raise InvalidCommandError("'amount' must be zero or more", field="amount")
+        if not _CURRENCY.match(currency):
+            raise InvalidCommandError(
+                "'currency' must be a three-letter ISO 4217 code", field="currency"
+            )
+        try:
+            invoice_status = InvoiceStatus(status)
+        except ValueError:
+            allowed = ", ".join(s.value for s in InvoiceStatus)
+            raise InvalidCommandError(
+                f"unknown invoice status {status!r}; expected one of {allowed}", field="status"
+            ) from None
+        if issued_at.tzinfo is None:
+            raise InvalidCommandError("'issued_at' needs a time zone", field="issued_at")
+        new_id = invoice_id or uuid4()
+        self.trigger_event(
+            self.InvoiceRecorded,
+            actor=actor,
+            invoice_id=new_id,
+            amount=value,
+            currency=currency,
+            status=invoice_status.value,
+            issued_at=issued_at,
+        )
+        return new_id
+
+    def log_activity(
+        self,
+        *,
+        kind: str,
+        reason: str,
+        detail: str,
+        occurred_at: datetime,
+        actor: str,
+    ) -> UUID:
+        """Log network or account activity for security, legal or troubleshooting reasons."""
+        refuse_card_numbers(detail=detail)
+        try:
+            activity_kind = ActivityKind(kind)
+        except ValueError:
+            raise InvalidCommandError(
+                f"unknown activity kind {kind!r}; expected network or account", field="kind"
+            ) from None
+        try:
+            activity_reason = ActivityReason(reason)
+        except ValueError:
+            raise InvalidCommandError(
+                f"activity may be logged only for security, legal or troubleshooting, "
+                f"not {reason!r}",
+                field="reason",
+            ) from None
+        if occurred_at.tzinfo is None:
+            raise InvalidCommandError("'occurred_at' needs a time zone", field="occurred_at")
+        entry_id = uuid4()
+        self.trigger_event(
+            self.ActivityLogged,
+            actor=actor,
+            entry_id=entry_id,
+            kind=activity_kind.value,
+            reason=activity_reason.value,
+            detail=_text(detail, "detail"),
+            occurred_at=occurred_at,
+        )
+        return entry_id
+
+    def disclose(
+        self,
+        *,
+        partner: Partner,
+        basis: str,
+        categories: Iterable[str],
+        purpose: str,
+        reference: str,
+        actor: str,
+        now: datetime,
+    ) -> UUID:
+        """Share categories with a partner, only on a basis the policy permits."""
+        refuse_card_numbers(reference=reference, purpose=purpose)
+        try:
+            share_basis = Basis(basis)
+        except ValueError:
+            raise DisclosureRefusedError(
+                f"{basis!r} is not a basis for sharing: customer data is never sold, rented or "
+                "distributed; it is shared only for a legal obligation, with a contracted "
+                "service provider, or for fraud prevention",
+                field="basis",
+            ) from None
+        wanted = [_category(c, "categories") for c in categories]
+        if not wanted:
+            raise DisclosureRefusedError("a disclosure names the categories shared", field="categories")
+        if len(set(wanted)) != len(wanted):
+            raise DisclosureRefusedError("a category is named twice", field="categories")
+        try:
+            share_purpose = Purpose(purpose)
+        except ValueError:
+            raise DisclosureRefusedError(
+                f"{purpose!r} is not one of the policy's purposes", field="purpose"
+            ) from None
+        if share_purpose is Purpose.MARKETING:
+            raise DisclosureRefusedError(
+                "customer data is never shared with third parties for marketing", field="purpose"
+            )
+        ref = reference.strip()
+        for category in wanted:
+            if not self.holds(category):
+                raise DisclosureRefusedError(
+                    f"no {category.value} data is held for this customer", field="categories"
+                )
+        if share_basis is Basis.LEGAL_OBLIGATION:
+            if partner.kind not in AUTHORITY_KINDS:
+                raise DisclosureRefusedError(
+                    "a legal obligation is a request from law enforcement or an authority",
+                    field="partner_id",
+                )
+            if not ref:
+                raise DisclosureRefusedError(
+                    "a disclosure under a legal obligation records the authority's reference",
+                    field="reference",
+                )
+            if share_purpose is not Purpose.LEGAL:
+                raise DisclosureRefusedError(
+                    "a legal obligation serves the legal purpose", field="purpose"
+                )
+        elif share_basis is Basis.SERVICE_PROVIDER:
+            if not partner.kind.is_contracted:
+                raise DisclosureRefusedError(
+                    f"a {partner.kind.value} is not a contracted service provider",
+                    field="partner_id",
+                )
+            if not partner.contract_valid_on(now):
+                raise DisclosureRefusedError(
+                    f"the partner's confidentiality contract is not valid on {now.date()} "
+                    f"(valid until {partner.contract_valid_until})",
+                    field="partner_id",
+                )
+            for category in wanted:
+                if share_purpose.value not in self.purposes_of(category):
+                    raise DisclosureRefusedError(
+                        f"{category.value} is not held for the purpose {share_purpose.value}",
+                        field="categories",
+                    )
+        elif share_purpose is not Purpose.LEGAL:
+            raise DisclosureRefusedError(
+                "fraud prevention falls under the legal purpose", field="purpose"
+            )
+        disclosure_id = uuid4()
+        self.trigger_event(
+            self.DataDisclosed,
+            actor=actor,
+            disclosure_id=disclosure_id,
+            partner_id=partner.id,
+            basis=share_basis.value,
+            categories=[c.value for c in wanted],
+            purpose=share_purpose.value,
+            reference=ref,
+        )
+        return disclosure_id
+
+    # ------------------------------------------------------------------ queries
+
+    @staticmethod
+    def _channel(channel: str) -> Channel:
+        try:
+            return Channel(channel)
+        except ValueError:
+            allowed = ", ".join(c.value for c in Channel)
+            raise InvalidCommandError(
+                f"unknown channel {channel!r}; expected one of {allowed}", field="channel"
+            ) from None
+
+    def has_consent(self, channel: Channel | str) -> bool:
+        state = self.consents.get(str(Channel(channel).value))
+        return bool(state and state["granted"])
+
+    def consented_channels(self) -> list[str]:
+        return [c.value for c in Channel if self.has_consent(c)]
+
+    def holds(self, category: Category) -> bool:
+        if category is Category.BILLING:
+            return bool(self.invoices)
+        if category is Category.ACTIVITY:
+            return bool(self.activity)
+        return bool(self.data.get(category.value))
+
+    def holds_name(self, category: str) -> bool:
+        return self.holds(Category(category))
+
+    def purposes_of(self, category: Category | str) -> list[str]:
+        """Purposes a category is held for; marketing only while consent is held."""
+        cat = Category(category)
+        purposes = list(self.purposes.get(cat.value, []))
+        if cat is Category.IDENTITY and self.consented_channels():
+            purposes.append(Purpose.MARKETING.value)
+        return purposes

@@ -1,0 +1,390 @@
+"""The application service: commands on customers, partners and requests.
+
+``RightsLedger`` is an eventsourcing ``Application``. It knows nothing of HTTP,
+settings files or processes: the composition root (``rightsledger.bootstrap``)
+gives it an environment (which event store to use), the jurisdictions' deadline
+rules and a clock. Every command loads the aggregates it needs, lets them decide,
+and saves the new events in one transaction; it returns the position (the
+notification id) of the last event written, so readers can wait for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from rightsledger.domain.customer import Customer
+from rightsledger.domain.deadlines import DeadlineRule
+from rightsledger.domain.errors import DomainError, InvalidCommandError, StateError
+from rightsledger.domain.partner import Partner
+from rightsledger.domain.requests import DataRightsRequest
+
+A = TypeVar("A", bound=Aggregate)
+R = TypeVar("R")
+
+_CONFLICT_RETRIES = 3
+
+
+class NotFoundError(DomainError):
+    """No aggregate of the expected kind has this id."""
+
+    title = "Not found"
+
+
+class ConcurrentChangeError(StateError):
+    """The aggregate kept changing under the command; it was not applied."""
+
+    title = "Concurrent change"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command returns: the id it acted on and the log position of its last event."""
+
+    id: UUID
+    position: int
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class RightsLedger(Application):
+    """Commands and aggregate reads over the event store."""
+
+    name = "rightsledger"
+    snapshotting_intervals: ClassVar[dict[type[Aggregate], int]] = {Customer: 200}
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        jurisdictions: Mapping[str, DeadlineRule] | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        super().__init__(env)
+        self.jurisdictions: Mapping[str, DeadlineRule] = dict(jurisdictions or {})
+        self.clock = clock
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _read(self, kind: type[A], aggregate_id: UUID) -> A:
+        """Load for a read: drop any cached copy first, so another process's writes show."""
+        self._forget(aggregate_id)
+        return self._load(kind, aggregate_id)
+
+    def _load(self, kind: type[A], aggregate_id: UUID) -> A:
+        label = _LABELS.get(kind, kind.__name__.lower())
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFoundError(f"no {label} with id {aggregate_id}", field="id") from None
+        if not isinstance(aggregate, kind):
+            raise NotFoundError(f"no {label} with id {aggregate_id}", field="id")
+        return aggregate
+
+    def _commit(self, *aggregates: Aggregate) -> int:
+        recordings = self.save(*aggregates)
+        if not recordings:
+            return self.recorder.max_notification_id() or 0
+        return max(r.notification.id for r in recordings)
+
+    def _forget(self, *aggregate_ids: UUID) -> None:
+        cache = self.repository.cache
+        if cache is None:
+            return
+        for aggregate_id in aggregate_ids:
+            try:
+                cache.get(aggregate_id, evict=True)
+            except KeyError:
+                pass
+
+    def _change(
+        self, kind: type[A], aggregate_id: UUID, decide: Callable[[A], R]
+    ) -> tuple[R, int]:
+        """Load, decide, save; reload and decide again when another writer got there first."""
+        for _ in range(_CONFLICT_RETRIES):
+            aggregate = self._load(kind, aggregate_id)
+            result = decide(aggregate)
+            try:
+                return result, self._commit(aggregate)
+            except IntegrityError:
+                self._forget(aggregate_id)
+        raise ConcurrentChangeError(
+            f"{_LABELS.get(kind, 'aggregate')} {aggregate_id} was changed concurrently; "
+            "retry the command"
+        )
+
+    def _add(self, aggregate: Aggregate) -> Outcome:
+        try:
+            return Outcome(aggregate.id, self._commit(aggregate))
+        except IntegrityError:
+            raise ConcurrentChangeError(f"{aggregate.id} already exists") from None
+
+    # ------------------------------------------------------------------ customers
+
+    def register_customer(
+        self,
+        *,
+        policy_version: str,
+        identity: Mapping[str, str],
+        actor: str,
+        account: Mapping[str, str] | None = None,
+        payment_method: Mapping[str, str] | None = None,
+        purposes: Mapping[str, Iterable[str]] | None = None,
+    ) -> Outcome:
+        customer = Customer.register(
+            policy_version=policy_version,
+            identity=identity,
+            account=account,
+            payment_method=payment_method,
+            purposes=purposes,
+            actor=actor,
+        )
+        return self._add(customer)
+
+    def correct_customer(
+        self,
+        customer_id: UUID,
+        changes: Mapping[str, Mapping[str, str]],
+        *,
+        actor: str,
+        request_id: UUID | None = None,
+    ) -> Outcome:
+        """Apply corrections, one event per category corrected, all in one transaction."""
+
+        if not changes:
+            raise InvalidCommandError("a correction names at least one category", field="changes")
+
+        def decide(customer: Customer) -> None:
+            for category, fields in changes.items():
+                customer.correct(
+                    category=category, changes=fields, actor=actor, request_id=request_id
+                )
+
+        _, position = self._change(Customer, customer_id, decide)
+        return Outcome(customer_id, position)
+
+    def change_consent(
+        self,
+        customer_id: UUID,
+        *,
+        channel: str,
+        granted: bool,
+        evidence: Mapping[str, Any],
+        actor: str,
+    ) -> Outcome:
+        def decide(customer: Customer) -> None:
+            if granted:
+                customer.grant_consent(channel=channel, evidence=evidence, actor=actor)
+            else:
+                customer.withdraw_consent(channel=channel, evidence=evidence, actor=actor)
+
+        _, position = self._change(Customer, customer_id, decide)
+        return Outcome(customer_id, position)
+
+    def record_invoice(
+        self,
+        customer_id: UUID,
+        *,
+        amount: Decimal | str,
+        currency: str,
+        status: str,
+        issued_at: datetime,
+        actor: str,
+    ) -> Outcome:
+        def decide(customer: Customer) -> UUID:
+            return customer.record_invoice(
+                amount=amount, currency=currency, status=status, issued_at=issued_at, actor=actor
+            )
+
+        invoice_id, position = self._change(Customer, customer_id, decide)
+        return Outcome(invoice_id, position)
+
+    def log_activity(
+        self,
+        customer_id: UUID,
+        *,
+        kind: str,
+        reason: str,
+        detail: str,
+        occurred_at: datetime,
+        actor: str,
+    ) -> Outcome:
+        def decide(customer: Customer) -> UUID:
+            return customer.log_activity(
+                kind=kind, reason=reason, detail=detail, occurred_at=occurred_at, actor=actor
+            )
+
+        entry_id, position = self._change(Customer, customer_id, decide)
+        return Outcome(entry_id, position)
+
+    def disclose(
+        self,
+        customer_id: UUID,
+        *,
+        partner_id: UUID,
+        basis: str,
+        categories: Iterable[str],
+        purpose: str,
+        reference: str,
+        actor: str,
+    ) -> Outcome:
+        partner = self._load(Partner, partner_id)
+        wanted = list(categories)
+
+        def decide(customer: Customer) -> UUID:
+            return customer.disclose(
+                partner=partner,
+                basis=basis,
+                categories=wanted,
+                purpose=purpose,
+                reference=reference,
+                actor=actor,
+                now=self.clock(),
+            )
+
+        disclosure_id, position = self._change(Customer, customer_id, decide)
+        return Outcome(disclosure_id, position)
+
+    def get_customer(self, customer_id: UUID) -> Customer:
+        return self._read(Customer, customer_id)
+
+    def consent_history(
+        self, customer_id: UUID
+    ) -> list[Customer.ConsentGranted | Customer.ConsentWithdrawn]:
+        """Every grant and withdrawal for the customer, oldest first, from the event store."""
+        self._read(Customer, customer_id)
+        return [
+            event
+            for event in self.events.get(customer_id)
+            if isinstance(event, Customer.ConsentGranted | Customer.ConsentWithdrawn)
+        ]
+
+    # ------------------------------------------------------------------ partners
+
+    def register_partner(
+        self,
+        *,
+        name: str,
+        kind: str,
+        actor: str,
+        contract_reference: str | None = None,
+        confidentiality_agreement: str | None = None,
+        contract_valid_until: date | None = None,
+    ) -> Outcome:
+        partner = Partner.register(
+            name=name,
+            kind=kind,
+            actor=actor,
+            contract_reference=contract_reference,
+            confidentiality_agreement=confidentiality_agreement,
+            contract_valid_until=contract_valid_until,
+        )
+        return self._add(partner)
+
+    def renew_partner_contract(
+        self,
+        partner_id: UUID,
+        *,
+        contract_reference: str,
+        confidentiality_agreement: str,
+        valid_until: date,
+        actor: str,
+    ) -> Outcome:
+        def decide(partner: Partner) -> None:
+            partner.renew_contract(
+                contract_reference=contract_reference,
+                confidentiality_agreement=confidentiality_agreement,
+                valid_until=valid_until,
+                actor=actor,
+            )
+
+        _, position = self._change(Partner, partner_id, decide)
+        return Outcome(partner_id, position)
+
+    def get_partner(self, partner_id: UUID) -> Partner:
+        return self._read(Partner, partner_id)
+
+    # ------------------------------------------------------------------ requests
+
+    def submit_request(
+        self,
+        *,
+        customer_id: UUID,
+        request_type: str,
+        channel: str,
+        jurisdiction: str,
+        actor: str,
+        statement: str | None = None,
+        document_reference: str | None = None,
+        corrections: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> Outcome:
+        self._load(Customer, customer_id)
+        request = DataRightsRequest.submit(
+            customer_id=customer_id,
+            request_type=request_type,
+            channel=channel,
+            jurisdiction=jurisdiction,
+            rules=self.jurisdictions,
+            received_at=self.clock(),
+            actor=actor,
+            statement=statement,
+            document_reference=document_reference,
+            corrections=corrections,
+        )
+        return self._add(request)
+
+    def verify_request(self, request_id: UUID, *, method: str, reference: str, actor: str) -> Outcome:
+        def decide(request: DataRightsRequest) -> None:
+            request.verify_identity(method=method, reference=reference, actor=actor)
+
+        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+
+    def extend_request(self, request_id: UUID, *, reason: str, actor: str) -> Outcome:
+        def decide(request: DataRightsRequest) -> None:
+            request.extend(reason=reason, now=self.clock(), actor=actor)
+
+        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+
+    def deny_request(self, request_id: UUID, *, reason: str, actor: str) -> Outcome:
+        def decide(request: DataRightsRequest) -> None:
+            request.deny(reason=reason, actor=actor)
+
+        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+
+    def revoke_request(self, request_id: UUID, *, actor: str, reason: str | None = None) -> Outcome:
+        def decide(request: DataRightsRequest) -> None:
+            request.revoke(reason=reason, actor=actor)
+
+        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+
+    def fulfil_request(self, request_id: UUID, *, summary: str, actor: str) -> Outcome:
+        def decide(request: DataRightsRequest) -> None:
+            request.fulfil(summary=summary, actor=actor)
+
+        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+
+    def expire_request(self, request_id: UUID, *, reason: str, actor: str) -> Outcome:
+        def decide(request: DataRightsRequest) -> None:
+            request.expire(reason=reason, now=self.clock(), actor=actor)
+
+        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+
+    def get_request(self, request_id: UUID) -> DataRightsRequest:
+        return self._read(DataRightsRequest, request_id)
+
+
+_LABELS: dict[type[Aggregate], str] = {
+    Customer: "customer",
+    Partner: "partner",
+    DataRightsRequest: "request",
+}

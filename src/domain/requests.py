@@ -1,0 +1,322 @@
+"""Data-rights requests: access, correction, opt-out and deletion, made in writing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate
+
+from rightsledger.domain.cards import refuse_card_numbers
+from rightsledger.domain.deadlines import DeadlineRule, Period
+from rightsledger.domain.errors import (
+    ExtensionError,
+    IllegalTransitionError,
+    InvalidCommandError,
+    NotInWritingError,
+    NotVerifiedError,
+    RequestClosedError,
+    UnknownJurisdictionError,
+)
+from rightsledger.domain.values import (
+    CATEGORY_FIELDS,
+    Category,
+    RequestChannel,
+    RequestStatus,
+    RequestType,
+)
+
+_TEXT_LIMIT = 10_000
+
+
+def _reason(reason: str, field: str = "reason") -> str:
+    text = reason.strip()
+    if not text:
+        raise InvalidCommandError(f"'{field}' must not be empty", field=field)
+    if len(text) > _TEXT_LIMIT:
+        raise InvalidCommandError(f"'{field}' is too long", field=field)
+    return text
+
+
+class DataRightsRequest(Aggregate):
+    """A customer's written request to exercise a right of section 1.4 of the policy."""
+
+    class Event(Aggregate.Event):
+        actor: str
+
+    class Submitted(Aggregate.Created):
+        actor: str
+        customer_id: UUID
+        request_type: str
+        channel: str
+        statement: str | None
+        document_reference: str | None
+        jurisdiction: str
+        received_at: datetime
+        due_at: datetime
+        extension_months: int
+        extension_days: int
+        corrections: dict[str, dict[str, str]] | None
+
+    class IdentityVerified(Event):
+        method: str
+        reference: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = RequestStatus.IN_PROGRESS
+            aggregate.verified_at = self.timestamp
+            aggregate.verification = {"method": self.method, "reference": self.reference}
+
+    class DeadlineExtended(Event):
+        reason: str
+        due_at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.extension_reason = self.reason
+            aggregate.extended_at = self.timestamp
+            aggregate.due_at = self.due_at
+
+    class Denied(Event):
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = RequestStatus.DENIED
+            aggregate.reason = self.reason
+            aggregate.closed_at = self.timestamp
+
+    class Revoked(Event):
+        reason: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = RequestStatus.REVOKED
+            aggregate.reason = self.reason
+            aggregate.closed_at = self.timestamp
+
+    class Fulfilled(Event):
+        summary: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = RequestStatus.FULFILLED
+            aggregate.reason = self.summary
+            aggregate.closed_at = self.timestamp
+
+    class Expired(Event):
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = RequestStatus.EXPIRED
+            aggregate.reason = self.reason
+            aggregate.closed_at = self.timestamp
+
+    def __init__(  # noqa: PLR0913
+        self,
+        actor: str,
+        customer_id: UUID,
+        request_type: str,
+        channel: str,
+        statement: str | None,
+        document_reference: str | None,
+        jurisdiction: str,
+        received_at: datetime,
+        due_at: datetime,
+        extension_months: int,
+        extension_days: int,
+        corrections: dict[str, dict[str, str]] | None,
+    ) -> None:
+        self.submitted_by = actor
+        self.customer_id = customer_id
+        self.request_type = RequestType(request_type)
+        self.channel = RequestChannel(channel)
+        self.statement = statement
+        self.document_reference = document_reference
+        self.jurisdiction = jurisdiction
+        self.received_at = received_at
+        self.due_at = due_at
+        self.extension = Period(months=extension_months, days=extension_days)
+        self.corrections = corrections
+        self.status = RequestStatus.OPEN
+        self.verified_at: datetime | None = None
+        self.verification: dict[str, str] | None = None
+        self.extension_reason: str | None = None
+        self.extended_at: datetime | None = None
+        self.reason: str | None = None
+        self.closed_at: datetime | None = None
+
+    # ------------------------------------------------------------------ commands
+
+    @classmethod
+    def submit(  # noqa: PLR0913
+        cls,
+        *,
+        customer_id: UUID,
+        request_type: str,
+        channel: str,
+        jurisdiction: str,
+        rules: Mapping[str, DeadlineRule],
+        received_at: datetime,
+        actor: str,
+        statement: str | None = None,
+        document_reference: str | None = None,
+        corrections: Mapping[str, Mapping[str, str]] | None = None,
+        request_id: UUID | None = None,
+    ) -> DataRightsRequest:
+        """Receive a written request; the jurisdiction's rule sets the due date now."""
+        refuse_card_numbers(
+            statement=statement or "",
+            document_reference=document_reference or "",
+            corrections=corrections or {},
+        )
+        try:
+            kind = RequestType(request_type)
+        except ValueError:
+            allowed = ", ".join(t.value for t in RequestType)
+            raise InvalidCommandError(
+                f"unknown request type {request_type!r}; expected one of {allowed}", field="type"
+            ) from None
+        try:
+            written = RequestChannel(channel)
+        except ValueError:
+            allowed = ", ".join(c.value for c in RequestChannel)
+            raise NotInWritingError(
+                f"requests must be submitted in writing ({allowed}); {channel!r} is not accepted",
+                field="channel",
+            ) from None
+        statement_text = (statement or "").strip() or None
+        document = (document_reference or "").strip() or None
+        if statement_text is None and document is None:
+            raise NotInWritingError(
+                "a written request carries the requester's statement or a reference to the "
+                "written document",
+                field="statement",
+            )
+        rule = rules.get(jurisdiction)
+        if rule is None:
+            known = ", ".join(sorted(rules)) or "none configured"
+            raise UnknownJurisdictionError(
+                f"no response deadline is configured for {jurisdiction!r} (known: {known})",
+                field="jurisdiction",
+            )
+        if received_at.tzinfo is None:
+            raise InvalidCommandError("'received_at' needs a time zone", field="received_at")
+        checked_corrections = cls._check_corrections(kind, corrections)
+        return cls._create(
+            cls.Submitted,
+            id=request_id or uuid4(),
+            actor=actor,
+            customer_id=customer_id,
+            request_type=kind.value,
+            channel=written.value,
+            statement=statement_text,
+            document_reference=document,
+            jurisdiction=jurisdiction,
+            received_at=received_at,
+            due_at=rule.respond_within.after(received_at),
+            extension_months=rule.extension.months,
+            extension_days=rule.extension.days,
+            corrections=checked_corrections,
+        )
+
+    @staticmethod
+    def _check_corrections(
+        kind: RequestType, corrections: Mapping[str, Mapping[str, str]] | None
+    ) -> dict[str, dict[str, str]] | None:
+        if kind is not RequestType.CORRECTION:
+            if corrections:
+                raise InvalidCommandError(
+                    "only a correction request carries corrections", field="corrections"
+                )
+            return None
+        if not corrections:
+            raise InvalidCommandError(
+                "a correction request names the fields to correct", field="corrections"
+            )
+        checked: dict[str, dict[str, str]] = {}
+        for category_name, fields in corrections.items():
+            try:
+                category = Category(category_name)
+            except ValueError:
+                raise InvalidCommandError(
+                    f"unknown category {category_name!r}", field=f"corrections.{category_name}"
+                ) from None
+            allowed = CATEGORY_FIELDS[category]
+            if not fields or not set(fields) <= set(allowed):
+                raise InvalidCommandError(
+                    f"{category.value} fields that can be corrected are {', '.join(allowed)}",
+                    field=f"corrections.{category_name}",
+                )
+            checked[category.value] = {k: str(v).strip() for k, v in fields.items()}
+        return checked
+
+    def _ensure_open(self) -> None:
+        if self.status.is_final:
+            raise RequestClosedError(
+                f"the request is {self.status.value}; a closed request cannot change",
+                field="status",
+            )
+
+    def verify_identity(self, *, method: str, reference: str, actor: str) -> None:
+        """Record that the requester's identity was verified; work may start."""
+        refuse_card_numbers(method=method, reference=reference)
+        self._ensure_open()
+        if self.status is not RequestStatus.OPEN:
+            raise IllegalTransitionError("the requester's identity is already verified")
+        self.trigger_event(
+            self.IdentityVerified,
+            actor=actor,
+            method=_reason(method, "method"),
+            reference=_reason(reference, "reference"),
+        )
+
+    def extend(self, *, reason: str, now: datetime, actor: str) -> None:
+        """Extend the deadline by the jurisdiction's extension: once, before it passes."""
+        refuse_card_numbers(reason=reason)
+        self._ensure_open()
+        if self.extension_reason is not None:
+            raise ExtensionError("the deadline has already been extended once")
+        if now >= self.due_at:
+            raise ExtensionError(
+                f"the deadline passed at {self.due_at.isoformat()}; it can no longer be extended"
+            )
+        self.trigger_event(
+            self.DeadlineExtended,
+            actor=actor,
+            reason=_reason(reason),
+            due_at=self.extension.after(self.due_at),
+        )
+
+    def deny(self, *, reason: str, actor: str) -> None:
+        """Deny the request, stating why."""
+        refuse_card_numbers(reason=reason)
+        self._ensure_open()
+        self.trigger_event(self.Denied, actor=actor, reason=_reason(reason))
+
+    def revoke(self, *, actor: str, reason: str | None = None) -> None:
+        """The requester withdraws the request."""
+        refuse_card_numbers(reason=reason or "")
+        self._ensure_open()
+        self.trigger_event(self.Revoked, actor=actor, reason=(reason or "").strip() or None)
+
+    def fulfil(self, *, summary: str, actor: str) -> None:
+        """Mark the request fulfilled; only after the identity was verified."""
+        self._ensure_open()
+        if self.status is not RequestStatus.IN_PROGRESS:
+            raise NotVerifiedError(
+                "the requester's identity must be verified before the request is fulfilled"
+            )
+        self.trigger_event(self.Fulfilled, actor=actor, summary=_reason(summary, "summary"))
+
+    def expire(self, *, reason: str, now: datetime, actor: str) -> None:
+        """Close a request that could not be completed by its due date."""
+        self._ensure_open()
+        if now < self.due_at:
+            raise IllegalTransitionError(
+                f"the request is due at {self.due_at.isoformat()} and has not expired"
+            )
+        self.trigger_event(self.Expired, actor=actor, reason=_reason(reason))
+
+    # ------------------------------------------------------------------ queries
+
+    def is_overdue(self, now: datetime) -> bool:
+        return not self.status.is_final and now > self.due_at

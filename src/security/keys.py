@@ -1,0 +1,155 @@
+"""API keys: random bearer tokens stored only as SHA-256 digests, each with a role."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from uuid import UUID, uuid4
+
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+TOKEN_PREFIX = "rlk_"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    INTAKE = "intake"
+    SUPPORT = "support"
+    BILLING = "billing"
+    MARKETING = "marketing"
+    PRIVACY_OFFICER = "privacy_officer"
+    AUDITOR = "auditor"
+    PARTNER = "partner"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's id, its holder's name, its role, and (for partners) which."""
+
+    key_id: UUID
+    name: str
+    role: Role
+    partner_id: UUID | None = None
+
+    @property
+    def actor(self) -> str:
+        """How this caller is named in the events it causes."""
+        return f"{self.role.value}:{self.name}"
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+class KeyStoreError(Exception):
+    pass
+
+
+class ApiKeyStore:
+    """Keys in their own table; lookups by digest, then a constant-time comparison."""
+
+    def __init__(self, pool: ConnectionPool, schema: str, *, cache_seconds: float = 30.0) -> None:
+        self._pool = pool
+        self._table = sql.Identifier(schema, "api_keys")
+        self._cache_seconds = cache_seconds
+        self._cache: dict[bytes, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def create_table(self) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} ("
+                    " key_id uuid PRIMARY KEY,"
+                    " name text NOT NULL,"
+                    " role text NOT NULL,"
+                    " partner_id uuid,"
+                    " digest bytea NOT NULL UNIQUE,"
+                    " created_at timestamptz NOT NULL,"
+                    " revoked_at timestamptz)"
+                ).format(self._table)
+            )
+
+    def create(self, role: Role | str, name: str, partner_id: UUID | None = None) -> tuple[UUID, str]:
+        """Create a key and return its id and the token (shown once, never stored)."""
+        role = Role(role)
+        if not name.strip():
+            raise KeyStoreError("a key needs a name")
+        if role is Role.PARTNER and partner_id is None:
+            raise KeyStoreError("a partner key names the partner it belongs to")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        key_id = uuid4()
+        self._insert(key_id, name.strip(), role, partner_id, digest(token))
+        return key_id, token
+
+    def seed(self, token: str, *, role: Role = Role.ADMIN, name: str = "seeded admin") -> None:
+        """Make a known token valid (RIGHTSLEDGER_ADMIN_KEY); idempotent."""
+        if len(token) < 16:
+            raise KeyStoreError("a seeded key must be at least 16 characters")
+        with self._pool.connection() as conn:
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (key_id, name, role, digest, created_at)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (digest) DO NOTHING"
+                ).format(self._table),
+                (uuid4(), name, role.value, digest(token), datetime.now(UTC)),
+            )
+
+    def _insert(
+        self, key_id: UUID, name: str, role: Role, partner_id: UUID | None, key_digest: bytes
+    ) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (key_id, name, role, partner_id, digest, created_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)"
+                ).format(self._table),
+                (key_id, name, role.value, partner_id, key_digest, datetime.now(UTC)),
+            )
+
+    def revoke(self, key_id: UUID) -> bool:
+        with self._pool.connection() as conn:
+            cur = conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET revoked_at = %s WHERE key_id = %s AND revoked_at IS NULL"
+                ).format(self._table),
+                (datetime.now(UTC), key_id),
+            )
+            changed = cur.rowcount > 0
+        with self._lock:
+            self._cache = {k: v for k, v in self._cache.items() if v[0].key_id != key_id}
+        return changed
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal for a bearer token, or None when it is unknown or revoked."""
+        key_digest = digest(token)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(key_digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT key_id, name, role, partner_id, digest FROM {}"
+                    " WHERE digest = %s AND revoked_at IS NULL"
+                ).format(self._table),
+                (key_digest,),
+            )
+            row = cur.fetchone()
+        if row is None or not hmac.compare_digest(bytes(row["digest"]), key_digest):
+            return None
+        principal = Principal(
+            key_id=row["key_id"], name=row["name"], role=Role(row["role"]), partner_id=row["partner_id"]
+        )
+        with self._lock:
+            self._cache[key_digest] = (principal, now + self._cache_seconds)
+        return principal

@@ -1,0 +1,1 @@
+"""Where the event store lives: a configured PostgreSQL server or an embedded one."""

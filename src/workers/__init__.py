@@ -1,0 +1,1 @@
+"""Workers that react to events: request fulfilment, partner notifications, deadlines."""

@@ -30,7 +30,8 @@ integration: install
 
 lint: install
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy src
+	@mkdir -p build/typecheck && ln -sfn ../../src build/typecheck/rightsledger
+	$(BIN)/mypy -p rightsledger
 
 bench: install
 	$(BIN)/python bench/commands.py

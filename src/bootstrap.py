@@ -7,10 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from eventsourcing.persistence import InfrastructureFactory
-from eventsourcing.utils import Environment
 from eventsourcing.projection import ProjectionRunner
+from eventsourcing.utils import Environment
 from psycopg_pool import ConnectionPool
-
 from rightsledger.config import Settings
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.projections.requests import RequestQueueProjection, RequestQueueView
@@ -31,6 +30,7 @@ class Container:
     keys: ApiKeyStore
     request_queue: RequestQueueView
     env: dict[str, str]
+    owns_database: bool = True
     runners: list[ProjectionRunner[RightsLedger, RequestQueueView]] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -66,7 +66,8 @@ class Container:
         self.ledger.close()
         self.request_queue.datastore.close()
         self.pool.close()
-        self.database.close()
+        if self.owns_database:
+            self.database.close()
 
 
 def ledger_env(settings: Settings, database: Database) -> dict[str, str]:
@@ -124,4 +125,5 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
         keys=keys,
         request_queue=request_queue,
         env=env,
+        owns_database=database is None,
     )

@@ -9,7 +9,6 @@ from uuid import UUID
 
 import typer
 from pydantic import SecretStr
-
 from rightsledger.config import Settings
 from rightsledger.security.keys import KeyStoreError, Role
 
@@ -25,7 +24,6 @@ def serve(
 ) -> None:
     """Serve the HTTP API (and the projections) until interrupted."""
     import uvicorn
-
     from rightsledger.api.app import create_app
     from rightsledger.bootstrap import build
 

@@ -7,12 +7,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from rightsledger import __version__
 from rightsledger.api import problems
 from rightsledger.api.routers import customers, health, partners, requests
 from rightsledger.bootstrap import Container
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodyLimit:

@@ -7,8 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
-from rightsledger.api.problems import ApiProblem
+from rightsledger.api.problems import ApiProblemError
 from rightsledger.bootstrap import Container
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.security.keys import Principal, Role
@@ -37,15 +36,21 @@ def authenticate(
 ) -> Principal:
     challenge = {"WWW-Authenticate": 'Bearer realm="rightsledger"'}
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ApiProblem(
-            401, "Unauthorized", "send an API key as 'Authorization: Bearer <key>'",
-            slug="unauthorized", headers=challenge,
+        raise ApiProblemError(
+            401,
+            "Unauthorized",
+            "send an API key as 'Authorization: Bearer <key>'",
+            slug="unauthorized",
+            headers=challenge,
         )
     principal = container.keys.authenticate(credentials.credentials)
     if principal is None:
-        raise ApiProblem(
-            401, "Unauthorized", "the API key is unknown or revoked",
-            slug="unauthorized", headers=challenge,
+        raise ApiProblemError(
+            401,
+            "Unauthorized",
+            "the API key is unknown or revoked",
+            slug="unauthorized",
+            headers=challenge,
         )
     return principal
 
@@ -59,7 +64,7 @@ class RoleGate:
     def __call__(self, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if principal.role not in self.roles:
             allowed = ", ".join(sorted(r.value for r in self.roles))
-            raise ApiProblem(
+            raise ApiProblemError(
                 403,
                 "Forbidden",
                 f"role {principal.role.value!r} may not do this; allowed: {allowed}",

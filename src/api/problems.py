@@ -9,10 +9,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from rightsledger.domain.errors import DomainError, InvalidCommandError, StateError
 from rightsledger.domain.ledger import NotFoundError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ def domain_status(error: DomainError) -> int:
     return 422
 
 
-class ApiProblem(Exception):
+class ApiProblemError(Exception):
     """Raised by routes and dependencies to answer with a problem document."""
 
     def __init__(
@@ -75,7 +74,13 @@ def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
     out = []
     for err in errors:
         loc = [str(part) for part in err.get("loc", ())]
-        out.append({"field": ".".join(loc[1:] if loc[:1] == ["body"] else loc), "message": err.get("msg", ""), "type": err.get("type", "")})
+        out.append(
+            {
+                "field": ".".join(loc[1:] if loc[:1] == ["body"] else loc),
+                "message": err.get("msg", ""),
+                "type": err.get("type", ""),
+            }
+        )
     return out
 
 
@@ -93,8 +98,8 @@ def install(app: FastAPI) -> None:
             field=exc.field,
         )
 
-    @app.exception_handler(ApiProblem)
-    async def _api(request: Request, exc: ApiProblem) -> JSONResponse:
+    @app.exception_handler(ApiProblemError)
+    async def _api(request: Request, exc: ApiProblemError) -> JSONResponse:
         return problem(
             exc.status,
             exc.title,
@@ -139,7 +144,7 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(
             500,

@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-
 from rightsledger.domain.cards import find_card_number
 from rightsledger.domain.values import (
     ActivityKind,

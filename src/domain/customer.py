@@ -10,7 +10,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
-
 from rightsledger.domain.cards import refuse_card_numbers
 from rightsledger.domain.errors import (
     DisclosureRefusedError,
@@ -66,7 +65,9 @@ def _text(value: object, field: str, *, required: bool = True) -> str:
     if required and not stripped:
         raise InvalidCommandError(f"'{field}' must not be empty", field=field)
     if len(stripped) > _FIELD_LIMIT:
-        raise InvalidCommandError(f"'{field}' is longer than {_FIELD_LIMIT} characters", field=field)
+        raise InvalidCommandError(
+            f"'{field}' is longer than {_FIELD_LIMIT} characters", field=field
+        )
     return stripped
 
 
@@ -440,7 +441,9 @@ class Customer(Aggregate):
             ) from None
         wanted = [_category(c, "categories") for c in categories]
         if not wanted:
-            raise DisclosureRefusedError("a disclosure names the categories shared", field="categories")
+            raise DisclosureRefusedError(
+                "a disclosure names the categories shared", field="categories"
+            )
         if len(set(wanted)) != len(wanted):
             raise DisclosureRefusedError("a category is named twice", field="categories")
         try:

@@ -10,6 +10,7 @@ notification id) of the last event written, so readers can wait for it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -18,9 +19,8 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError
-
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.deadlines import DeadlineRule
 from rightsledger.domain.errors import DomainError, InvalidCommandError, StateError
@@ -57,11 +57,13 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class RightsLedger(Application):
+class RightsLedger(Application[UUID]):
     """Commands and aggregate reads over the event store."""
 
     name = "rightsledger"
-    snapshotting_intervals: ClassVar[dict[type[Aggregate], int]] = {Customer: 200}
+    snapshotting_intervals: ClassVar[dict[type[MutableOrImmutableAggregate[Any]], int]] = {
+        Customer: 200
+    }
 
     def __init__(
         self,
@@ -84,7 +86,7 @@ class RightsLedger(Application):
     def _load(self, kind: type[A], aggregate_id: UUID) -> A:
         label = _LABELS.get(kind, kind.__name__.lower())
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: object = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFoundError(f"no {label} with id {aggregate_id}", field="id") from None
         if not isinstance(aggregate, kind):
@@ -102,14 +104,10 @@ class RightsLedger(Application):
         if cache is None:
             return
         for aggregate_id in aggregate_ids:
-            try:
+            with contextlib.suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
-            except KeyError:
-                pass
 
-    def _change(
-        self, kind: type[A], aggregate_id: UUID, decide: Callable[[A], R]
-    ) -> tuple[R, int]:
+    def _change(self, kind: type[A], aggregate_id: UUID, decide: Callable[[A], R]) -> tuple[R, int]:
         """Load, decide, save; reload and decide again when another writer got there first."""
         for _ in range(_CONFLICT_RETRIES):
             aggregate = self._load(kind, aggregate_id)
@@ -343,7 +341,9 @@ class RightsLedger(Application):
         )
         return self._add(request)
 
-    def verify_request(self, request_id: UUID, *, method: str, reference: str, actor: str) -> Outcome:
+    def verify_request(
+        self, request_id: UUID, *, method: str, reference: str, actor: str
+    ) -> Outcome:
         def decide(request: DataRightsRequest) -> None:
             request.verify_identity(method=method, reference=reference, actor=actor)
 

@@ -7,7 +7,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
-
 from rightsledger.domain.errors import InvalidPartnerError
 from rightsledger.domain.values import PartnerKind
 
@@ -75,7 +74,9 @@ class Partner(Aggregate):
                 f"unknown partner kind {kind!r}; expected one of {allowed}", field="kind"
             ) from None
         if partner_kind.is_contracted:
-            cls._require_contract(contract_reference, confidentiality_agreement, contract_valid_until)
+            cls._require_contract(
+                contract_reference, confidentiality_agreement, contract_valid_until
+            )
         return cls._create(
             cls.Registered,
             id=partner_id or uuid4(),
@@ -107,7 +108,12 @@ class Partner(Aggregate):
             )
 
     def renew_contract(
-        self, *, contract_reference: str, confidentiality_agreement: str, valid_until: date, actor: str
+        self,
+        *,
+        contract_reference: str,
+        confidentiality_agreement: str,
+        valid_until: date,
+        actor: str,
     ) -> None:
         """Record a new or renewed confidentiality contract."""
         if not self.kind.is_contracted:

@@ -8,7 +8,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
-
 from rightsledger.domain.cards import refuse_card_numbers
 from rightsledger.domain.deadlines import DeadlineRule, Period
 from rightsledger.domain.errors import (
@@ -110,7 +109,7 @@ class DataRightsRequest(Aggregate):
             aggregate.reason = self.reason
             aggregate.closed_at = self.timestamp
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         actor: str,
         customer_id: UUID,
@@ -147,7 +146,7 @@ class DataRightsRequest(Aggregate):
     # ------------------------------------------------------------------ commands
 
     @classmethod
-    def submit(  # noqa: PLR0913
+    def submit(
         cls,
         *,
         customer_id: UUID,

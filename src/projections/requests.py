@@ -12,7 +12,6 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.projection import Projection
 from psycopg import sql
 from psycopg.rows import dict_row
-
 from rightsledger.domain.requests import DataRightsRequest
 
 APPLICATION_NAME = "rightsledger"
@@ -125,7 +124,7 @@ class RequestQueueProjection(Projection[RequestQueueView]):
     name = "request_queue"
 
     @singledispatchmethod
-    def process_event(self, domain_event: DomainEventProtocol[Any], tracking: Tracking) -> None:
+    def process_event(self, _event: DomainEventProtocol[Any], tracking: Tracking) -> None:
         """Other events only advance the position, so readers can wait for any position."""
         self.view.insert_tracking(tracking)
 

@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-TOKEN_PREFIX = "rlk_"
+TOKEN_PREFIX = "rlk_"  # noqa: S105 - a prefix, not a secret
 
 
 class Role(StrEnum):
@@ -78,7 +78,9 @@ class ApiKeyStore:
                 ).format(self._table)
             )
 
-    def create(self, role: Role | str, name: str, partner_id: UUID | None = None) -> tuple[UUID, str]:
+    def create(
+        self, role: Role | str, name: str, partner_id: UUID | None = None
+    ) -> tuple[UUID, str]:
         """Create a key and return its id and the token (shown once, never stored)."""
         role = Role(role)
         if not name.strip():
@@ -148,7 +150,10 @@ class ApiKeyStore:
         if row is None or not hmac.compare_digest(bytes(row["digest"]), key_digest):
             return None
         principal = Principal(
-            key_id=row["key_id"], name=row["name"], role=Role(row["role"]), partner_id=row["partner_id"]
+            key_id=row["key_id"],
+            name=row["name"],
+            role=Role(row["role"]),
+            partner_id=row["partner_id"],
         )
         with self._lock:
             self._cache[key_digest] = (principal, now + self._cache_seconds)

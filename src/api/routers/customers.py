@@ -6,7 +6,6 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, status
-
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import LedgerDep, allow
 from rightsledger.domain.customer import Customer
@@ -26,14 +25,12 @@ ConsentReader = Annotated[
 ]
 Biller = Annotated[Principal, Depends(allow(Role.BILLING))]
 ActivityWriter = Annotated[Principal, Depends(allow(Role.SUPPORT))]
-Discloser = Annotated[
-    Principal, Depends(allow(Role.PRIVACY_OFFICER, Role.BILLING, Role.SUPPORT))
-]
+Discloser = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER, Role.BILLING, Role.SUPPORT))]
 
 
 def customer_out(customer: Customer) -> s.CustomerOut:
     categories = {}
-    for category, purposes in customer.purposes.items():
+    for category in customer.purposes:
         if not customer.holds_name(category):
             continue
         categories[category] = s.CategoryOut(
@@ -59,7 +56,9 @@ def customer_out(customer: Customer) -> s.CustomerOut:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=s.CustomerCreated)
-def register_customer(body: s.CustomerCreate, ledger: LedgerDep, who: Registrar) -> s.CustomerCreated:
+def register_customer(
+    body: s.CustomerCreate, ledger: LedgerDep, who: Registrar
+) -> s.CustomerCreated:
     """Register a customer with the personal data collected, by category and purpose."""
     account = None
     if body.account is not None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import ContainerDep
-from rightsledger.api.problems import ApiProblem
+from rightsledger.api.problems import ApiProblemError
 
 router = APIRouter(tags=["health"])
 
@@ -23,5 +22,7 @@ def ready(container: ContainerDep) -> s.Ready:
     try:
         position = container.ledger.recorder.max_notification_id() or 0
     except Exception as error:
-        raise ApiProblem(503, "Not ready", f"the event store is unreachable: {error}") from None
+        raise ApiProblemError(
+            503, "Not ready", f"the event store is unreachable: {error}"
+        ) from None
     return s.Ready(status="ready", position=position)

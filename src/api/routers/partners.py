@@ -7,7 +7,6 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, status
-
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import LedgerDep, allow
 from rightsledger.domain.partner import Partner

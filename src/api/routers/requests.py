@@ -7,7 +7,6 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, status
-
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import ContainerDep, LedgerDep, allow
 from rightsledger.domain.ledger import Outcome, RightsLedger
@@ -19,9 +18,7 @@ router = APIRouter(prefix="/v1/requests", tags=["requests"])
 
 Intake = Annotated[Principal, Depends(allow(Role.INTAKE, Role.PRIVACY_OFFICER))]
 Officer = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER))]
-Reader = Annotated[
-    Principal, Depends(allow(Role.INTAKE, Role.PRIVACY_OFFICER, Role.AUDITOR))
-]
+Reader = Annotated[Principal, Depends(allow(Role.INTAKE, Role.PRIVACY_OFFICER, Role.AUDITOR))]
 
 
 def request_out(request: DataRightsRequest) -> s.RequestOut:
@@ -75,7 +72,10 @@ def submit_request(body: s.RequestIn, ledger: LedgerDep, who: Intake) -> s.Reque
     )
     request = ledger.get_request(outcome.id)
     return s.RequestAccepted(
-        request_id=outcome.id, status=request.status, due_at=request.due_at, position=outcome.position
+        request_id=outcome.id,
+        status=request.status,
+        due_at=request.due_at,
+        position=outcome.position,
     )
 
 

@@ -1,0 +1,45 @@
+"""Shared fixtures: a real PostgreSQL for every test that touches storage.
+
+The server in RIGHTSLEDGER_TEST_DATABASE_URL when set; otherwise an embedded
+PostgreSQL started from the pip wheel for the test session. Each test gets a
+schema of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from rightsledger.storage.database import Database, start_embedded
+
+ADMIN_KEY = "rlk_test_admin_key_0123456789"
+
+
+@pytest.fixture(scope="session")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    url = os.environ.get("RIGHTSLEDGER_TEST_DATABASE_URL")
+    if url:
+        yield Database(url=url)
+        return
+    home = Path(tmp_path_factory.mktemp("pg"))
+    db = start_embedded(home)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def schema(database: Database) -> Iterator[str]:
+    name = "t_" + uuid.uuid4().hex[:16]
+    database.ensure_schema(name)
+    try:
+        yield name
+    finally:
+        with psycopg.connect(database.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from eventsourcing.persistence import InfrastructureFactory
-from eventsourcing.projection import ProjectionRunner
-from eventsourcing.utils import Environment
 from psycopg_pool import ConnectionPool
+
 from rightsledger.config import Settings
 from rightsledger.domain.ledger import RightsLedger
-from rightsledger.projections.requests import RequestQueueProjection, RequestQueueView
+from rightsledger.projections.base import View
+from rightsledger.projections.worker import ProjectionWorker, ViewSet
 from rightsledger.security.keys import ApiKeyStore
 from rightsledger.storage.database import Database, open_database
 
@@ -28,43 +28,48 @@ class Container:
     pool: ConnectionPool
     ledger: RightsLedger
     keys: ApiKeyStore
-    request_queue: RequestQueueView
+    views: ViewSet
     env: dict[str, str]
     owns_database: bool = True
-    runners: list[ProjectionRunner[RightsLedger, RequestQueueView]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
-    def start_projections(self) -> None:
-        """Run the projections in this process (threads fed by LISTEN/NOTIFY)."""
-        if self.runners:
-            return
-        runner: ProjectionRunner[RightsLedger, RequestQueueView] = ProjectionRunner(
-            application_class=RightsLedger,
-            projection_class=RequestQueueProjection,
-            view_class=RequestQueueView,
-            env=self.env,
-        )
-        runner.__enter__()
-        self.runners.append(runner)
+    def projection_worker(self) -> ProjectionWorker:
+        return ProjectionWorker(self.ledger, list(self.views.views.values()))
 
-    def wait_for(self, position: int, timeout: float) -> bool:
-        """Block until every running projection reached ``position``; False on timeout."""
-        for runner in self.runners:
-            try:
-                runner.wait(position, timeout=timeout)
-            except TimeoutError:
-                return False
-        return True
+    def start_projections(self) -> None:
+        """Run the projection worker in a thread of this process (woken by LISTEN/NOTIFY)."""
+        if self.threads:
+            return
+        worker = self.projection_worker()
+
+        def run() -> None:
+            while not self.stop.is_set():
+                try:
+                    worker.run_forever(self.database.url, self.stop, poll=0.1)
+                except Exception:
+                    log.exception("projection worker failed; restarting in 1 s")
+                    self.stop.wait(1.0)
+
+        thread = threading.Thread(target=run, name="projections", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def wait_for(self, view: View, position: int, timeout: float) -> bool:
+        """Block until ``view`` has applied ``position``; False on timeout."""
+        return self.views.wait(view, position, timeout, self.stop)
 
     def close(self) -> None:
-        for runner in self.runners:
-            runner.__exit__(None, None, None)
-        self.runners.clear()
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+        self.threads.clear()
         for closer in reversed(self.closers):
             closer()
         self.closers.clear()
         self.ledger.close()
-        self.request_queue.datastore.close()
+        self.views.close()
         self.pool.close()
         if self.owns_database:
             self.database.close()
@@ -98,16 +103,7 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
         db.ensure_schema(settings.database_schema)
         env = ledger_env(settings, db)
         ledger = RightsLedger(env, jurisdictions=settings.deadline_rules())
-        request_queue = (
-            InfrastructureFactory[RequestQueueView]
-            .construct(
-                env=Environment(
-                    RequestQueueProjection.name,
-                    {**env, "POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4"},
-                )
-            )
-            .tracking_recorder(RequestQueueView)
-        )
+        views = ViewSet.open(env)
         pool: ConnectionPool = ConnectionPool(db.url, min_size=1, max_size=4, open=True)
         keys = ApiKeyStore(pool, settings.database_schema)
         keys.create_table()
@@ -123,7 +119,7 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
         pool=pool,
         ledger=ledger,
         keys=keys,
-        request_queue=request_queue,
+        views=views,
         env=env,
         owns_database=database is None,
     )

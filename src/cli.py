@@ -2,19 +2,164 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import secrets
-from typing import Annotated
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 import typer
 from pydantic import SecretStr
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
 from rightsledger.config import Settings
 from rightsledger.security.keys import KeyStoreError, Role
+
+if TYPE_CHECKING:
+    from rightsledger.bootstrap import Container
+
+VIEW_NAMES = (
+    "customer_profile",
+    "consent_ledger",
+    "request_queue",
+    "disclosures",
+    "audit_trail",
+)
 
 app = typer.Typer(help="rightsledger: event-sourced data rights.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+projections_app = typer.Typer(
+    help="Run, inspect and rebuild the read models.", no_args_is_help=True
+)
+app.add_typer(projections_app, name="projections")
+audit_app = typer.Typer(help="Replay and check the event history.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+def _container(*, projections: bool = False) -> Container:
+    from rightsledger.bootstrap import build
+
+    return build(Settings(run_projections=projections))
+
+
+def _bar(label: str) -> tuple[Progress, TaskID]:
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("events"),
+        TimeRemainingColumn(),
+        disable=not sys.stderr.isatty() and os.environ.get("RIGHTSLEDGER_PROGRESS") != "1",
+        console=Console(stderr=True),
+    )
+    return progress, progress.add_task(label, total=None)
+
+
+@projections_app.command("run")
+def projections_run() -> None:
+    """Run the projection worker until interrupted (one applies at a time; others stand by)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    container = _container()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    worker = container.projection_worker()
+    typer.echo(f"projection worker following the log (head {worker.head()})")
+    try:
+        worker.run_forever(container.database.url, stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        container.close()
+
+
+@projections_app.command("status")
+def projections_status() -> None:
+    """Each view's position against the log's head: the lag, in events."""
+    container = _container()
+    try:
+        head = container.ledger.recorder.max_notification_id() or 0
+        positions = container.views.positions()
+    finally:
+        container.close()
+    typer.echo(f"{'view':<20} {'position':>10} {'lag':>10}")
+    for name, position in positions.items():
+        typer.echo(f"{name:<20} {position:>10} {head - position:>10}")
+    typer.echo(f"{'log head':<20} {head:>10}")
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str, typer.Argument(help="View to rebuild: " + ", ".join(VIEW_NAMES))],
+) -> None:
+    """Rebuild one view from the log beside the live one, then swap it in."""
+    from rightsledger.projections.worker import VIEW_CLASSES, rebuild
+
+    if name not in VIEW_CLASSES:
+        typer.echo(f"error: unknown view {name!r}; views: {', '.join(VIEW_CLASSES)}", err=True)
+        raise typer.Exit(2)
+    container = _container()
+    progress, task = _bar(f"rebuilding {name}")
+    try:
+        with progress:
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            position = rebuild(container.ledger, container.views.datastore, name, progress=advance)
+    finally:
+        container.close()
+    typer.echo(f"{name} rebuilt and swapped in at position {position}")
+
+
+@audit_app.command("replay")
+def audit_replay(
+    until: Annotated[
+        datetime | None, typer.Option(help="Replay events recorded up to this time (ISO-8601).")
+    ] = None,
+    customer: Annotated[str | None, typer.Option(help="Replay one customer only.")] = None,
+) -> None:
+    """Rebuild state from the event store alone, as it stood at --until (default: now)."""
+    from rightsledger.api.routers.audit import state_out
+    from rightsledger.domain.replay import replay_log
+
+    moment = until or datetime.now(UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    container = _container()
+    try:
+        if customer is not None:
+            state = container.ledger.customer_as_of(UUID(customer), moment)
+            document = {
+                "customer_id": customer,
+                "as_of": moment.isoformat(),
+                "state": state_out(state).model_dump(mode="json") if state else None,
+            }
+            typer.echo(json.dumps(document, indent=2))
+            return
+        progress, task = _bar("replaying")
+        with progress:
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            summary = replay_log(container.ledger, moment, progress=advance)
+    finally:
+        container.close()
+    typer.echo(json.dumps(summary.as_dict(), indent=2))
 
 
 @app.command()
@@ -24,6 +169,7 @@ def serve(
 ) -> None:
     """Serve the HTTP API (and the projections) until interrupted."""
     import uvicorn
+
     from rightsledger.api.app import create_app
     from rightsledger.bootstrap import build
 
@@ -63,9 +209,7 @@ def keys_create(
     ] = None,
 ) -> None:
     """Create an API key and print it once (only its digest is stored)."""
-    from rightsledger.bootstrap import build
-
-    container = build(Settings(run_projections=False))
+    container = _container()
     try:
         partner_id = UUID(partner) if partner else None
         key_id, token = container.keys.create(role, name, partner_id=partner_id)
@@ -81,9 +225,7 @@ def keys_create(
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
     """Revoke an API key."""
-    from rightsledger.bootstrap import build
-
-    container = build(Settings(run_projections=False))
+    container = _container()
     try:
         changed = container.keys.revoke(UUID(key_id))
     finally:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from rightsledger.domain.deadlines import DeadlineRule, Period
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+
 from rightsledger.storage.database import Database, start_embedded
 
 ADMIN_KEY = "rlk_test_admin_key_0123456789"

@@ -7,11 +7,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from rightsledger import __version__
 from rightsledger.api import problems
-from rightsledger.api.routers import customers, health, partners, requests
+from rightsledger.api.routers import audit, customers, health, partners, requests
 from rightsledger.bootstrap import Container
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodyLimit:
@@ -91,7 +92,13 @@ def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
     )
     app.state.container = container
     problems.install(app)
-    for router in (health.router, customers.router, partners.router, requests.router):
+    for router in (
+        health.router,
+        customers.router,
+        partners.router,
+        requests.router,
+        audit.router,
+    ):
         app.include_router(router)
     app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
     return app

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
 from rightsledger.api.problems import ApiProblemError
 from rightsledger.bootstrap import Container
 from rightsledger.domain.ledger import RightsLedger
+from rightsledger.projections.base import View
 from rightsledger.security.keys import Principal, Role
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer rlk_...`")
@@ -75,3 +77,49 @@ class RoleGate:
 
 def allow(*roles: Role) -> Callable[..., Principal]:
     return RoleGate(*roles)
+
+
+class ViewRead:
+    """A read from one view: waits for ``min_position`` and reports the position read."""
+
+    def __init__(self, view: View, response: Response) -> None:
+        self.view = view
+        self.response = response
+
+    def reflect(self, position: int) -> None:
+        self.response.headers["X-Position"] = str(position)
+
+
+class ReadFrom:
+    """Dependency: read-your-writes on a view, through ``?min_position=N``."""
+
+    def __init__(self, view_name: str) -> None:
+        self.view_name = view_name
+
+    def __call__(
+        self,
+        container: ContainerDep,
+        response: Response,
+        min_position: Annotated[
+            int | None,
+            Query(
+                ge=0,
+                le=2**62,
+                description="Wait until the view reflects this log position (a command's "
+                "`position`); 503 with Retry-After if it does not within a few seconds.",
+            ),
+        ] = None,
+    ) -> ViewRead:
+        view = container.views[self.view_name]
+        if min_position is not None and not container.wait_for(
+            view, min_position, container.settings.read_wait_seconds
+        ):
+            raise ApiProblemError(
+                503,
+                "View not caught up",
+                f"the {self.view_name} view has not reached position {min_position} yet; "
+                "retry shortly",
+                slug="not-caught-up",
+                headers={"Retry-After": "1"},
+            )
+        return ViewRead(view, response)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
 from rightsledger.domain.cards import find_card_number
 from rightsledger.domain.values import (
     ActivityKind,
@@ -192,12 +193,22 @@ class ActivityOut(BaseModel):
 
 class DisclosureOut(BaseModel):
     disclosure_id: UUID
+    customer_id: UUID
     partner_id: UUID
+    partner_name: str | None
+    partner_kind: str | None
     basis: str
     categories: list[str]
     purpose: str
     reference: str
+    actor: str
     disclosed_at: datetime
+    position: int
+
+
+class DisclosurePage(BaseModel):
+    items: list[DisclosureOut]
+    position: int = Field(description="Log position the register reflects.")
 
 
 class CustomerOut(BaseModel):
@@ -210,7 +221,6 @@ class CustomerOut(BaseModel):
     consents: list[ConsentOut]
     invoices: list[InvoiceOut]
     activity: list[ActivityOut]
-    disclosures: list[DisclosureOut]
 
 
 class ConsentEventOut(BaseModel):
@@ -220,12 +230,14 @@ class ConsentEventOut(BaseModel):
     recorded_at: datetime
     actor: str
     version: int
+    request_id: UUID | None = None
 
 
 class ConsentsOut(BaseModel):
     customer_id: UUID
     current: list[ConsentOut]
     history: list[ConsentEventOut]
+    position: int
 
 
 # ---------------------------------------------------------------------- partners
@@ -344,4 +356,68 @@ class Health(BaseModel):
 
 class Ready(BaseModel):
     status: Literal["ready"]
+    position: int
+
+
+# ---------------------------------------------------------------------- audit
+
+
+class LogEvent(BaseModel):
+    position: int
+    recorded_at: datetime
+    type: str
+    aggregate_id: UUID
+    version: int
+    actor: str | None
+    payload: dict[str, Any]
+
+
+class LogPage(BaseModel):
+    items: list[LogEvent]
+    next_after: int = Field(description="Pass as `after` to read the next page.")
+    head: int = Field(description="The log's last position now.")
+
+
+class DisclosureAsOf(BaseModel):
+    disclosure_id: UUID
+    partner_id: UUID
+    basis: str
+    categories: list[str]
+    purpose: str
+    reference: str
+    disclosed_at: datetime
+
+
+class CustomerState(BaseModel):
+    version: int
+    policy_version: str
+    categories: dict[str, CategoryOut]
+    consents: list[ConsentOut]
+    invoices: list[InvoiceOut]
+    activity: list[ActivityOut]
+    disclosures: list[DisclosureAsOf]
+
+
+class CustomerAsOf(BaseModel):
+    customer_id: UUID
+    as_of: datetime
+    registered: bool
+    state: CustomerState | None
+
+
+class TrailEntry(BaseModel):
+    position: int
+    recorded_at: datetime
+    event_type: str
+    aggregate_type: str
+    aggregate_id: UUID
+    customer_id: UUID | None
+    version: int
+    actor: str | None
+    purpose: str | None
+    summary: str
+
+
+class TrailPage(BaseModel):
+    items: list[TrailEntry]
     position: int

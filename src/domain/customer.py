@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
+
 from rightsledger.domain.cards import refuse_card_numbers
 from rightsledger.domain.errors import (
     DisclosureRefusedError,

@@ -21,6 +21,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError
+
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.deadlines import DeadlineRule
 from rightsledger.domain.errors import DomainError, InvalidCommandError, StateError
@@ -256,17 +257,6 @@ class RightsLedger(Application[UUID]):
     def get_customer(self, customer_id: UUID) -> Customer:
         return self._read(Customer, customer_id)
 
-    def consent_history(
-        self, customer_id: UUID
-    ) -> list[Customer.ConsentGranted | Customer.ConsentWithdrawn]:
-        """Every grant and withdrawal for the customer, oldest first, from the event store."""
-        self._read(Customer, customer_id)
-        return [
-            event
-            for event in self.events.get(customer_id)
-            if isinstance(event, Customer.ConsentGranted | Customer.ConsentWithdrawn)
-        ]
-
     # ------------------------------------------------------------------ partners
 
     def register_partner(
@@ -381,6 +371,37 @@ class RightsLedger(Application[UUID]):
 
     def get_request(self, request_id: UUID) -> DataRightsRequest:
         return self._read(DataRightsRequest, request_id)
+
+    # ------------------------------------------------------------------ auditor replay
+
+    def log_page(self, after: int, limit: int) -> list[tuple[int, Any]]:
+        """Events of the whole log after ``after``, in order, with their positions."""
+        notifications = self.recorder.select_notifications(
+            start=after, limit=limit, inclusive_of_start=False
+        )
+        return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
+
+    def replay(self, aggregate_id: UUID, as_of: datetime) -> Any | None:
+        """An aggregate as it stood at ``as_of``, rebuilt from its stored events only."""
+        aggregate = None
+        for event in self.events.get(aggregate_id):
+            assert isinstance(event, Aggregate.Event | Aggregate.Created)
+            if event.timestamp > as_of:
+                break
+            aggregate = event.mutate(aggregate)
+        return aggregate
+
+    def customer_as_of(self, customer_id: UUID, as_of: datetime) -> Customer | None:
+        """The customer as they stood at ``as_of``; None when not yet registered then."""
+        if as_of.tzinfo is None:
+            raise InvalidCommandError("'as_of' needs a time zone", field="as_of")
+        customer = self.replay(customer_id, as_of)
+        if customer is None:
+            self._load(Customer, customer_id)  # unknown customer: NotFoundError
+            return None
+        if not isinstance(customer, Customer):
+            raise NotFoundError(f"no customer with id {customer_id}", field="id")
+        return customer
 
 
 _LABELS: dict[type[Aggregate], str] = {

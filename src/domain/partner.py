@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
+
 from rightsledger.domain.errors import InvalidPartnerError
 from rightsledger.domain.values import PartnerKind
 

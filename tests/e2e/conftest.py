@@ -5,12 +5,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
 from rightsledger.api.app import create_app
 from rightsledger.bootstrap import Container, build
 from rightsledger.config import Settings
 from rightsledger.security.keys import Role
 from rightsledger.storage.database import Database
-
 from tests.conftest import ADMIN_KEY
 
 

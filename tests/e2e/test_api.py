@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -10,8 +9,8 @@ from uuid import uuid4
 
 import pytest
 from fastapi.testclient import TestClient
-from rightsledger.security.keys import Role
 
+from rightsledger.security.keys import Role
 from tests.e2e.conftest import EVIDENCE, customer_body
 
 Headers = Callable[[Role | str], dict[str, str]]
@@ -40,12 +39,10 @@ def new_customer(client: TestClient, admin: dict[str, str], **overrides: Any) ->
 
 
 def wait_for_queue(client: TestClient, admin: dict[str, str], position: int) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        page: dict[str, Any] = client.get("/v1/requests", headers=admin).json()
-        if page["position"] >= position or time.monotonic() > deadline:
-            return page
-        time.sleep(0.05)
+    response = client.get(f"/v1/requests?min_position={position}", headers=admin)
+    assert response.status_code == 200, response.text
+    page: dict[str, Any] = response.json()
+    return page
 
 
 def test_health_ready_and_openapi(client: TestClient) -> None:
@@ -64,7 +61,9 @@ def test_register_read_and_correct_a_customer(client: TestClient, admin: dict[st
     created = response.json()
     assert created["position"] >= 1
     customer_id = created["customer_id"]
-    view = client.get(f"/v1/customers/{customer_id}", headers=admin).json()
+    view = client.get(
+        f"/v1/customers/{customer_id}?min_position={created['position']}", headers=admin
+    ).json()
     assert view["policy_version"] == "2026-01"
     assert view["categories"]["payment_method"]["fields"] == {
         "processor": "Acme Payments",
@@ -83,7 +82,11 @@ def test_register_read_and_correct_a_customer(client: TestClient, admin: dict[st
     )
     assert patched.status_code == 200
     assert patched.json()["position"] > created["position"]
-    view = client.get(f"/v1/customers/{customer_id}", headers=admin).json()
+    response = client.get(
+        f"/v1/customers/{customer_id}?min_position={patched.json()['position']}", headers=admin
+    )
+    assert int(response.headers["x-position"]) >= patched.json()["position"]
+    view = response.json()
     assert view["categories"]["identity_contact"]["fields"]["email"] == "ada@new.example.org"
     assert view["version"] == 2
 
@@ -93,11 +96,17 @@ def test_consents_current_and_history(client: TestClient, admin: dict[str, str])
     customer_id = new_customer(client, admin)
     url = f"/v1/customers/{customer_id}/consents"
     grant = {"purpose": "marketing", "channel": "email", "granted": True, "evidence": EVIDENCE}
-    assert client.post(url, json=grant, headers=admin).status_code == 200
-    view = client.get(f"/v1/customers/{customer_id}", headers=admin).json()
+    granted = client.post(url, json=grant, headers=admin)
+    assert granted.status_code == 200
+    view = client.get(
+        f"/v1/customers/{customer_id}?min_position={granted.json()['position']}", headers=admin
+    ).json()
     assert "marketing" in view["categories"]["identity_contact"]["purposes"]
-    assert client.post(url, json={**grant, "granted": False}, headers=admin).status_code == 200
-    consents = client.get(url, headers=admin).json()
+    withdrawn = client.post(url, json={**grant, "granted": False}, headers=admin)
+    assert withdrawn.status_code == 200
+    consents = client.get(
+        f"{url}?min_position={withdrawn.json()['position']}", headers=admin
+    ).json()
     assert [c["granted"] for c in consents["current"]] == [False]
     assert [h["granted"] for h in consents["history"]] == [True, False]
     assert consents["history"][0]["evidence"]["wording_version"] == "mkt-v3"
@@ -134,7 +143,9 @@ def test_invoices_and_activity(client: TestClient, admin: dict[str, str]) -> Non
         headers=admin,
     )
     assert activity.status_code == 201
-    view = client.get(f"/v1/customers/{customer_id}", headers=admin).json()
+    view = client.get(
+        f"/v1/customers/{customer_id}?min_position={activity.json()['position']}", headers=admin
+    ).json()
     assert view["invoices"][0]["amount"] == "49.90"
     assert view["activity"][0]["detail"] == "password reset"
     assert view["categories"]["billing"]["purposes"] == ["billing", "legal"]

@@ -3,10 +3,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from rightsledger.bootstrap import Container, build
 from rightsledger.config import Settings
 from rightsledger.storage.database import Database
-
 from tests.conftest import ADMIN_KEY
 
 

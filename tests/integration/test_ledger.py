@@ -9,6 +9,7 @@ from uuid import uuid4
 import psycopg
 import pytest
 from psycopg import sql
+
 from rightsledger.bootstrap import Container
 from rightsledger.domain.errors import DomainError, StateError
 from rightsledger.domain.ledger import NotFoundError, RightsLedger

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.errors import (
     CardNumberError,

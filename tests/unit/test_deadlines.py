@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+
 from rightsledger.domain.deadlines import Period
 
 moments = st.datetimes(

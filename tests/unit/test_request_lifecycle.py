@@ -8,6 +8,7 @@ from uuid import uuid4
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
 from rightsledger.domain.deadlines import DeadlineRule, Period
 from rightsledger.domain.errors import (
     DomainError,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Query, status
+
 from rightsledger.api import schemas as s
-from rightsledger.api.deps import LedgerDep, allow
-from rightsledger.domain.customer import Customer
+from rightsledger.api.deps import ContainerDep, LedgerDep, ReadFrom, ViewRead, allow
+from rightsledger.domain.ledger import NotFoundError
+from rightsledger.projections.customers import CustomerProfileView
+from rightsledger.projections.disclosures import DisclosuresView
 from rightsledger.security.keys import Principal, Role
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -25,34 +28,55 @@ ConsentReader = Annotated[
 ]
 Biller = Annotated[Principal, Depends(allow(Role.BILLING))]
 ActivityWriter = Annotated[Principal, Depends(allow(Role.SUPPORT))]
+DisclosureReader = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER, Role.AUDITOR))]
 Discloser = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER, Role.BILLING, Role.SUPPORT))]
 
 
-def customer_out(customer: Customer) -> s.CustomerOut:
-    categories = {}
-    for category in customer.purposes:
-        if not customer.holds_name(category):
+def profile_out(row: dict[str, Any]) -> s.CustomerOut:
+    """The API shape of a customer_profile row; marketing is a purpose only under consent."""
+    consents = row["consents"]
+    consenting = any(state["granted"] for state in consents.values())
+    categories: dict[str, s.CategoryOut] = {}
+    held = {
+        "billing": bool(row["invoices"]),
+        "activity": bool(row["activity"]),
+    }
+    for category, purposes in row["purposes"].items():
+        fields = row["data"].get(category, {})
+        if not (fields or held.get(category)):
             continue
-        categories[category] = s.CategoryOut(
-            purposes=customer.purposes_of(category), fields=dict(customer.data.get(category, {}))
-        )
+        effective = list(purposes)
+        if category == "identity_contact" and consenting:
+            effective.append("marketing")
+        categories[category] = s.CategoryOut(purposes=effective, fields=fields)
     return s.CustomerOut(
-        customer_id=customer.id,
-        version=customer.version,
-        policy_version=customer.policy_version,
-        registered_at=customer.created_on,
-        modified_at=customer.modified_on,
+        customer_id=row["customer_id"],
+        version=row["version"],
+        policy_version=row["policy_version"],
+        registered_at=row["registered_at"],
+        modified_at=row["modified_at"],
         categories=categories,
-        consents=[
-            s.ConsentOut(channel=channel, **state) for channel, state in customer.consents.items()
-        ],
+        consents=[s.ConsentOut(channel=channel, **state) for channel, state in consents.items()],
         invoices=[
             s.InvoiceOut(invoice_id=UUID(invoice_id), **invoice)
-            for invoice_id, invoice in customer.invoices.items()
+            for invoice_id, invoice in row["invoices"].items()
         ],
-        activity=[s.ActivityOut(**entry) for entry in customer.activity],
-        disclosures=[s.DisclosureOut(**d) for d in customer.disclosures],
+        activity=[s.ActivityOut(**entry) for entry in row["activity"]],
     )
+
+
+def _profile(customer_id: UUID, read: ViewRead) -> dict[str, Any]:
+    view = read.view
+    assert isinstance(view, CustomerProfileView)
+    row, position = view.get(customer_id)
+    read.reflect(position)
+    if row is None:
+        raise NotFoundError(
+            f"no customer with id {customer_id} (as of position {position}; pass "
+            "?min_position=N to read your own writes)",
+            field="id",
+        )
+    return row
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=s.CustomerCreated)
@@ -81,9 +105,11 @@ def register_customer(
 
 
 @router.get("/{customer_id}", response_model=s.CustomerOut)
-def get_customer(customer_id: UUID, ledger: LedgerDep, who: Reader) -> s.CustomerOut:
+def get_customer(
+    customer_id: UUID, who: Reader, read: Annotated[ViewRead, Depends(ReadFrom("customer_profile"))]
+) -> s.CustomerOut:
     """The customer's current personal data by category, with the purposes it is held for."""
-    return customer_out(ledger.get_customer(customer_id))
+    return profile_out(_profile(customer_id, read))
 
 
 @router.patch("/{customer_id}", response_model=s.CommandAccepted)
@@ -111,25 +137,49 @@ def change_consent(
 
 
 @router.get("/{customer_id}/consents", response_model=s.ConsentsOut)
-def get_consents(customer_id: UUID, ledger: LedgerDep, who: ConsentReader) -> s.ConsentsOut:
-    """Current marketing consent per channel, and every grant and withdrawal."""
-    customer = ledger.get_customer(customer_id)
-    history = [
-        s.ConsentEventOut(
-            channel=e.channel,
-            granted=isinstance(e, Customer.ConsentGranted),
-            evidence=e.evidence,
-            recorded_at=e.timestamp,
-            actor=e.actor,
-            version=e.originator_version,
+def get_consents(
+    customer_id: UUID,
+    container: ContainerDep,
+    who: ConsentReader,
+    read: Annotated[ViewRead, Depends(ReadFrom("consent_ledger"))],
+) -> s.ConsentsOut:
+    """Current marketing consent per channel, and every grant and withdrawal with evidence."""
+    rows, position = container.views.consent_ledger.history(customer_id)
+    read.reflect(position)
+    if not rows:
+        profile, _ = container.views.customer_profile.get(customer_id)
+        if profile is None:
+            raise NotFoundError(f"no customer with id {customer_id}", field="id")
+    current: dict[str, s.ConsentOut] = {}
+    for row in rows:
+        current[row["channel"]] = s.ConsentOut(
+            channel=row["channel"],
+            granted=row["granted"],
+            changed_at=row["recorded_at"],
+            evidence=row["evidence"],
         )
-        for e in ledger.consent_history(customer_id)
-    ]
     return s.ConsentsOut(
         customer_id=customer_id,
-        current=[s.ConsentOut(channel=c, **state) for c, state in customer.consents.items()],
-        history=history,
+        current=list(current.values()),
+        history=[s.ConsentEventOut(**row) for row in rows],
+        position=position,
     )
+
+
+@router.get("/{customer_id}/disclosures", response_model=s.DisclosurePage)
+def customer_disclosures(
+    customer_id: UUID,
+    who: DisclosureReader,
+    read: Annotated[ViewRead, Depends(ReadFrom("disclosures"))],
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> s.DisclosurePage:
+    """Every share of this customer's data: to whom, on which basis, for what, when."""
+    view = read.view
+    assert isinstance(view, DisclosuresView)
+    rows, position = view.for_customer(customer_id, limit=limit, offset=offset)
+    read.reflect(position)
+    return s.DisclosurePage(items=[s.DisclosureOut(**row) for row in rows], position=position)
 
 
 @router.post(

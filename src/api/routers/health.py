@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import ContainerDep
 from rightsledger.api.problems import ApiProblemError

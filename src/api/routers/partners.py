@@ -6,10 +6,12 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Query, status
+
 from rightsledger.api import schemas as s
-from rightsledger.api.deps import LedgerDep, allow
+from rightsledger.api.deps import LedgerDep, ReadFrom, ViewRead, allow
 from rightsledger.domain.partner import Partner
+from rightsledger.projections.disclosures import DisclosuresView
 from rightsledger.security.keys import Principal, Role
 
 router = APIRouter(prefix="/v1/partners", tags=["partners"])
@@ -19,6 +21,8 @@ Reader = Annotated[
     Principal,
     Depends(allow(Role.PRIVACY_OFFICER, Role.AUDITOR, Role.SUPPORT, Role.BILLING)),
 ]
+
+RegisterReader = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER, Role.AUDITOR))]
 
 
 def partner_out(partner: Partner) -> s.PartnerOut:
@@ -57,3 +61,19 @@ def register_partner(body: s.PartnerIn, ledger: LedgerDep, who: Manager) -> s.Pa
 def get_partner(partner_id: UUID, ledger: LedgerDep, who: Reader) -> s.PartnerOut:
     """A partner and whether its confidentiality contract is valid today."""
     return partner_out(ledger.get_partner(partner_id))
+
+
+@router.get("/{partner_id}/disclosures", response_model=s.DisclosurePage)
+def partner_disclosures(
+    partner_id: UUID,
+    who: RegisterReader,
+    read: Annotated[ViewRead, Depends(ReadFrom("disclosures"))],
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> s.DisclosurePage:
+    """The disclosures register for one partner: what it received, on which basis, when."""
+    view = read.view
+    assert isinstance(view, DisclosuresView)
+    rows, position = view.for_partner(partner_id, limit=limit, offset=offset)
+    read.reflect(position)
+    return s.DisclosurePage(items=[s.DisclosureOut(**row) for row in rows], position=position)

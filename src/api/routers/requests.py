@@ -7,11 +7,13 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, status
+
 from rightsledger.api import schemas as s
-from rightsledger.api.deps import ContainerDep, LedgerDep, allow
+from rightsledger.api.deps import LedgerDep, ReadFrom, ViewRead, allow
 from rightsledger.domain.ledger import Outcome, RightsLedger
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.values import RequestStatus, RequestType
+from rightsledger.projections.requests import RequestQueueView
 from rightsledger.security.keys import Principal, Role
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"])
@@ -81,26 +83,30 @@ def submit_request(body: s.RequestIn, ledger: LedgerDep, who: Intake) -> s.Reque
 
 @router.get("", response_model=s.RequestPage)
 def list_requests(
-    container: ContainerDep,
     who: Reader,
+    read: Annotated[ViewRead, Depends(ReadFrom("request_queue"))],
     status_: Annotated[RequestStatus | None, Query(alias="status")] = None,
     type_: Annotated[RequestType | None, Query(alias="type")] = None,
     overdue: bool | None = None,
     due_before: datetime | None = None,
+    customer_id: UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> s.RequestPage:
     """The request queue, soonest due first; overdue is derived from the due date."""
-    queue = container.request_queue
+    queue = read.view
+    assert isinstance(queue, RequestQueueView)
     rows, position = queue.search(
         status=status_.value if status_ else None,
         request_type=type_.value if type_ else None,
         overdue=overdue,
         due_before=due_before,
+        customer_id=customer_id,
         now=datetime.now(UTC),
         limit=limit,
         offset=offset,
     )
+    read.reflect(position)
     return s.RequestPage(items=[s.RequestSummary(**row) for row in rows], position=position)
 
 

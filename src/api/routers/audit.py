@@ -1,0 +1,125 @@
+"""Auditors: the whole ordered log, a customer's trail, and state as it stood at any moment."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+
+from rightsledger.api import schemas as s
+from rightsledger.api.deps import LedgerDep, ReadFrom, ViewRead, allow
+from rightsledger.domain.customer import Customer
+from rightsledger.projections.audit import AuditTrailView, event_type
+from rightsledger.projections.base import jsonable
+from rightsledger.security.keys import Principal, Role
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+Auditor = Annotated[Principal, Depends(allow(Role.AUDITOR, Role.PRIVACY_OFFICER))]
+
+_ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+
+
+def payload(event: Any) -> dict[str, Any]:
+    """An event's own attributes, as JSON values."""
+    return {k: jsonable(v) for k, v in vars(event).items() if k not in _ENVELOPE}
+
+
+@router.get("/events", response_model=s.LogPage)
+def log_events(
+    ledger: LedgerDep,
+    who: Auditor,
+    after: Annotated[int, Query(ge=0, le=2**62, description="Last position already read.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> s.LogPage:
+    """Page through the whole event log in order, straight from the event store."""
+    page = ledger.log_page(after, limit)
+    items = [
+        s.LogEvent(
+            position=position,
+            recorded_at=event.timestamp,
+            type=event_type(event),
+            aggregate_id=event.originator_id,
+            version=event.originator_version,
+            actor=getattr(event, "actor", None),
+            payload=payload(event),
+        )
+        for position, event in page
+    ]
+    head = ledger.recorder.max_notification_id() or 0
+    next_after = items[-1].position if items else after
+    return s.LogPage(items=items, next_after=next_after, head=head)
+
+
+def state_out(customer: Customer) -> s.CustomerState:
+    return s.CustomerState(
+        version=customer.version,
+        policy_version=customer.policy_version,
+        categories={
+            category: s.CategoryOut(
+                purposes=customer.purposes_of(category),
+                fields=dict(customer.data.get(category, {})),
+            )
+            for category in customer.purposes
+            if customer.holds_name(category)
+        },
+        consents=[
+            s.ConsentOut(channel=channel, **state) for channel, state in customer.consents.items()
+        ],
+        invoices=[
+            s.InvoiceOut(invoice_id=UUID(invoice_id), **invoice)
+            for invoice_id, invoice in customer.invoices.items()
+        ],
+        activity=[s.ActivityOut(**entry) for entry in customer.activity],
+        disclosures=[s.DisclosureAsOf(**d) for d in customer.disclosures],
+    )
+
+
+@router.get("/customers/{customer_id}/state", response_model=s.CustomerAsOf)
+def customer_state(
+    customer_id: UUID,
+    as_of: Annotated[datetime, Query(description="ISO-8601 time with a zone.")],
+    ledger: LedgerDep,
+    who: Auditor,
+) -> s.CustomerAsOf:
+    """The customer's data, consents and disclosures as they stood at ``as_of``, replayed."""
+    customer = ledger.customer_as_of(customer_id, as_of)
+    return s.CustomerAsOf(
+        customer_id=customer_id,
+        as_of=as_of,
+        registered=customer is not None,
+        state=state_out(customer) if customer is not None else None,
+    )
+
+
+def _trail(read: ViewRead, customer_id: UUID | None, after: int, limit: int) -> s.TrailPage:
+    view = read.view
+    assert isinstance(view, AuditTrailView)
+    rows, position = view.trail(customer_id, after=after, limit=limit)
+    read.reflect(position)
+    return s.TrailPage(items=[s.TrailEntry(**row) for row in rows], position=position)
+
+
+@router.get("/customers/{customer_id}/trail", response_model=s.TrailPage)
+def customer_trail(
+    customer_id: UUID,
+    who: Auditor,
+    read: Annotated[ViewRead, Depends(ReadFrom("audit_trail"))],
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> s.TrailPage:
+    """Everything that happened to a customer's data, requests included, in log order."""
+    return _trail(read, customer_id, after, limit)
+
+
+@router.get("/trail", response_model=s.TrailPage)
+def global_trail(
+    who: Auditor,
+    read: Annotated[ViewRead, Depends(ReadFrom("audit_trail"))],
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> s.TrailPage:
+    """Every event, for everyone, in log order, human-readable."""
+    return _trail(read, None, after, limit)

@@ -1,0 +1,214 @@
+"""The audit trail: every event, per customer and globally, in order, human-readable.
+
+Summaries name what happened and which fields or categories were touched, never
+the personal values themselves, so the trail can be kept after a customer's data
+is erased.
+"""
+
+from __future__ import annotations
+
+from functools import singledispatch
+from typing import Any
+from uuid import UUID
+
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
+
+from rightsledger.domain.customer import Customer
+from rightsledger.domain.partner import Partner
+from rightsledger.domain.requests import DataRightsRequest
+from rightsledger.projections.base import View
+
+
+def event_type(event: object) -> str:
+    """``Aggregate.Event``, e.g. ``Customer.ConsentGranted``."""
+    return type(event).__qualname__
+
+
+@singledispatch
+def describe(event: object) -> str:
+    """A one-line account of an event, free of personal values."""
+    return event_type(event).split(".")[-1]
+
+
+@describe.register
+def _(event: Customer.Registered) -> str:
+    categories = ", ".join(sorted(event.data))
+    return f"Customer registered under privacy policy {event.policy_version} ({categories})"
+
+
+@describe.register
+def _(event: Customer.DetailsCorrected) -> str:
+    fields = ", ".join(sorted(event.changes))
+    via = f" for request {event.request_id}" if event.request_id else ""
+    return f"Corrected {event.category}: {fields}{via}"
+
+
+@describe.register
+def _(event: Customer.ConsentGranted) -> str:
+    evidence = event.evidence
+    return (
+        f"Marketing consent by {event.channel} granted "
+        f"({evidence.get('method')}, wording {evidence.get('wording_version')})"
+    )
+
+
+@describe.register
+def _(event: Customer.ConsentWithdrawn) -> str:
+    via = f" for request {event.request_id}" if event.request_id else ""
+    return f"Marketing consent by {event.channel} withdrawn{via}"
+
+
+@describe.register
+def _(event: Customer.InvoiceRecorded) -> str:
+    return f"Invoice {event.invoice_id} recorded ({event.status})"
+
+
+@describe.register
+def _(event: Customer.ActivityLogged) -> str:
+    return f"{event.kind.capitalize()} activity logged for {event.reason}"
+
+
+@describe.register
+def _(event: Customer.DataDisclosed) -> str:
+    categories = ", ".join(event.categories)
+    return (
+        f"Shared {categories} with partner {event.partner_id} on basis {event.basis} "
+        f"for {event.purpose}"
+    )
+
+
+@describe.register
+def _(event: Partner.Registered) -> str:
+    return f"Partner registered ({event.kind})"
+
+
+@describe.register
+def _(event: Partner.ContractRenewed) -> str:
+    return f"Partner contract {event.contract_reference} valid until {event.contract_valid_until}"
+
+
+@describe.register
+def _(event: DataRightsRequest.Submitted) -> str:
+    return (
+        f"{event.request_type.replace('_', '-').capitalize()} request received by "
+        f"{event.channel.replace('_', ' ')} under {event.jurisdiction.upper()}, due "
+        f"{event.due_at.date().isoformat()}"
+    )
+
+
+@describe.register
+def _(event: DataRightsRequest.IdentityVerified) -> str:
+    return f"Requester's identity verified ({event.method})"
+
+
+@describe.register
+def _(event: DataRightsRequest.DeadlineExtended) -> str:
+    return f"Deadline extended to {event.due_at.date().isoformat()}"
+
+
+@describe.register
+def _(_event: DataRightsRequest.Denied) -> str:
+    return "Request denied"
+
+
+@describe.register
+def _(_event: DataRightsRequest.Revoked) -> str:
+    return "Request revoked by the requester"
+
+
+@describe.register
+def _(_event: DataRightsRequest.Fulfilled) -> str:
+    return "Request fulfilled"
+
+
+@describe.register
+def _(_event: DataRightsRequest.Expired) -> str:
+    return "Request expired"
+
+
+def customer_of(event: object) -> UUID | None:
+    """The customer an event concerns, when the event itself says so."""
+    if isinstance(event, Customer.Event | Customer.Registered):
+        return event.originator_id
+    if isinstance(event, DataRightsRequest.Submitted):
+        return event.customer_id
+    return None
+
+
+class AuditTrailView(View):
+    """``audit_trail``: one row per event with position, time, type, actor and purpose."""
+
+    name = "audit_trail"
+    tables = ("audit_trail",)
+
+    def create_statements(self) -> list[sql.Composed]:
+        table = self.table("audit_trail")
+        return [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " position bigint PRIMARY KEY,"
+                " aggregate_id uuid NOT NULL,"
+                " aggregate_type text NOT NULL,"
+                " customer_id uuid,"
+                " version integer NOT NULL,"
+                " event_type text NOT NULL,"
+                " recorded_at timestamptz NOT NULL,"
+                " actor text,"
+                " purpose text,"
+                " summary text NOT NULL)"
+            ).format(table),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (customer_id, position)").format(
+                self.index("audit_trail_customer"), table
+            ),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (aggregate_id, position)").format(
+                self.index("audit_trail_aggregate"), table
+            ),
+        ]
+
+    def apply(self, event: Any, curs: Cursor[DictRow], position: int) -> None:
+        """Every event is recorded; request events find their customer from the submission."""
+        customer = customer_of(event)
+        table = self.table("audit_trail")
+        customer_sql: sql.Composable = sql.Placeholder("customer")
+        if customer is None and isinstance(event, DataRightsRequest.Event):
+            customer_sql = sql.SQL(
+                "(SELECT customer_id FROM {} WHERE aggregate_id = %(aggregate)s"
+                " ORDER BY position LIMIT 1)"
+            ).format(table)
+        curs.execute(
+            sql.SQL(
+                "INSERT INTO {} (position, aggregate_id, aggregate_type, customer_id, version,"
+                " event_type, recorded_at, actor, purpose, summary) VALUES (%(position)s,"
+                " %(aggregate)s, %(aggregate_type)s, {}, %(version)s, %(type)s, %(at)s,"
+                " %(actor)s, %(purpose)s, %(summary)s) ON CONFLICT (position) DO NOTHING"
+            ).format(table, customer_sql),
+            {
+                "position": position,
+                "aggregate": event.originator_id,
+                "aggregate_type": event_type(event).split(".")[0],
+                "customer": customer,
+                "version": event.originator_version,
+                "type": event_type(event),
+                "at": event.timestamp,
+                "actor": getattr(event, "actor", None),
+                "purpose": getattr(event, "purpose", None),
+                "summary": describe(event),
+            },
+        )
+
+    def trail(
+        self, customer_id: UUID | None, *, after: int = 0, limit: int = 100
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Rows in log order, for one customer or for everyone."""
+        where: sql.Composable = sql.SQL("position > %(after)s")
+        if customer_id is not None:
+            where = sql.SQL("customer_id = %(customer)s AND ") + where
+        return self.fetch(
+            sql.SQL(
+                "SELECT position, recorded_at, event_type, aggregate_type, aggregate_id,"
+                " customer_id, version, actor, purpose, summary FROM {} WHERE {}"
+                " ORDER BY position LIMIT %(limit)s"
+            ).format(self.table("audit_trail"), where),
+            {"customer": customer_id, "after": after, "limit": limit},
+        )

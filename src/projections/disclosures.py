@@ -1,0 +1,141 @@
+"""The disclosures register: every share, per partner, basis, purpose, categories, reference."""
+
+from __future__ import annotations
+
+from functools import singledispatchmethod
+from typing import Any
+from uuid import UUID
+
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
+
+from rightsledger.domain.customer import Customer
+from rightsledger.domain.partner import Partner
+from rightsledger.projections.base import View
+
+
+class DisclosuresView(View):
+    """``disclosures`` and ``disclosure_partners``: the record an authority asks for first."""
+
+    name = "disclosures"
+    tables = ("disclosures", "disclosure_partners")
+
+    def create_statements(self) -> list[sql.Composed]:
+        disclosures = self.table("disclosures")
+        return [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " partner_id uuid PRIMARY KEY,"
+                " name text NOT NULL,"
+                " kind text NOT NULL,"
+                " contract_reference text,"
+                " contract_valid_until date)"
+            ).format(self.table("disclosure_partners")),
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " disclosure_id uuid PRIMARY KEY,"
+                " customer_id uuid NOT NULL,"
+                " partner_id uuid NOT NULL,"
+                " basis text NOT NULL,"
+                " purpose text NOT NULL,"
+                " categories text[] NOT NULL,"
+                " reference text NOT NULL,"
+                " actor text NOT NULL,"
+                " disclosed_at timestamptz NOT NULL,"
+                " position bigint NOT NULL)"
+            ).format(disclosures),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (partner_id, position)").format(
+                self.index("disclosures_partner"), disclosures
+            ),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (customer_id, position)").format(
+                self.index("disclosures_customer"), disclosures
+            ),
+        ]
+
+    @singledispatchmethod
+    def apply(self, event: Any, curs: Cursor[DictRow], position: int) -> None:
+        """Events this view does not project change nothing here."""
+
+    @apply.register
+    def _(self, event: Partner.Registered, curs: Cursor[DictRow], _position: int) -> None:
+        curs.execute(
+            sql.SQL(
+                "INSERT INTO {} (partner_id, name, kind, contract_reference, contract_valid_until)"
+                " VALUES (%(id)s, %(name)s, %(kind)s, %(ref)s, %(until)s)"
+                " ON CONFLICT (partner_id) DO NOTHING"
+            ).format(self.table("disclosure_partners")),
+            {
+                "id": event.originator_id,
+                "name": event.name,
+                "kind": event.kind,
+                "ref": event.contract_reference,
+                "until": event.contract_valid_until,
+            },
+        )
+
+    @apply.register
+    def _(self, event: Partner.ContractRenewed, curs: Cursor[DictRow], _position: int) -> None:
+        curs.execute(
+            sql.SQL(
+                "UPDATE {} SET contract_reference = %(ref)s, contract_valid_until = %(until)s"
+                " WHERE partner_id = %(id)s"
+            ).format(self.table("disclosure_partners")),
+            {
+                "id": event.originator_id,
+                "ref": event.contract_reference,
+                "until": event.contract_valid_until,
+            },
+        )
+
+    @apply.register
+    def _(self, event: Customer.DataDisclosed, curs: Cursor[DictRow], position: int) -> None:
+        curs.execute(
+            sql.SQL(
+                "INSERT INTO {} (disclosure_id, customer_id, partner_id, basis, purpose,"
+                " categories, reference, actor, disclosed_at, position) VALUES (%(id)s,"
+                " %(customer)s, %(partner)s, %(basis)s, %(purpose)s, %(categories)s,"
+                " %(reference)s, %(actor)s, %(at)s, %(position)s)"
+                " ON CONFLICT (disclosure_id) DO NOTHING"
+            ).format(self.table("disclosures")),
+            {
+                "id": event.disclosure_id,
+                "customer": event.originator_id,
+                "partner": event.partner_id,
+                "basis": event.basis,
+                "purpose": event.purpose,
+                "categories": list(event.categories),
+                "reference": event.reference,
+                "actor": event.actor,
+                "at": event.timestamp,
+                "position": position,
+            },
+        )
+
+    # ---------------------------------------------------------------- queries
+
+    def _select(
+        self, column: str, value: UUID, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        return self.fetch(
+            sql.SQL(
+                "SELECT d.disclosure_id, d.customer_id, d.partner_id, p.name AS partner_name,"
+                " p.kind AS partner_kind, d.basis, d.purpose, d.categories, d.reference, d.actor,"
+                " d.disclosed_at, d.position FROM {} d LEFT JOIN {} p USING (partner_id)"
+                " WHERE {} = %(value)s ORDER BY d.position LIMIT %(limit)s OFFSET %(offset)s"
+            ).format(
+                self.table("disclosures"),
+                self.table("disclosure_partners"),
+                sql.Identifier("d", column),
+            ),
+            {"value": value, "limit": limit, "offset": offset},
+        )
+
+    def for_partner(
+        self, partner_id: UUID, *, limit: int = 100, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        return self._select("partner_id", partner_id, limit, offset)
+
+    def for_customer(
+        self, customer_id: UUID, *, limit: int = 100, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        return self._select("customer_id", customer_id, limit, offset)

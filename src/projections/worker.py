@@ -1,0 +1,327 @@
+"""The projection worker: follows the event log and keeps every view in step, exactly once.
+
+It reads the log in batches (``select_notifications``), decodes each batch once,
+and applies it to every view that has not yet seen it, in one transaction with
+each view's tracking record. PostgreSQL LISTEN/NOTIFY (the event store notifies
+on every insert) wakes it when new events are committed; a short poll covers
+missed notifications. Only one worker per schema applies events at a time (a
+PostgreSQL advisory lock); a second one waits as a standby.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import InfrastructureFactory, IntegrityError
+from eventsourcing.postgres import PostgresDatastore, PostgresFactory
+from eventsourcing.utils import Environment
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from rightsledger.domain.ledger import RightsLedger
+from rightsledger.projections.audit import AuditTrailView
+from rightsledger.projections.base import View
+from rightsledger.projections.customers import ConsentLedgerView, CustomerProfileView
+from rightsledger.projections.disclosures import DisclosuresView
+from rightsledger.projections.requests import RequestQueueView
+
+log = logging.getLogger(__name__)
+
+VIEW_CLASSES: dict[str, type[View]] = {
+    cls.name: cls
+    for cls in (
+        CustomerProfileView,
+        ConsentLedgerView,
+        RequestQueueView,
+        DisclosuresView,
+        AuditTrailView,
+    )
+}
+
+REBUILD_SUFFIX = "__rebuild"
+
+Progress = Callable[[int, int], None]
+"""Called with (position reached, head position) after each batch."""
+
+
+def open_datastore(env: dict[str, str], *, pool_size: int = 4) -> PostgresDatastore:
+    factory = InfrastructureFactory.construct(
+        env=Environment(
+            "projections",
+            {**env, "POSTGRES_POOL_SIZE": str(pool_size), "POSTGRES_MAX_OVERFLOW": str(pool_size)},
+        )
+    )
+    assert isinstance(factory, PostgresFactory)
+    return factory.datastore
+
+
+@dataclass
+class ViewSet:
+    """The live views of one schema, sharing one datastore; for reading and waiting."""
+
+    datastore: PostgresDatastore
+    views: dict[str, View]
+
+    @classmethod
+    def open(cls, env: dict[str, str], *, pool_size: int = 4) -> ViewSet:
+        datastore = open_datastore(env, pool_size=pool_size)
+        views = {name: view_cls(datastore) for name, view_cls in VIEW_CLASSES.items()}
+        for view in views.values():
+            view.create_table()
+        return cls(datastore, views)
+
+    def __getitem__(self, name: str) -> View:
+        return self.views[name]
+
+    @property
+    def customer_profile(self) -> CustomerProfileView:
+        view = self.views["customer_profile"]
+        assert isinstance(view, CustomerProfileView)
+        return view
+
+    @property
+    def consent_ledger(self) -> ConsentLedgerView:
+        view = self.views["consent_ledger"]
+        assert isinstance(view, ConsentLedgerView)
+        return view
+
+    @property
+    def request_queue(self) -> RequestQueueView:
+        view = self.views["request_queue"]
+        assert isinstance(view, RequestQueueView)
+        return view
+
+    @property
+    def disclosures(self) -> DisclosuresView:
+        view = self.views["disclosures"]
+        assert isinstance(view, DisclosuresView)
+        return view
+
+    @property
+    def audit_trail(self) -> AuditTrailView:
+        view = self.views["audit_trail"]
+        assert isinstance(view, AuditTrailView)
+        return view
+
+    def positions(self) -> dict[str, int]:
+        """Each view's position, read in one query."""
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
+            return {
+                name: view._max_tracking_id(APPLICATION, curs) or 0
+                for name, view in self.views.items()
+            }
+
+    def wait(
+        self, view: View, position: int, timeout: float, stop: threading.Event | None = None
+    ) -> bool:
+        """Block until ``view`` has applied ``position``; False when the timeout passes first."""
+        if view.position() >= position:
+            return True
+        interval = 0.005
+        waiter = stop or threading.Event()
+        deadline = _monotonic() + timeout
+        while _monotonic() < deadline:
+            if waiter.wait(min(interval, max(0.0, deadline - _monotonic()))):
+                return False
+            if view.position() >= position:
+                return True
+            interval = min(interval * 2, 0.05)
+        return view.position() >= position
+
+    def close(self) -> None:
+        self.datastore.close()
+
+
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()
+
+
+APPLICATION = "rightsledger"
+
+
+class ProjectionWorker:
+    """Applies the log to a set of views, batch by batch, exactly once."""
+
+    def __init__(
+        self,
+        app: RightsLedger,
+        views: Sequence[View],
+        *,
+        batch_size: int = 1000,
+    ) -> None:
+        if not views:
+            msg = "a worker needs at least one view"
+            raise ValueError(msg)
+        datastores = {id(v.datastore) for v in views}
+        if len(datastores) != 1:
+            msg = "the views of one worker share one datastore, so they commit together"
+            raise ValueError(msg)
+        self.app = app
+        self.views = list(views)
+        self.datastore = views[0].datastore
+        self.batch_size = batch_size
+        self.positions = {view.name: view.position() for view in self.views}
+
+    def head(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+    def _decode(self, start: int, until: int | None) -> list[tuple[DomainEventProtocol[Any], int]]:
+        notifications = self.app.recorder.select_notifications(
+            start=start, limit=self.batch_size, stop=until, inclusive_of_start=False
+        )
+        return [(self.app.mapper.to_domain_event(n), n.id) for n in notifications]
+
+    def apply(self, events: Sequence[tuple[DomainEventProtocol[Any], int]]) -> None:
+        """Apply one batch to every view in one transaction with their tracking records."""
+        advanced: dict[str, int] = {}
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.pipeline(),
+            conn.cursor(row_factory=dict_row) as curs,
+        ):
+            for view in self.views:
+                last = view.apply_batch(curs, events, self.positions[view.name])
+                if last is not None:
+                    advanced[view.name] = last
+        self.positions.update(advanced)
+
+    def catch_up(self, until: int | None = None, progress: Progress | None = None) -> int:
+        """Apply everything up to ``until`` (default: the head now); the position reached."""
+        target = self.head() if until is None else until
+        start = min(self.positions.values())
+        while start < target:
+            events = self._decode(start, target)
+            if not events:
+                break
+            try:
+                self.apply(events)
+            except IntegrityError:
+                # Another worker applied some of these first: take up from where it got to.
+                log.info("tracking conflict at %s; reloading positions", events[-1][1])
+                self.positions = {view.name: view.position() for view in self.views}
+            start = max(start, min(self.positions.values()), events[-1][1])
+            if progress is not None:
+                progress(start, target)
+        return min(self.positions.values())
+
+    def run_forever(self, database_url: str, stop: threading.Event, *, poll: float = 0.5) -> None:
+        """Follow the log until ``stop`` is set; wakes on NOTIFY, polls as a fallback."""
+        channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
+        with _exclusive(database_url, self.datastore.schema, stop) as acquired:
+            if not acquired:
+                return
+            self.positions = {view.name: view.position() for view in self.views}
+            with psycopg.connect(database_url, autocommit=True) as listener:
+                listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                while not stop.is_set():
+                    self.catch_up()
+                    for _ in listener.notifies(timeout=poll, stop_after=1):
+                        pass
+
+
+@contextmanager
+def _exclusive(database_url: str, schema: str, stop: threading.Event) -> Iterator[bool]:
+    """Hold the schema's projection lock (advisory) while working; standby until it is free."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        key = f"rightsledger.projections.{schema}"
+        while not stop.is_set():
+            row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
+            if row and row[0]:
+                try:
+                    yield True
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+                return
+            stop.wait(1.0)
+        yield False
+
+
+def rebuild(
+    app: RightsLedger,
+    datastore: PostgresDatastore,
+    name: str,
+    *,
+    progress: Progress | None = None,
+    batch_size: int = 2000,
+) -> int:
+    """Rebuild view ``name`` beside the live one, then swap it in; returns its position.
+
+    The live view keeps serving reads (and the live worker keeps it current) until the
+    new one has caught up; the swap then happens in one transaction that locks the live
+    view's tables, applies the last events, drops the old tables and renames the new ones.
+    """
+    view_cls = VIEW_CLASSES[name]
+    live = view_cls(datastore)
+    live.create_table()
+    shadow = view_cls(datastore, suffix=REBUILD_SUFFIX)
+    _drop(datastore, shadow)
+    shadow.create_table()
+    worker = ProjectionWorker(app, [shadow], batch_size=batch_size)
+    worker.catch_up(progress=progress)
+    with (
+        datastore.get_connection() as conn,
+        conn.transaction(),
+        conn.cursor(row_factory=dict_row) as curs,
+    ):
+        curs.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                sql.SQL(", ").join(_objects(live))
+            )
+        )
+        while True:
+            events = worker._decode(worker.positions[name], None)
+            if not events:
+                break
+            shadow.apply_batch(curs, events, worker.positions[name])
+            worker.positions[name] = events[-1][1]
+        renames = [(base + REBUILD_SUFFIX, base) for base in view_cls.tables]
+        renames.append((shadow.tracking_table_name, live.tracking_table_name))
+        for built, serving in renames:
+            curs.execute(
+                sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(
+                    sql.Identifier(datastore.schema, serving)
+                )
+            )
+            curs.execute(
+                sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                    sql.Identifier(datastore.schema, built), sql.Identifier(serving)
+                )
+            )
+        curs.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = ANY(%s)"
+            " AND indexname LIKE %s",
+            (datastore.schema, [serving for _, serving in renames], f"%{REBUILD_SUFFIX}%"),
+        )
+        for row in curs.fetchall():
+            index = row["indexname"]
+            curs.execute(
+                sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                    sql.Identifier(datastore.schema, index),
+                    sql.Identifier(index.replace(REBUILD_SUFFIX, "")),
+                )
+            )
+    return worker.positions[name]
+
+
+def _objects(view: View) -> list[sql.Composable]:
+    schema = view.datastore.schema
+    return [
+        *(view.table(base) for base in type(view).tables),
+        sql.Identifier(schema, view.tracking_table_name),
+    ]
+
+
+def _drop(datastore: PostgresDatastore, view: View) -> None:
+    with datastore.transaction(commit=True) as curs:
+        for identifier in _objects(view):
+            curs.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(identifier))

@@ -164,7 +164,7 @@ class CustomerProfileView(View):
 
     @apply.register
     def _(self, event: Customer.DataDisclosed, curs: Cursor[DictRow], position: int) -> None:
-        self._update(curs, event, position, sql.SQL("version = version"), {})
+        self._update(curs, event, position, sql.SQL("policy_version = policy_version"), {})
 
     # ---------------------------------------------------------------- queries
 

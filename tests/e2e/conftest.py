@@ -23,6 +23,7 @@ def container(database: Database, schema: str) -> Iterator[Container]:
         run_projections=True,
         pool_size=4,
         max_body_bytes=64 * 1024,
+        read_wait_seconds=0.5,
     )
     built = build(settings, database=database)
     try:

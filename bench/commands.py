@@ -377,14 +377,19 @@ def drop_schema(service: Service) -> None:
 # --------------------------------------------------------------------------- CPU accounting
 
 
-def _proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds; 0 when it is gone."""
+def _proc_cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (all its threads); zeros when it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    return sum(_proc_cpu_times(pid))
 
 
 def _postgres_pids() -> list[int]:
@@ -398,9 +403,10 @@ def _postgres_pids() -> list[int]:
 
 
 def _machine_busy_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of all cores, from /proc/stat."""
+    """(busy, total) jiffies of all cores, from /proc/stat (guest time is within user)."""
     try:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        line = Path("/proc/stat").read_text().split("\n", 1)[0]
+        values = [int(v) for v in line.split()[1:9]]
     except (OSError, ValueError):
         return 0, 0
     idle = values[3] + (values[4] if len(values) > 4 else 0)
@@ -409,7 +415,7 @@ def _machine_busy_jiffies() -> tuple[int, int]:
 
 @dataclass
 class CpuSample:
-    server: float
+    server: tuple[float, float]
     postgres: dict[int, float]
     bench: float
     machine: tuple[int, int]
@@ -418,7 +424,7 @@ class CpuSample:
     def take(cls, server_pid: int | None) -> CpuSample:
         times = os.times()
         return cls(
-            server=_proc_cpu_seconds(server_pid) if server_pid else 0.0,
+            server=_proc_cpu_times(server_pid) if server_pid else (0.0, 0.0),
             postgres={pid: _proc_cpu_seconds(pid) for pid in _postgres_pids()},
             bench=times.user + times.system,
             machine=_machine_busy_jiffies(),
@@ -431,11 +437,18 @@ def cpu_usage(before: CpuSample, after: CpuSample, seconds: float) -> dict[str, 
     busy = after.machine[0] - before.machine[0]
     total = after.machine[1] - before.machine[1]
     seconds = max(seconds, 1e-9)
+    server_user = after.server[0] - before.server[0]
+    server_sys = after.server[1] - before.server[1]
+    bench = after.bench - before.bench
+    busy_cores = (os.cpu_count() or 1) * busy / total if total > 0 else 0.0
+    others = busy_cores - (server_user + server_sys + postgres + bench) / seconds
     return {
-        "server_cores": round((after.server - before.server) / seconds, 2),
+        "server_cores": round((server_user + server_sys) / seconds, 2),
+        "server_sys_cores": round(server_sys / seconds, 2),
         "postgres_cores": round(postgres / seconds, 2),
-        "bench_cores": round((after.bench - before.bench) / seconds, 2),
+        "bench_cores": round(bench / seconds, 2),
         "machine_busy_pct": round(100.0 * busy / total, 1) if total > 0 else 0.0,
+        "other_cores": round(max(others, 0.0), 2),
     }
 
 
@@ -710,7 +723,9 @@ def figures(
     }
 
 
-def print_summary(f: dict[str, Any], service: Service, load: LoadResult) -> None:
+def print_summary(
+    args: argparse.Namespace, f: dict[str, Any], service: Service, load: LoadResult
+) -> None:
     def mark(ok: bool) -> str:
         return "ok" if ok else "MISSED"
 
@@ -741,12 +756,16 @@ def print_summary(f: dict[str, Any], service: Service, load: LoadResult) -> None
             f"p50 {f['raw_p50_ms']:.2f} ms, p99 {f['raw_p99_ms']:.2f} ms)",
             f"ratio            {f['ratio']:>10.4f}   (commands/s / raw tx/s)",
         ]
+    elif args.no_raw:
+        lines.append("raw INSERT tx/s         n/a   (skipped: --no-raw)")
     else:
         lines.append("raw INSERT tx/s         n/a   (no database URL for the baseline)")
     lines.append(
-        f"CPU during load  service {f['server_cores']:.2f} cores, PostgreSQL "
+        f"CPU during load  service {f['server_cores']:.2f} cores "
+        f"({f['server_sys_cores']:.2f} in the kernel), PostgreSQL "
         f"{f['postgres_cores']:.2f}, bench {f['bench_cores']:.2f}; machine "
-        f"{f['machine_busy_pct']:.0f}% busy of {os.cpu_count()} cores"
+        f"{f['machine_busy_pct']:.0f}% busy of {os.cpu_count()} cores (~{f['other_cores']:.2f} "
+        "cores used by other processes)"
     )
     if load.error_samples:
         lines.append("error samples    " + "\n                 ".join(load.error_samples))
@@ -828,7 +847,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw: RawResult | None = None
         if not args.no_raw and service.database_url is not None:
             raw = run_raw(service.database_url, service.schema, args.clients, load.elapsed)
-        print_summary(figures(args, len(customers), load, raw), service, load)
+        print_summary(args, figures(args, len(customers), load, raw), service, load)
     except KeyboardInterrupt:
         note("interrupted")
         return 130

@@ -7,6 +7,7 @@ is erased.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import singledispatch
 from typing import Any
 from uuid import UUID
@@ -17,7 +18,7 @@ from psycopg.rows import DictRow
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
-from rightsledger.projections.base import View
+from rightsledger.projections.base import Positioned, View, insert_rows
 
 
 def event_type(event: object) -> str:
@@ -136,6 +137,20 @@ def customer_of(event: object) -> UUID | None:
     return None
 
 
+COLUMNS = {
+    "position": "bigint",
+    "aggregate_id": "uuid",
+    "aggregate_type": "text",
+    "customer_id": "uuid",
+    "version": "integer",
+    "event_type": "text",
+    "recorded_at": "timestamptz",
+    "actor": "text",
+    "purpose": "text",
+    "summary": "text",
+}
+
+
 class AuditTrailView(View):
     """``audit_trail``: one row per event with position, time, type, actor and purpose."""
 
@@ -166,36 +181,43 @@ class AuditTrailView(View):
             ),
         ]
 
-    def apply(self, event: Any, curs: Cursor[DictRow], position: int) -> None:
-        """Every event is recorded; request events find their customer from the submission."""
-        customer = customer_of(event)
-        table = self.table("audit_trail")
-        customer_sql: sql.Composable = sql.Placeholder("customer")
-        if customer is None and isinstance(event, DataRightsRequest.Event):
-            customer_sql = sql.SQL(
-                "(SELECT customer_id FROM {} WHERE aggregate_id = %(aggregate)s"
-                " ORDER BY position LIMIT 1)"
-            ).format(table)
-        curs.execute(
-            sql.SQL(
-                "INSERT INTO {} (position, aggregate_id, aggregate_type, customer_id, version,"
-                " event_type, recorded_at, actor, purpose, summary) VALUES (%(position)s,"
-                " %(aggregate)s, %(aggregate_type)s, {}, %(version)s, %(type)s, %(at)s,"
-                " %(actor)s, %(purpose)s, %(summary)s) ON CONFLICT (position) DO NOTHING"
-            ).format(table, customer_sql),
+    def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
+        """One row per event; a request's later events take the customer of its submission."""
+        customers: dict[UUID, UUID | None] = {}
+        unresolved = set()
+        for event, _ in events:
+            customer = customer_of(event)
+            if customer is not None:
+                customers[event.originator_id] = customer
+            elif isinstance(event, DataRightsRequest.Event):
+                unresolved.add(event.originator_id)
+        unresolved -= customers.keys()
+        if unresolved:
+            curs.execute(
+                sql.SQL(
+                    "SELECT DISTINCT aggregate_id, customer_id FROM {} WHERE aggregate_id = ANY(%s)"
+                    " AND customer_id IS NOT NULL"
+                ).format(self.table("audit_trail")),
+                (list(unresolved),),
+            )
+            for row in curs.fetchall():
+                customers[row["aggregate_id"]] = row["customer_id"]
+        rows = [
             {
                 "position": position,
-                "aggregate": event.originator_id,
+                "aggregate_id": event.originator_id,
                 "aggregate_type": event_type(event).split(".")[0],
-                "customer": customer,
+                "customer_id": customers.get(event.originator_id),
                 "version": event.originator_version,
-                "type": event_type(event),
-                "at": event.timestamp,
+                "event_type": event_type(event),
+                "recorded_at": event.timestamp,
                 "actor": getattr(event, "actor", None),
                 "purpose": getattr(event, "purpose", None),
                 "summary": describe(event),
-            },
-        )
+            }
+            for event, position in events
+        ]
+        insert_rows(curs, self.table("audit_trail"), COLUMNS, frozenset(), rows, ("position",))
 
     def trail(
         self, customer_id: UUID | None, *, after: int = 0, limit: int = 100

@@ -16,24 +16,29 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
 
 APPLICATION_NAME = "rightsledger"
 """The application whose log the views follow (its name keys the tracking records)."""
 
+Positioned = tuple[Any, int]
+"""A domain event and its position in the log."""
+
 
 def jsonable(value: Any) -> Any:
     """Plain JSON values from event attributes (times, ids, amounts)."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, UUID):
@@ -75,28 +80,27 @@ class View(PostgresTrackingRecorder):
     # ---------------------------------------------------------------- writing
 
     @abstractmethod
-    def apply(self, event: DomainEventProtocol[Any], curs: Cursor[DictRow], position: int) -> None:
-        """Apply one event inside the caller's transaction; events a view ignores do nothing.
-
-        Each view defines this as a ``singledispatchmethod`` in its own class body, with one
-        registered handler per event type it projects.
-        """
+    def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
+        """Write the effect of ``events`` (all past the view's position) in the caller's
+        transaction. Views batch: one statement per table per batch where they can."""
 
     def apply_batch(
         self,
         curs: Cursor[DictRow],
-        events: Sequence[tuple[DomainEventProtocol[Any], int]],
+        events: Sequence[Positioned],
         after: int,
     ) -> int | None:
-        """Apply the events past ``after`` and advance the tracking record; the new position."""
-        last = None
-        for event, position in events:
-            if position <= after:
-                continue
-            self.apply(event, curs, position)
-            last = position
-        if last is not None:
-            self._insert_tracking(curs, Tracking(APPLICATION_NAME, last))
+        """Apply the events past ``after`` and advance the tracking record; the new position.
+
+        The tracking insert fails (and with it the whole transaction) when the recorded
+        position is not behind the batch: a repeated delivery cannot apply twice.
+        """
+        fresh = [(event, position) for event, position in events if position > after]
+        if not fresh:
+            return None
+        self.write(curs, fresh)
+        last = fresh[-1][1]
+        self._insert_tracking(curs, Tracking(APPLICATION_NAME, last))
         return last
 
     # ---------------------------------------------------------------- reading
@@ -118,3 +122,145 @@ class View(PostgresTrackingRecorder):
             rows = [dict(row) for row in curs.fetchall()]
             position = self._max_tracking_id(APPLICATION_NAME, curs)
         return rows, position or 0
+
+
+def _unnest(
+    columns: dict[str, str], json_columns: frozenset[str], rows: Sequence[dict[str, Any]]
+) -> tuple[sql.Composed, list[list[Any]]]:
+    """``SELECT * FROM unnest(...)``: many rows as one statement with one array per column."""
+    arrays = [[Jsonb(row[c]) if c in json_columns else row[c] for row in rows] for c in columns]
+    select = sql.SQL("SELECT * FROM unnest({arrays}) AS r({names})").format(
+        arrays=sql.SQL(", ").join(
+            sql.SQL("%b::{}[]").format(sql.SQL(pg_type)) for pg_type in columns.values()
+        ),
+        names=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+    )
+    return select, arrays
+
+
+class _Dispatching:
+    """Fast dispatch for a ``singledispatchmethod``: one lookup per event type, cached."""
+
+    _handlers: dict[type, Callable[..., Any]]
+
+    def _handler(self, method: str, event_type: type) -> Callable[..., Any]:
+        handlers = self.__dict__.setdefault("_handlers", {})
+        handler = handlers.get((method, event_type))
+        if handler is None:
+            owner = next(k for k in type(self).__mro__ if method in k.__dict__)
+            descriptor = owner.__dict__[method]
+            handler = handlers[(method, event_type)] = descriptor.dispatcher.dispatch(event_type)
+        return handler  # type: ignore[no-any-return]
+
+
+class RowView(View, _Dispatching):
+    """A view of one table with one row per key, folded in Python from the events.
+
+    A batch reads the rows its events touch (one query), folds every event into them in
+    log order, and writes each changed row once (one upsert statement for the batch).
+    Subclasses say which row an event touches (``key_of``) and how it changes it (``fold``,
+    a ``singledispatchmethod`` on the event returning the new row, or None to leave it).
+    JSON columns hold plain JSON values (see ``jsonable``).
+    """
+
+    table_base: ClassVar[str]
+    key: ClassVar[str]
+    columns: ClassVar[dict[str, str]]
+    """Column name to PostgreSQL type, in table order."""
+    json_columns: ClassVar[frozenset[str]] = frozenset()
+
+    @abstractmethod
+    def key_of(self, event: Any) -> Any | None:
+        """The key of the row an event touches, or None when the view ignores it."""
+
+    @abstractmethod
+    def fold(self, event: Any, row: dict[str, Any] | None, position: int) -> dict[str, Any] | None:
+        """The row after the event, or None when the event changes nothing."""
+
+    def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
+        touched = [(key, e, p) for e, p in events if (key := self.key_of(e)) is not None]
+        if not touched:
+            return
+        table = self.table(self.table_base)
+        keys = list({key for key, _, _ in touched})
+        curs.execute(
+            sql.SQL("SELECT * FROM {} WHERE {} = ANY(%s)").format(table, sql.Identifier(self.key)),
+            (keys,),
+        )
+        rows: dict[Any, dict[str, Any]] = {row[self.key]: dict(row) for row in curs.fetchall()}
+        changed: dict[Any, dict[str, Any]] = {}
+        for key, event, position in touched:
+            new = self._handler("fold", type(event))(self, event, rows.get(key), position)
+            if new is not None:
+                rows[key] = changed[key] = new
+        if not changed:
+            return
+        select, arrays = _unnest(self.columns, self.json_columns, list(changed.values()))
+        updates = sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+            for c in self.columns
+            if c != self.key
+        )
+        curs.execute(
+            sql.SQL("INSERT INTO {} ({}) {} ON CONFLICT ({}) DO UPDATE SET {}").format(
+                table,
+                sql.SQL(", ").join(sql.Identifier(c) for c in self.columns),
+                select,
+                sql.Identifier(self.key),
+                updates,
+            ),
+            arrays,
+            binary=True,
+        )
+
+
+class AppendView(View, _Dispatching):
+    """A view of one append-only table: each event adds zero or more rows."""
+
+    table_base: ClassVar[str]
+    columns: ClassVar[dict[str, str]]
+    """Column name to PostgreSQL type, in table order."""
+    json_columns: ClassVar[frozenset[str]] = frozenset()
+    conflict: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def rows(self, event: Any, position: int) -> list[dict[str, Any]]:
+        """The rows an event adds (a ``singledispatchmethod``; none by default)."""
+
+    def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
+        rows = [
+            row
+            for event, position in events
+            for row in self._handler("rows", type(event))(self, event, position)
+        ]
+        if rows:
+            insert_rows(
+                curs,
+                self.table(self.table_base),
+                self.columns,
+                self.json_columns,
+                rows,
+                self.conflict,
+            )
+
+
+def insert_rows(
+    curs: Cursor[DictRow],
+    table: sql.Identifier,
+    columns: dict[str, str],
+    json_columns: frozenset[str],
+    rows: Sequence[dict[str, Any]],
+    conflict: tuple[str, ...],
+) -> None:
+    """Insert many rows in one statement; rows already there (by ``conflict``) are kept."""
+    select, arrays = _unnest(columns, json_columns, rows)
+    curs.execute(
+        sql.SQL("INSERT INTO {} ({}) {} ON CONFLICT ({}) DO NOTHING").format(
+            table,
+            sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+            select,
+            sql.SQL(", ").join(sql.Identifier(c) for c in conflict),
+        ),
+        arrays,
+        binary=True,
+    )

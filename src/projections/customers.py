@@ -6,18 +6,33 @@ from functools import singledispatchmethod
 from typing import Any
 from uuid import UUID
 
-from psycopg import Cursor, sql
-from psycopg.rows import DictRow
+from psycopg import sql
 
 from rightsledger.domain.customer import Customer
-from rightsledger.projections.base import View, as_json, jsonable
+from rightsledger.projections.base import AppendView, RowView, jsonable
 
 
-class CustomerProfileView(View):
+class CustomerProfileView(RowView):
     """``customer_profile``: current personal data by category, purposes, consent per channel."""
 
     name = "customer_profile"
     tables = ("customer_profile",)
+    table_base = "customer_profile"
+    key = "customer_id"
+    columns = {
+        "customer_id": "uuid",
+        "policy_version": "text",
+        "data": "jsonb",
+        "purposes": "jsonb",
+        "consents": "jsonb",
+        "invoices": "jsonb",
+        "activity": "jsonb",
+        "registered_at": "timestamptz",
+        "modified_at": "timestamptz",
+        "version": "integer",
+        "position": "bigint",
+    }
+    json_columns = frozenset({"data", "purposes", "consents", "invoices", "activity"})
 
     def create_statements(self) -> list[sql.Composed]:
         return [
@@ -27,9 +42,9 @@ class CustomerProfileView(View):
                 " policy_version text NOT NULL,"
                 " data jsonb NOT NULL,"
                 " purposes jsonb NOT NULL,"
-                " consents jsonb NOT NULL DEFAULT '{{}}',"
-                " invoices jsonb NOT NULL DEFAULT '{{}}',"
-                " activity jsonb NOT NULL DEFAULT '[]',"
+                " consents jsonb NOT NULL,"
+                " invoices jsonb NOT NULL,"
+                " activity jsonb NOT NULL,"
                 " registered_at timestamptz NOT NULL,"
                 " modified_at timestamptz NOT NULL,"
                 " version integer NOT NULL,"
@@ -37,134 +52,103 @@ class CustomerProfileView(View):
             ).format(self.table("customer_profile"))
         ]
 
+    def key_of(self, event: Any) -> UUID | None:
+        if isinstance(event, Customer.Registered | Customer.Event):
+            return event.originator_id
+        return None
+
+    @staticmethod
+    def _touch(row: dict[str, Any], event: Customer.Event, position: int) -> dict[str, Any]:
+        row["modified_at"] = event.timestamp
+        row["version"] = event.originator_version
+        row["position"] = position
+        return row
+
     @singledispatchmethod
-    def apply(self, event: Any, curs: Cursor[DictRow], position: int) -> None:
-        """Events this view does not project change nothing here."""
+    def fold(self, event: Any, row: dict[str, Any] | None, position: int) -> dict[str, Any] | None:
+        """Customer events this view does not show still move the row's version."""
+        if row is None:
+            return None
+        return self._touch(row, event, position)
 
-    def _update(
-        self,
-        curs: Cursor[DictRow],
-        event: Customer.Event,
-        position: int,
-        assignment: sql.Composable,
-        params: dict[str, Any],
-    ) -> None:
-        curs.execute(
-            sql.SQL(
-                "UPDATE {} SET {}, modified_at = %(at)s, version = %(version)s,"
-                " position = %(position)s WHERE customer_id = %(id)s"
-            ).format(self.table("customer_profile"), assignment),
-            {
-                **params,
-                "at": event.timestamp,
-                "version": event.originator_version,
-                "position": position,
-                "id": event.originator_id,
-            },
-        )
+    @fold.register
+    def _(self, event: Customer.Registered, row: None, position: int) -> dict[str, Any]:
+        return {
+            "customer_id": event.originator_id,
+            "policy_version": event.policy_version,
+            "data": jsonable(event.data),
+            "purposes": jsonable(event.purposes),
+            "consents": {},
+            "invoices": {},
+            "activity": [],
+            "registered_at": event.timestamp,
+            "modified_at": event.timestamp,
+            "version": event.originator_version,
+            "position": position,
+        }
 
-    @apply.register
-    def _(self, event: Customer.Registered, curs: Cursor[DictRow], position: int) -> None:
-        curs.execute(
-            sql.SQL(
-                "INSERT INTO {} (customer_id, policy_version, data, purposes, registered_at,"
-                " modified_at, version, position) VALUES (%(id)s, %(policy)s, %(data)s,"
-                " %(purposes)s, %(at)s, %(at)s, %(version)s, %(position)s)"
-                " ON CONFLICT (customer_id) DO NOTHING"
-            ).format(self.table("customer_profile")),
-            {
-                "id": event.originator_id,
-                "policy": event.policy_version,
-                "data": as_json(event.data),
-                "purposes": as_json(event.purposes),
-                "at": event.timestamp,
-                "version": event.originator_version,
-                "position": position,
-            },
-        )
+    @fold.register
+    def _(
+        self, event: Customer.DetailsCorrected, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        row["data"].setdefault(event.category, {}).update(event.changes)
+        return self._touch(row, event, position)
 
-    @apply.register
-    def _(self, event: Customer.DetailsCorrected, curs: Cursor[DictRow], position: int) -> None:
-        self._update(
-            curs,
-            event,
-            position,
-            sql.SQL(
-                "data = jsonb_set(data, ARRAY[%(category)s],"
-                " coalesce(data -> %(category)s, '{}'::jsonb) || %(changes)s::jsonb)"
-            ),
-            {"category": event.category, "changes": as_json(event.changes)},
-        )
+    @fold.register
+    def _(
+        self, event: Customer.ConsentGranted, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        return self._consent(row, event, position, granted=True)
 
-    @apply.register
-    def _(self, event: Customer.ConsentGranted, curs: Cursor[DictRow], position: int) -> None:
-        self._consent(curs, event, position, granted=True)
-
-    @apply.register
-    def _(self, event: Customer.ConsentWithdrawn, curs: Cursor[DictRow], position: int) -> None:
-        self._consent(curs, event, position, granted=False)
+    @fold.register
+    def _(
+        self, event: Customer.ConsentWithdrawn, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        return self._consent(row, event, position, granted=False)
 
     def _consent(
         self,
-        curs: Cursor[DictRow],
+        row: dict[str, Any],
         event: Customer.ConsentGranted | Customer.ConsentWithdrawn,
         position: int,
         *,
         granted: bool,
-    ) -> None:
-        state = {
-            event.channel: {
-                "granted": granted,
-                "evidence": event.evidence,
-                "changed_at": event.timestamp,
-            }
-        }
-        self._update(
-            curs,
-            event,
-            position,
-            sql.SQL("consents = consents || %(state)s::jsonb"),
-            {"state": as_json(state)},
+    ) -> dict[str, Any]:
+        row["consents"][event.channel] = jsonable(
+            {"granted": granted, "evidence": event.evidence, "changed_at": event.timestamp}
         )
+        return self._touch(row, event, position)
 
-    @apply.register
-    def _(self, event: Customer.InvoiceRecorded, curs: Cursor[DictRow], position: int) -> None:
-        invoice = {
-            str(event.invoice_id): {
+    @fold.register
+    def _(
+        self, event: Customer.InvoiceRecorded, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        row["invoices"][str(event.invoice_id)] = jsonable(
+            {
                 "amount": event.amount,
                 "currency": event.currency,
                 "status": event.status,
                 "issued_at": event.issued_at,
             }
-        }
-        self._update(
-            curs,
-            event,
-            position,
-            sql.SQL("invoices = invoices || %(invoice)s::jsonb"),
-            {"invoice": as_json(invoice)},
         )
+        return self._touch(row, event, position)
 
-    @apply.register
-    def _(self, event: Customer.ActivityLogged, curs: Cursor[DictRow], position: int) -> None:
-        entry = {
-            "entry_id": event.entry_id,
-            "kind": event.kind,
-            "reason": event.reason,
-            "detail": event.detail,
-            "occurred_at": event.occurred_at,
-        }
-        self._update(
-            curs,
-            event,
-            position,
-            sql.SQL("activity = activity || jsonb_build_array(%(entry)s::jsonb)"),
-            {"entry": as_json(entry)},
+    @fold.register
+    def _(
+        self, event: Customer.ActivityLogged, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        row["activity"].append(
+            jsonable(
+                {
+                    "entry_id": event.entry_id,
+                    "kind": event.kind,
+                    "reason": event.reason,
+                    "detail": event.detail,
+                    "occurred_at": event.occurred_at,
+                }
+            )
         )
-
-    @apply.register
-    def _(self, event: Customer.DataDisclosed, curs: Cursor[DictRow], position: int) -> None:
-        self._update(curs, event, position, sql.SQL("policy_version = policy_version"), {})
+        return self._touch(row, event, position)
 
     # ---------------------------------------------------------------- queries
 
@@ -178,11 +162,25 @@ class CustomerProfileView(View):
         return (rows[0] if rows else None), position
 
 
-class ConsentLedgerView(View):
+class ConsentLedgerView(AppendView):
     """``consent_ledger``: every grant and withdrawal with its evidence, in order."""
 
     name = "consent_ledger"
     tables = ("consent_ledger",)
+    table_base = "consent_ledger"
+    columns = {
+        "customer_id": "uuid",
+        "version": "integer",
+        "channel": "text",
+        "granted": "boolean",
+        "evidence": "jsonb",
+        "actor": "text",
+        "recorded_at": "timestamptz",
+        "request_id": "uuid",
+        "position": "bigint",
+    }
+    json_columns = frozenset({"evidence"})
+    conflict = ("customer_id", "version")
 
     def create_statements(self) -> list[sql.Composed]:
         return [
@@ -202,45 +200,37 @@ class ConsentLedgerView(View):
         ]
 
     @singledispatchmethod
-    def apply(self, event: Any, curs: Cursor[DictRow], position: int) -> None:
-        """Events this view does not project change nothing here."""
+    def rows(self, event: Any, position: int) -> list[dict[str, Any]]:
+        """Only consent events add rows."""
+        return []
 
-    def _record(
-        self,
-        curs: Cursor[DictRow],
+    @rows.register
+    def _(self, event: Customer.ConsentGranted, position: int) -> list[dict[str, Any]]:
+        return [self._row(event, position, granted=True, request_id=None)]
+
+    @rows.register
+    def _(self, event: Customer.ConsentWithdrawn, position: int) -> list[dict[str, Any]]:
+        return [self._row(event, position, granted=False, request_id=event.request_id)]
+
+    @staticmethod
+    def _row(
         event: Customer.ConsentGranted | Customer.ConsentWithdrawn,
         position: int,
         *,
         granted: bool,
         request_id: UUID | None,
-    ) -> None:
-        curs.execute(
-            sql.SQL(
-                "INSERT INTO {} (customer_id, version, channel, granted, evidence, actor,"
-                " recorded_at, request_id, position) VALUES (%(id)s, %(version)s, %(channel)s,"
-                " %(granted)s, %(evidence)s, %(actor)s, %(at)s, %(request)s, %(position)s)"
-                " ON CONFLICT DO NOTHING"
-            ).format(self.table("consent_ledger")),
-            {
-                "id": event.originator_id,
-                "version": event.originator_version,
-                "channel": event.channel,
-                "granted": granted,
-                "evidence": as_json(event.evidence),
-                "actor": event.actor,
-                "at": event.timestamp,
-                "request": request_id,
-                "position": position,
-            },
-        )
-
-    @apply.register
-    def _(self, event: Customer.ConsentGranted, curs: Cursor[DictRow], position: int) -> None:
-        self._record(curs, event, position, granted=True, request_id=None)
-
-    @apply.register
-    def _(self, event: Customer.ConsentWithdrawn, curs: Cursor[DictRow], position: int) -> None:
-        self._record(curs, event, position, granted=False, request_id=event.request_id)
+    ) -> dict[str, Any]:
+        return {
+            "customer_id": event.originator_id,
+            "version": event.originator_version,
+            "channel": event.channel,
+            "granted": granted,
+            "evidence": jsonable(event.evidence),
+            "actor": event.actor,
+            "recorded_at": event.timestamp,
+            "request_id": request_id,
+            "position": position,
+        }
 
     def history(self, customer_id: UUID) -> tuple[list[dict[str, Any]], int]:
         return self.fetch(
@@ -250,6 +240,3 @@ class ConsentLedgerView(View):
             ).format(self.table("consent_ledger")),
             {"id": customer_id},
         )
-
-
-__all__ = ["ConsentLedgerView", "CustomerProfileView", "jsonable"]

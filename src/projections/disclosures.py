@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import singledispatchmethod
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -11,7 +11,7 @@ from psycopg.rows import DictRow
 
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.partner import Partner
-from rightsledger.projections.base import View
+from rightsledger.projections.base import Positioned, View
 
 
 class DisclosuresView(View):
@@ -52,64 +52,67 @@ class DisclosuresView(View):
             ),
         ]
 
-    @singledispatchmethod
-    def apply(self, event: Any, curs: Cursor[DictRow], position: int) -> None:
-        """Events this view does not project change nothing here."""
-
-    @apply.register
-    def _(self, event: Partner.Registered, curs: Cursor[DictRow], _position: int) -> None:
-        curs.execute(
-            sql.SQL(
-                "INSERT INTO {} (partner_id, name, kind, contract_reference, contract_valid_until)"
-                " VALUES (%(id)s, %(name)s, %(kind)s, %(ref)s, %(until)s)"
-                " ON CONFLICT (partner_id) DO NOTHING"
-            ).format(self.table("disclosure_partners")),
-            {
-                "id": event.originator_id,
-                "name": event.name,
-                "kind": event.kind,
-                "ref": event.contract_reference,
-                "until": event.contract_valid_until,
-            },
-        )
-
-    @apply.register
-    def _(self, event: Partner.ContractRenewed, curs: Cursor[DictRow], _position: int) -> None:
-        curs.execute(
-            sql.SQL(
-                "UPDATE {} SET contract_reference = %(ref)s, contract_valid_until = %(until)s"
-                " WHERE partner_id = %(id)s"
-            ).format(self.table("disclosure_partners")),
-            {
-                "id": event.originator_id,
-                "ref": event.contract_reference,
-                "until": event.contract_valid_until,
-            },
-        )
-
-    @apply.register
-    def _(self, event: Customer.DataDisclosed, curs: Cursor[DictRow], position: int) -> None:
-        curs.execute(
-            sql.SQL(
-                "INSERT INTO {} (disclosure_id, customer_id, partner_id, basis, purpose,"
-                " categories, reference, actor, disclosed_at, position) VALUES (%(id)s,"
-                " %(customer)s, %(partner)s, %(basis)s, %(purpose)s, %(categories)s,"
-                " %(reference)s, %(actor)s, %(at)s, %(position)s)"
-                " ON CONFLICT (disclosure_id) DO NOTHING"
-            ).format(self.table("disclosures")),
-            {
-                "id": event.disclosure_id,
-                "customer": event.originator_id,
-                "partner": event.partner_id,
-                "basis": event.basis,
-                "purpose": event.purpose,
-                "categories": list(event.categories),
-                "reference": event.reference,
-                "actor": event.actor,
-                "at": event.timestamp,
-                "position": position,
-            },
-        )
+    def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
+        partners = []
+        shares = []
+        for event, position in events:
+            if isinstance(event, Partner.Registered):
+                partners.append(
+                    {
+                        "id": event.originator_id,
+                        "name": event.name,
+                        "kind": event.kind,
+                        "ref": event.contract_reference,
+                        "until": event.contract_valid_until,
+                    }
+                )
+            elif isinstance(event, Partner.ContractRenewed):
+                partners.append(
+                    {
+                        "id": event.originator_id,
+                        "name": None,
+                        "kind": None,
+                        "ref": event.contract_reference,
+                        "until": event.contract_valid_until,
+                    }
+                )
+            elif isinstance(event, Customer.DataDisclosed):
+                shares.append(
+                    {
+                        "id": event.disclosure_id,
+                        "customer": event.originator_id,
+                        "partner": event.partner_id,
+                        "basis": event.basis,
+                        "purpose": event.purpose,
+                        "categories": list(event.categories),
+                        "reference": event.reference,
+                        "actor": event.actor,
+                        "at": event.timestamp,
+                        "position": position,
+                    }
+                )
+        if partners:
+            curs.executemany(
+                sql.SQL(
+                    "INSERT INTO {} AS p (partner_id, name, kind, contract_reference,"
+                    " contract_valid_until) VALUES (%(id)s, %(name)s, %(kind)s, %(ref)s, %(until)s)"
+                    " ON CONFLICT (partner_id) DO UPDATE SET"
+                    " contract_reference = EXCLUDED.contract_reference,"
+                    " contract_valid_until = EXCLUDED.contract_valid_until"
+                ).format(self.table("disclosure_partners")),
+                partners,
+            )
+        if shares:
+            curs.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (disclosure_id, customer_id, partner_id, basis, purpose,"
+                    " categories, reference, actor, disclosed_at, position) VALUES (%(id)s,"
+                    " %(customer)s, %(partner)s, %(basis)s, %(purpose)s, %(categories)s,"
+                    " %(reference)s, %(actor)s, %(at)s, %(position)s)"
+                    " ON CONFLICT (disclosure_id) DO NOTHING"
+                ).format(self.table("disclosures")),
+                shares,
+            )
 
     # ---------------------------------------------------------------- queries
 

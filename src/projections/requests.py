@@ -7,20 +7,37 @@ from functools import singledispatchmethod
 from typing import Any
 from uuid import UUID
 
-from psycopg import Cursor, sql
-from psycopg.rows import DictRow
+from psycopg import sql
 
 from rightsledger.domain.requests import DataRightsRequest
-from rightsledger.projections.base import View
+from rightsledger.projections.base import RowView
 
 OPEN_STATUSES = sql.SQL("status IN ('open', 'in_progress')")
 
 
-class RequestQueueView(View):
+class RequestQueueView(RowView):
     """``request_queue``: status, type, jurisdiction, received/verified/due/closed times."""
 
     name = "request_queue"
     tables = ("request_queue",)
+    table_base = "request_queue"
+    key = "request_id"
+    columns = {
+        "request_id": "uuid",
+        "customer_id": "uuid",
+        "type": "text",
+        "status": "text",
+        "channel": "text",
+        "jurisdiction": "text",
+        "received_at": "timestamptz",
+        "verified_at": "timestamptz",
+        "due_at": "timestamptz",
+        "extended": "boolean",
+        "extension_reason": "text",
+        "reason": "text",
+        "closed_at": "timestamptz",
+        "position": "bigint",
+    }
 
     def create_statements(self) -> list[sql.Composed]:
         table = self.table("request_queue")
@@ -50,96 +67,97 @@ class RequestQueueView(View):
             ),
         ]
 
+    def key_of(self, event: Any) -> UUID | None:
+        if isinstance(event, DataRightsRequest.Submitted | DataRightsRequest.Event):
+            return event.originator_id
+        return None
+
     @singledispatchmethod
-    def apply(self, event: Any, curs: Cursor[DictRow], position: int) -> None:
-        """Events this view does not project change nothing here."""
+    def fold(self, event: Any, row: dict[str, Any] | None, position: int) -> dict[str, Any] | None:
+        """Request events this view does not show change nothing."""
+        return None
 
-    @apply.register
-    def _(self, event: DataRightsRequest.Submitted, curs: Cursor[DictRow], position: int) -> None:
-        curs.execute(
-            sql.SQL(
-                "INSERT INTO {} (request_id, customer_id, type, status, channel, jurisdiction,"
-                " received_at, due_at, position) VALUES (%(id)s, %(customer)s, %(type)s, 'open',"
-                " %(channel)s, %(jurisdiction)s, %(received)s, %(due)s, %(position)s)"
-                " ON CONFLICT (request_id) DO NOTHING"
-            ).format(self.table("request_queue")),
-            {
-                "id": event.originator_id,
-                "customer": event.customer_id,
-                "type": event.request_type,
-                "channel": event.channel,
-                "jurisdiction": event.jurisdiction,
-                "received": event.received_at,
-                "due": event.due_at,
-                "position": position,
-            },
-        )
+    @fold.register
+    def _(self, event: DataRightsRequest.Submitted, row: None, position: int) -> dict[str, Any]:
+        return {
+            "request_id": event.originator_id,
+            "customer_id": event.customer_id,
+            "type": event.request_type,
+            "status": "open",
+            "channel": event.channel,
+            "jurisdiction": event.jurisdiction,
+            "received_at": event.received_at,
+            "verified_at": None,
+            "due_at": event.due_at,
+            "extended": False,
+            "extension_reason": None,
+            "reason": None,
+            "closed_at": None,
+            "position": position,
+        }
 
-    @apply.register
+    @fold.register
     def _(
-        self, event: DataRightsRequest.IdentityVerified, curs: Cursor[DictRow], position: int
-    ) -> None:
-        self._set(
-            curs, event.originator_id, position, status="in_progress", verified_at=event.timestamp
-        )
+        self, event: DataRightsRequest.IdentityVerified, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        return {
+            **row,
+            "status": "in_progress",
+            "verified_at": event.timestamp,
+            "position": position,
+        }
 
-    @apply.register
+    @fold.register
     def _(
-        self, event: DataRightsRequest.DeadlineExtended, curs: Cursor[DictRow], position: int
-    ) -> None:
-        self._set(
-            curs,
-            event.originator_id,
-            position,
-            extended=True,
-            due_at=event.due_at,
-            extension_reason=event.reason,
-        )
+        self, event: DataRightsRequest.DeadlineExtended, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        return {
+            **row,
+            "extended": True,
+            "due_at": event.due_at,
+            "extension_reason": event.reason,
+            "position": position,
+        }
 
-    @apply.register
-    def _(self, event: DataRightsRequest.Denied, curs: Cursor[DictRow], position: int) -> None:
-        self._close(curs, event, position, "denied", event.reason)
+    @fold.register
+    def _(
+        self, event: DataRightsRequest.Denied, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        return self._close(row, event, position, "denied", event.reason)
 
-    @apply.register
-    def _(self, event: DataRightsRequest.Revoked, curs: Cursor[DictRow], position: int) -> None:
-        self._close(curs, event, position, "revoked", event.reason)
+    @fold.register
+    def _(
+        self, event: DataRightsRequest.Revoked, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        return self._close(row, event, position, "revoked", event.reason)
 
-    @apply.register
-    def _(self, event: DataRightsRequest.Fulfilled, curs: Cursor[DictRow], position: int) -> None:
-        self._close(curs, event, position, "fulfilled", event.summary)
+    @fold.register
+    def _(
+        self, event: DataRightsRequest.Fulfilled, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        return self._close(row, event, position, "fulfilled", event.summary)
 
-    @apply.register
-    def _(self, event: DataRightsRequest.Expired, curs: Cursor[DictRow], position: int) -> None:
-        self._close(curs, event, position, "expired", event.reason)
+    @fold.register
+    def _(
+        self, event: DataRightsRequest.Expired, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        return self._close(row, event, position, "expired", event.reason)
 
+    @staticmethod
     def _close(
-        self,
-        curs: Cursor[DictRow],
+        row: dict[str, Any],
         event: DataRightsRequest.Event,
         position: int,
         status: str,
         reason: str | None,
-    ) -> None:
-        self._set(
-            curs,
-            event.originator_id,
-            position,
-            status=status,
-            reason=reason,
-            closed_at=event.timestamp,
-        )
-
-    def _set(self, curs: Cursor[DictRow], request_id: UUID, position: int, **changes: Any) -> None:
-        assignments = sql.SQL(", ").join(
-            sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name))
-            for name in changes
-        )
-        curs.execute(
-            sql.SQL(
-                "UPDATE {} SET {}, position = %(position)s WHERE request_id = %(request_id)s"
-            ).format(self.table("request_queue"), assignments),
-            {**changes, "request_id": request_id, "position": position},
-        )
+    ) -> dict[str, Any]:
+        return {
+            **row,
+            "status": status,
+            "reason": reason,
+            "closed_at": event.timestamp,
+            "position": position,
+        }
 
     # ---------------------------------------------------------------- queries
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
-from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError
 from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment
@@ -27,7 +26,7 @@ from psycopg.rows import dict_row
 
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.projections.audit import AuditTrailView
-from rightsledger.projections.base import View
+from rightsledger.projections.base import Positioned, View
 from rightsledger.projections.customers import ConsentLedgerView, CustomerProfileView
 from rightsledger.projections.disclosures import DisclosuresView
 from rightsledger.projections.requests import RequestQueueView
@@ -174,19 +173,18 @@ class ProjectionWorker:
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
 
-    def _decode(self, start: int, until: int | None) -> list[tuple[DomainEventProtocol[Any], int]]:
+    def _decode(self, start: int, until: int | None) -> list[Positioned]:
         notifications = self.app.recorder.select_notifications(
             start=start, limit=self.batch_size, stop=until, inclusive_of_start=False
         )
         return [(self.app.mapper.to_domain_event(n), n.id) for n in notifications]
 
-    def apply(self, events: Sequence[tuple[DomainEventProtocol[Any], int]]) -> None:
+    def apply(self, events: Sequence[Positioned]) -> None:
         """Apply one batch to every view in one transaction with their tracking records."""
         advanced: dict[str, int] = {}
         with (
             self.datastore.get_connection() as conn,
             conn.transaction(),
-            conn.pipeline(),
             conn.cursor(row_factory=dict_row) as curs,
         ):
             for view in self.views:
@@ -196,22 +194,31 @@ class ProjectionWorker:
         self.positions.update(advanced)
 
     def catch_up(self, until: int | None = None, progress: Progress | None = None) -> int:
-        """Apply everything up to ``until`` (default: the head now); the position reached."""
+        """Apply everything up to ``until`` (default: the head now); the position reached.
+
+        The next batch is read and decoded in a second thread while the current one is
+        written, so decoding overlaps with PostgreSQL's work.
+        """
         target = self.head() if until is None else until
         start = min(self.positions.values())
-        while start < target:
-            events = self._decode(start, target)
-            if not events:
-                break
-            try:
-                self.apply(events)
-            except IntegrityError:
-                # Another worker applied some of these first: take up from where it got to.
-                log.info("tracking conflict at %s; reloading positions", events[-1][1])
-                self.positions = {view.name: view.position() for view in self.views}
-            start = max(start, min(self.positions.values()), events[-1][1])
-            if progress is not None:
-                progress(start, target)
+        if start >= target:
+            return start
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projection-reader") as reader:
+            pending: Future[list[Positioned]] | None = reader.submit(self._decode, start, target)
+            while pending is not None:
+                events = pending.result()
+                if not events:
+                    break
+                last = events[-1][1]
+                pending = reader.submit(self._decode, last, target) if last < target else None
+                try:
+                    self.apply(events)
+                except IntegrityError:
+                    # Another worker applied some of these first: go on from where it got to.
+                    log.info("tracking conflict at %s; reloading positions", last)
+                    self.positions = {view.name: view.position() for view in self.views}
+                if progress is not None:
+                    progress(max(min(self.positions.values()), last), target)
         return min(self.positions.values())
 
     def run_forever(self, database_url: str, stop: threading.Event, *, poll: float = 0.5) -> None:

@@ -38,7 +38,11 @@ from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.projections.worker import ProjectionWorker, ViewSet
 from rightsledger.storage.database import Database
 
-EVIDENCE = {"method": "web_form", "wording_version": "v3", "captured_at": datetime(2026, 1, 1, tzinfo=UTC)}
+EVIDENCE = {
+    "method": "web_form",
+    "wording_version": "v3",
+    "captured_at": datetime(2026, 1, 1, tzinfo=UTC),
+}
 RULES = {"gdpr": DeadlineRule(Period(months=1), Period(months=2))}
 
 
@@ -56,7 +60,11 @@ def customer_histories(partners: list[Partner]) -> Iterator[list[Any]]:
         n += 1
         customer = Customer.register(
             policy_version="2026-01",
-            identity={"name": f"Customer {n}", "email": f"c{n}@example.org", "phone": "+44 20 0000"},
+            identity={
+                "name": f"Customer {n}",
+                "email": f"c{n}@example.org",
+                "phone": "+44 20 0000",
+            },
             account={"plan": "fibre-500"},
             payment_method={"processor": "Acme Payments", "token": f"tok_{n}"},
             actor="intake:bench",
@@ -70,21 +78,37 @@ def customer_histories(partners: list[Partner]) -> Iterator[list[Any]]:
         customer.correct(category="identity_contact", changes={"phone": "+44 20 1111"}, actor="s:b")
         for month in range(4):
             customer.record_invoice(
-                amount="49.90", currency="EUR", status="paid",
-                issued_at=now - timedelta(days=30 * month), actor="billing:bench",
+                amount="49.90",
+                currency="EUR",
+                status="paid",
+                issued_at=now - timedelta(days=30 * month),
+                actor="billing:bench",
             )
         customer.log_activity(
-            kind="network", reason="security", detail="login from new device",
-            occurred_at=now, actor="support:bench",
+            kind="network",
+            reason="security",
+            detail="login from new device",
+            occurred_at=now,
+            actor="support:bench",
         )
         customer.disclose(
-            partner=partners[n % len(partners)], basis="service_provider",
-            categories=["payment_method"], purpose="billing", reference="run",
-            actor="billing:bench", now=now,
+            partner=partners[n % len(partners)],
+            basis="service_provider",
+            categories=["payment_method"],
+            purpose="billing",
+            reference="run",
+            actor="billing:bench",
+            now=now,
         )
         request = DataRightsRequest.submit(
-            customer_id=customer.id, request_type="access", channel="email", jurisdiction="gdpr",
-            rules=RULES, received_at=now, actor="intake:bench", statement="copy please",
+            customer_id=customer.id,
+            request_type="access",
+            channel="email",
+            jurisdiction="gdpr",
+            rules=RULES,
+            received_at=now,
+            actor="intake:bench",
+            statement="copy please",
         )
         request.verify_identity(method="id", reference="doc", actor="po:bench")
         yield [customer, request]
@@ -94,8 +118,12 @@ def fill(app: RightsLedger, url: str, schema: str, events: int) -> int:
     """Write ``events`` stored events with COPY (fast), in aggregate order."""
     partners = [
         Partner.register(
-            name=f"Processor {i}", kind="payment_processor", contract_reference="C",
-            confidentiality_agreement="NDA", contract_valid_until=date(2099, 1, 1), actor="po:b",
+            name=f"Processor {i}",
+            kind="payment_processor",
+            contract_reference="C",
+            confidentiality_agreement="NDA",
+            contract_valid_until=date(2099, 1, 1),
+            actor="po:b",
         )
         for i in range(5)
     ]
@@ -103,11 +131,14 @@ def fill(app: RightsLedger, url: str, schema: str, events: int) -> int:
     written = 0
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
-        with conn.cursor() as cur, cur.copy(
-            sql.SQL("COPY {} (originator_id, originator_version, topic, state) FROM STDIN").format(
-                table
-            )
-        ) as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                sql.SQL(
+                    "COPY {} (originator_id, originator_version, topic, state) FROM STDIN"
+                ).format(table)
+            ) as copy,
+        ):
             pending: list[Any] = list(partners)
             histories = customer_histories(partners)
             while written < events:
@@ -117,7 +148,12 @@ def fill(app: RightsLedger, url: str, schema: str, events: int) -> int:
                 for event in aggregate.collect_events():
                     stored = app.mapper.to_stored_event(event)
                     copy.write_row(
-                        (stored.originator_id, stored.originator_version, stored.topic, stored.state)
+                        (
+                            stored.originator_id,
+                            stored.originator_version,
+                            stored.topic,
+                            stored.state,
+                        )
                     )
                     written += 1
                 if written % 20000 < 25:
@@ -145,12 +181,16 @@ def raw_read(app: RightsLedger, head: int, batch: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument(
         "--database-url",
-        default=os.environ.get("RIGHTSLEDGER_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        default=os.environ.get(
+            "RIGHTSLEDGER_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
     )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--profile", help="write a cProfile of the rebuild phase to this file")
@@ -165,7 +205,9 @@ def main() -> None:
     try:
         written = fill(app, args.database_url, schema, args.events)
         with psycopg.connect(args.database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, "rightsledger_events")))
+            conn.execute(
+                sql.SQL("ANALYZE {}").format(sql.Identifier(schema, "rightsledger_events"))
+            )
         head = app.recorder.max_notification_id() or 0
         raw_seconds = raw_read(app, head, args.batch)
         views = ViewSet.open(env)
@@ -174,7 +216,9 @@ def main() -> None:
         started = time.perf_counter()
         if profiler is not None:
             profiler.enable()
-        reached = worker.catch_up(progress=lambda done, total: progress("rebuild", done, total, started))
+        reached = worker.catch_up(
+            progress=lambda done, total: progress("rebuild", done, total, started)
+        )
         rebuild_seconds = time.perf_counter() - started
         if profiler is not None:
             profiler.disable()

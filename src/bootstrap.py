@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from psycopg_pool import ConnectionPool
 
@@ -15,6 +16,9 @@ from rightsledger.projections.base import View
 from rightsledger.projections.worker import ProjectionWorker, ViewSet
 from rightsledger.security.keys import ApiKeyStore
 from rightsledger.storage.database import Database, open_database
+from rightsledger.storage.exports import ExportStore
+from rightsledger.workers.relay import Relay, RelayConfig
+from rightsledger.workers.requests import RequestWorker, WorkerPolicy, open_tracking
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,7 @@ class Container:
     pool: ConnectionPool
     ledger: RightsLedger
     keys: ApiKeyStore
+    exports: ExportStore
     views: ViewSet
     env: dict[str, str]
     owns_database: bool = True
@@ -40,21 +45,61 @@ class Container:
 
     def start_projections(self) -> None:
         """Run the projection worker in a thread of this process (woken by LISTEN/NOTIFY)."""
-        if self.threads:
+        if any(t.name == "projections" for t in self.threads):
             return
         worker = self.projection_worker()
+        self._thread(
+            "projections", lambda: worker.run_forever(self.database.url, self.stop, poll=0.1)
+        )
 
+    def _thread(self, name: str, body: Callable[[], None]) -> None:
         def run() -> None:
             while not self.stop.is_set():
                 try:
-                    worker.run_forever(self.database.url, self.stop, poll=0.1)
+                    body()
                 except Exception:
-                    log.exception("projection worker failed; restarting in 1 s")
+                    log.exception("%s failed; restarting in 1 s", name)
                     self.stop.wait(1.0)
 
-        thread = threading.Thread(target=run, name="projections", daemon=True)
+        thread = threading.Thread(target=run, name=name, daemon=True)
         thread.start()
         self.threads.append(thread)
+
+    def request_worker(self) -> RequestWorker:
+        settings = self.settings
+        policy = WorkerPolicy(
+            retain_billing_for=timedelta(days=settings.billing_retention_days),
+            remind_before=timedelta(days=settings.remind_before_days),
+            sweep_every=settings.sweep_seconds,
+        )
+        tracking = open_tracking(self.env, RequestWorker.name)
+        self.closers.append(tracking.datastore.close)
+        return RequestWorker(self.ledger, tracking, self.exports, self.views, policy)
+
+    def relay(self, bootstrap: str) -> Relay:
+        settings = self.settings
+        tracking = open_tracking(self.env, Relay.name)
+        self.closers.append(tracking.datastore.close)
+        config = RelayConfig(
+            bootstrap=bootstrap,
+            events_topic=settings.events_topic,
+            notifications_topic=settings.notifications_topic,
+            partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+            source=f"/rightsledger/{settings.database_schema}",
+        )
+        return Relay(self.ledger, tracking, config)
+
+    def start_workers(self, bootstrap: str | None) -> None:
+        """Run the request workers, and the relay when there is a broker, in this process."""
+        worker = self.request_worker()
+        self._thread(
+            "request-workers",
+            lambda: worker.run_forever(self.database.url, self.stop, poll=0.2),
+        )
+        if bootstrap:
+            relay = self.relay(bootstrap)
+            self._thread("kafka-relay", lambda: relay.run_forever(self.database.url, self.stop))
 
     def wait_for(self, view: View, position: int, timeout: float) -> bool:
         """Block until ``view`` has applied ``position``; False on timeout."""
@@ -107,6 +152,8 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
         pool: ConnectionPool = ConnectionPool(db.url, min_size=1, max_size=4, open=True)
         keys = ApiKeyStore(pool, settings.database_schema)
         keys.create_table()
+        exports = ExportStore(pool, settings.database_schema)
+        exports.create_table()
         if settings.admin_key is not None:
             keys.seed(settings.admin_key.get_secret_value())
     except Exception:
@@ -119,6 +166,7 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
         pool=pool,
         ledger=ledger,
         keys=keys,
+        exports=exports,
         views=views,
         env=env,
         owns_database=database is None,

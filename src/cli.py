@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import secrets
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
@@ -48,6 +50,10 @@ projections_app = typer.Typer(
 app.add_typer(projections_app, name="projections")
 audit_app = typer.Typer(help="Replay and check the event history.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+workers_app = typer.Typer(help="Request workers: fulfilment and deadlines.", no_args_is_help=True)
+app.add_typer(workers_app, name="workers")
+relay_app = typer.Typer(help="The Kafka relay.", no_args_is_help=True)
+app.add_typer(relay_app, name="relay")
 
 
 def _container(*, projections: bool = False) -> Container:
@@ -74,14 +80,64 @@ def projections_run() -> None:
     """Run the projection worker until interrupted (one applies at a time; others stand by)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     container = _container()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     worker = container.projection_worker()
     typer.echo(f"projection worker following the log (head {worker.head()})")
     try:
-        worker.run_forever(container.database.url, stop)
-    except KeyboardInterrupt:
-        pass
+        _run_until_signalled(lambda stop: worker.run_forever(container.database.url, stop))
+    finally:
+        container.close()
+
+
+def _run_until_signalled(body: Callable[[threading.Event], None]) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        body(stop)
+
+
+@workers_app.command("run")
+def workers_run(
+    relay: Annotated[bool, typer.Option(help="Also run the Kafka relay.")] = True,
+) -> None:
+    """Run the request workers (and the relay) until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    container = _container()
+    bootstrap = container.settings.kafka_bootstrap if relay else None
+    if relay and not bootstrap:
+        typer.echo("error: set RIGHTSLEDGER_KAFKA_BOOTSTRAP to run the relay", err=True)
+        container.close()
+        raise typer.Exit(2)
+
+    def body(stop: threading.Event) -> None:
+        container.stop = stop
+        container.start_workers(bootstrap)
+        typer.echo("request workers running" + (f"; relay to {bootstrap}" if bootstrap else ""))
+        stop.wait()
+
+    try:
+        _run_until_signalled(body)
+    finally:
+        container.close()
+
+
+@relay_app.command("run")
+def relay_run() -> None:
+    """Run only the Kafka relay until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    container = _container()
+    bootstrap = container.settings.kafka_bootstrap
+    if not bootstrap:
+        typer.echo("error: set RIGHTSLEDGER_KAFKA_BOOTSTRAP", err=True)
+        container.close()
+        raise typer.Exit(2)
+    relay = container.relay(bootstrap)
+
+    def body(stop: threading.Event) -> None:
+        typer.echo(f"relay publishing to {bootstrap} from position {relay.position}")
+        relay.run_forever(container.database.url, stop)
+
+    try:
+        _run_until_signalled(body)
     finally:
         container.close()
 
@@ -183,21 +239,39 @@ def serve(
     if settings.admin_key is None and settings.database_url is None:
         generated = "rlk_local_" + secrets.token_urlsafe(24)
         settings.admin_key = SecretStr(generated)
-    container = build(settings)
-    where = "embedded PostgreSQL under " + str(settings.data_dir.resolve())
-    if not container.database.is_embedded:
-        where = "the PostgreSQL server in RIGHTSLEDGER_DATABASE_URL"
-    typer.echo(f"rightsledger listening on http://{settings.host}:{settings.port} ({where})")
-    typer.echo(f"  API docs:  http://{settings.host}:{settings.port}/docs")
-    if generated:
-        typer.echo(f"  admin key for this run: {generated}")
-    typer.echo("  create a key: rightsledger keys create --role intake --name front-desk")
-    uvicorn.run(
-        create_app(container, own_container=True),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-    )
+    broker = None
+    if settings.run_workers and not settings.kafka_bootstrap:
+        from rightsledger.workers.broker import EmbeddedBroker
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        broker = EmbeddedBroker(settings.kafka_port, log_dir=settings.data_dir).start()
+        settings.kafka_bootstrap = broker.bootstrap
+    try:
+        container = build(settings)
+        where = "embedded PostgreSQL under " + str(settings.data_dir.resolve())
+        if not container.database.is_embedded:
+            where = "the PostgreSQL server in RIGHTSLEDGER_DATABASE_URL"
+        typer.echo(f"rightsledger listening on http://{settings.host}:{settings.port} ({where})")
+        typer.echo(f"  API docs:  http://{settings.host}:{settings.port}/docs")
+        if broker is not None:
+            typer.echo(
+                f"  Kafka: embedded broker on {broker.bootstrap} (keeps nothing across restarts;"
+                " the relay republishes the log)"
+            )
+        elif settings.kafka_bootstrap:
+            typer.echo(f"  Kafka: {settings.kafka_bootstrap}")
+        if generated:
+            typer.echo(f"  admin key for this run: {generated}")
+        typer.echo("  create a key: rightsledger keys create --role intake --name front-desk")
+        uvicorn.run(
+            create_app(container, own_container=True),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+        )
+    finally:
+        if broker is not None:
+            broker.stop()
 
 
 @keys_app.command("create")

@@ -64,6 +64,28 @@ class Settings(BaseSettings):
     run_projections: bool = Field(
         default=True, description="Run the projection worker inside the API process."
     )
+    run_workers: bool = Field(
+        default=True,
+        description="Run the request workers and the Kafka relay inside the API process.",
+    )
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers; unset, `serve` starts the embedded broker.",
+    )
+    kafka_port: int = Field(default=9092, ge=1, le=65535, description="Embedded broker's port.")
+    events_topic: str = Field(default="rightsledger.events", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    notifications_topic: str = Field(
+        default="rightsledger.partner-notifications", pattern=r"^[A-Za-z0-9._-]{1,200}$"
+    )
+    topic_partitions: int = Field(default=3, ge=1, le=1000)
+    topic_replication_factor: int = Field(default=1, ge=1, le=10)
+    billing_retention_days: int = Field(
+        default=2557, ge=0, description="How long billing records are kept after erasure."
+    )
+    remind_before_days: int = Field(
+        default=7, ge=0, description="Remind and escalate this many days before a due date."
+    )
+    sweep_seconds: float = Field(default=30.0, gt=0, description="Deadline sweep interval.")
 
     @field_validator("jurisdictions")
     @classmethod

@@ -74,6 +74,8 @@ def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if container.settings.run_projections:
             container.start_projections()
+        if container.settings.run_workers:
+            container.start_workers(container.settings.kafka_bootstrap)
         try:
             yield
         finally:

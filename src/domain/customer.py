@@ -13,6 +13,7 @@ from eventsourcing.domain import Aggregate
 
 from rightsledger.domain.cards import refuse_card_numbers
 from rightsledger.domain.errors import (
+    CustomerErasedError,
     DisclosureRefusedError,
     InvalidCategoryError,
     InvalidCommandError,
@@ -195,6 +196,27 @@ class Customer(Aggregate):
                 }
             )
 
+    class Erased(Event):
+        """Personal data erased on request; billing records and the processor's token kept."""
+
+        request_id: UUID
+        retained_until: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            payment = aggregate.data.get(Category.PAYMENT.value)
+            aggregate.data = {Category.PAYMENT.value: dict(payment)} if payment else {}
+            aggregate.activity = []
+            aggregate.erased_at = self.timestamp
+            aggregate.retained_until = self.retained_until
+
+    class RetainedRecordsPurged(Event):
+        """Billing records and the processor's token deleted once their retention ended."""
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.data = {}
+            aggregate.invoices = {}
+            aggregate.purged_at = self.timestamp
+
     def __init__(
         self,
         actor: str,
@@ -210,6 +232,9 @@ class Customer(Aggregate):
         self.invoices: dict[str, dict[str, Any]] = {}
         self.activity: list[dict[str, Any]] = []
         self.disclosures: list[dict[str, Any]] = []
+        self.erased_at: datetime | None = None
+        self.retained_until: datetime | None = None
+        self.purged_at: datetime | None = None
 
     # ------------------------------------------------------------------ commands
 
@@ -286,6 +311,7 @@ class Customer(Aggregate):
         request_id: UUID | None = None,
     ) -> None:
         """Correct fields of one category; each correction is its own event."""
+        self._ensure_not_erased()
         refuse_card_numbers(changes=changes)
         cat = _category(category, "category")
         if not CATEGORY_FIELDS[cat]:
@@ -305,6 +331,7 @@ class Customer(Aggregate):
 
     def grant_consent(self, *, channel: str, evidence: Mapping[str, Any], actor: str) -> None:
         """Record explicit marketing consent on one channel, with how it was captured."""
+        self._ensure_not_erased()
         refuse_card_numbers(evidence=evidence)
         self.trigger_event(
             self.ConsentGranted,
@@ -347,6 +374,7 @@ class Customer(Aggregate):
         invoice_id: UUID | None = None,
     ) -> UUID:
         """Record an invoice (billing records are kept for regulatory compliance)."""
+        self._ensure_not_erased()
         refuse_card_numbers(amount=str(amount), currency=currency, status=status)
         try:
             value = Decimal(str(amount))
@@ -389,6 +417,7 @@ class Customer(Aggregate):
         actor: str,
     ) -> UUID:
         """Log network or account activity for security, legal or troubleshooting reasons."""
+        self._ensure_not_erased()
         refuse_card_numbers(detail=detail)
         try:
             activity_kind = ActivityKind(kind)
@@ -430,6 +459,7 @@ class Customer(Aggregate):
         now: datetime,
     ) -> UUID:
         """Share categories with a partner, only on a basis the policy permits."""
+        self._ensure_not_erased()
         refuse_card_numbers(reference=reference, purpose=purpose)
         try:
             share_basis = Basis(basis)
@@ -512,6 +542,31 @@ class Customer(Aggregate):
             reference=ref,
         )
         return disclosure_id
+
+    def erase(self, *, request_id: UUID, retained_until: datetime, actor: str) -> None:
+        """Erase personal data; billing records stay until ``retained_until`` (regulation)."""
+        self._ensure_not_erased()
+        self.trigger_event(
+            self.Erased, actor=actor, request_id=request_id, retained_until=retained_until
+        )
+
+    def purge_retained(self, *, now: datetime, actor: str) -> None:
+        """Delete the retained billing records once their retention date has passed."""
+        if self.erased_at is None or self.retained_until is None:
+            raise StateError("only an erased customer's retained records are purged")
+        if self.purged_at is not None:
+            raise StateError("the retained records were already purged")
+        if now < self.retained_until:
+            raise StateError(
+                f"billing records are retained until {self.retained_until.isoformat()}"
+            )
+        self.trigger_event(self.RetainedRecordsPurged, actor=actor)
+
+    def _ensure_not_erased(self) -> None:
+        if self.erased_at is not None:
+            raise CustomerErasedError(
+                "the customer's personal data was erased on request; nothing more is recorded"
+            )
 
     # ------------------------------------------------------------------ queries
 

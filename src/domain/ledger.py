@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
@@ -372,6 +372,139 @@ class RightsLedger(Application[UUID]):
     def get_request(self, request_id: UUID) -> DataRightsRequest:
         return self._read(DataRightsRequest, request_id)
 
+    # ------------------------------------------------------------------ fulfilment
+
+    def _change_request_and_customer(
+        self, request_id: UUID, decide: Callable[[DataRightsRequest, Customer], R]
+    ) -> tuple[R, int]:
+        """Change a request and its customer together, in one transaction."""
+        for _ in range(_CONFLICT_RETRIES):
+            request = self._load(DataRightsRequest, request_id)
+            customer = self._load(Customer, request.customer_id)
+            result = decide(request, customer)
+            try:
+                return result, self._commit(request, customer)
+            except IntegrityError:
+                self._forget(request_id, request.customer_id)
+        raise ConcurrentChangeError(f"request {request_id} was changed concurrently; retry")
+
+    def fulfil_access(
+        self, request_id: UUID, *, digest: str, categories: list[str], items: int, actor: str
+    ) -> Outcome:
+        """Record the access export and fulfil the request, together."""
+
+        def decide(request: DataRightsRequest) -> None:
+            request.record_export(digest=digest, categories=categories, items=items, actor=actor)
+            request.fulfil(summary=f"access export prepared ({items} items)", actor=actor)
+
+        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+
+    def fulfil_correction(self, request_id: UUID, *, actor: str) -> Outcome:
+        """Apply the requested corrections, notify partners holding those categories, fulfil."""
+
+        def decide(request: DataRightsRequest, customer: Customer) -> None:
+            request.record_work(action="corrections applied", actor=actor)
+            corrections = request.corrections or {}
+            for category, fields in corrections.items():
+                customer.correct(
+                    category=category, changes=fields, actor=actor, request_id=request.id
+                )
+            notifications = recipients(customer, set(corrections))
+            if notifications:
+                request.notify_partners(
+                    notifications=notifications, await_acknowledgement=False, actor=actor
+                )
+            request.fulfil(summary="corrections applied and recipients notified", actor=actor)
+
+        return Outcome(request_id, self._change_request_and_customer(request_id, decide)[1])
+
+    def fulfil_opt_out(self, request_id: UUID, *, actor: str) -> Outcome:
+        """Withdraw marketing consent on every channel at once, then fulfil."""
+        now = self.clock()
+
+        def decide(request: DataRightsRequest, customer: Customer) -> None:
+            request.record_work(action="marketing consent withdrawn", actor=actor)
+            evidence = {
+                "method": "data_rights_request",
+                "wording_version": f"request:{request.id}",
+                "captured_at": now,
+            }
+            for channel in customer.consented_channels():
+                customer.withdraw_consent(
+                    channel=channel, evidence=evidence, actor=actor, request_id=request.id
+                )
+            request.fulfil(summary="opted out of marketing on every channel", actor=actor)
+
+        return Outcome(request_id, self._change_request_and_customer(request_id, decide)[1])
+
+    def start_deletion(self, request_id: UUID, *, retain_for: timedelta, actor: str) -> Outcome:
+        """Erase the customer's personal data and notify every recipient; fulfil when none."""
+        now = self.clock()
+
+        def decide(request: DataRightsRequest, customer: Customer) -> None:
+            request.record_work(action="personal data erased", actor=actor)
+            customer.erase(request_id=request.id, retained_until=now + retain_for, actor=actor)
+            notifications = recipients(customer, None)
+            if notifications:
+                request.notify_partners(
+                    notifications=notifications, await_acknowledgement=True, actor=actor
+                )
+            else:
+                request.fulfil(summary="personal data erased; no recipient to notify", actor=actor)
+
+        return Outcome(request_id, self._change_request_and_customer(request_id, decide)[1])
+
+    def acknowledge(self, request_id: UUID, *, partner_id: UUID, actor: str) -> Outcome:
+        """A partner's acknowledgement; the last one fulfils the request."""
+
+        def decide(request: DataRightsRequest) -> None:
+            request.acknowledge(partner_id=partner_id, actor=actor)
+            if not request.awaiting and request.work_done is not None:
+                request.fulfil(
+                    summary="personal data erased; every recipient acknowledged", actor=actor
+                )
+
+        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+
+    def chase(self, request_id: UUID, *, remind_before: timedelta, actor: str) -> list[str]:
+        """Record reminders, overdue marks, escalations and expiries a request now needs."""
+        now = self.clock()
+        done: list[str] = []
+
+        def decide(request: DataRightsRequest) -> None:
+            done.clear()
+            if request.status.is_final:
+                return
+            if now >= request.due_at - remind_before and not request.reminded:
+                request.remind(actor=actor)
+                done.append("reminded")
+            if request.awaiting and not request.escalated and now >= request.due_at - remind_before:
+                request.escalate(
+                    reason=f"{len(request.awaiting)} recipient(s) have not acknowledged the "
+                    "deletion and the due date is near",
+                    actor=actor,
+                )
+                done.append("escalated")
+            if now > request.due_at and not request.overdue_recorded:
+                request.mark_overdue(now=now, actor=actor)
+                done.append("overdue")
+            if now > request.due_at and request.status.value == "open":
+                request.expire(
+                    reason="identity was not verified before the due date", now=now, actor=actor
+                )
+                done.append("expired")
+
+        self._change(DataRightsRequest, request_id, decide)
+        return list(done)
+
+    def purge_retained(self, customer_id: UUID, *, actor: str) -> Outcome:
+        now = self.clock()
+
+        def decide(customer: Customer) -> None:
+            customer.purge_retained(now=now, actor=actor)
+
+        return Outcome(customer_id, self._change(Customer, customer_id, decide)[1])
+
     # ------------------------------------------------------------------ auditor replay
 
     def log_page(self, after: int, limit: int) -> list[tuple[int, Any]]:
@@ -402,6 +535,21 @@ class RightsLedger(Application[UUID]):
         if not isinstance(customer, Customer):
             raise NotFoundError(f"no customer with id {customer_id}", field="id")
         return customer
+
+
+def recipients(customer: Customer, categories: set[str] | None) -> list[dict[str, Any]]:
+    """Partners that received the customer's data (in ``categories`` when given)."""
+    received: dict[str, set[str]] = {}
+    for disclosure in customer.disclosures:
+        shared = set(disclosure["categories"])
+        if categories is not None:
+            shared &= categories
+        if shared:
+            received.setdefault(str(disclosure["partner_id"]), set()).update(shared)
+    return [
+        {"partner_id": partner, "categories": sorted(cats)}
+        for partner, cats in sorted(received.items())
+    ]
 
 
 _LABELS: dict[type[Aggregate], str] = {

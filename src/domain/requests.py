@@ -102,6 +102,60 @@ class DataRightsRequest(Aggregate):
             aggregate.reason = self.summary
             aggregate.closed_at = self.timestamp
 
+    class ExportPrepared(Event):
+        """The access export was assembled; its digest proves what was delivered."""
+
+        digest: str
+        categories: list[str]
+        items: int
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.export_digest = self.digest
+
+    class PartnersNotified(Event):
+        """Partners that received the customer's data were told of a correction or deletion."""
+
+        notifications: list[dict[str, Any]]
+        awaiting_acknowledgement: bool
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.notified = [dict(n) for n in self.notifications]
+            if self.awaiting_acknowledgement:
+                aggregate.awaiting = {UUID(str(n["partner_id"])) for n in self.notifications}
+
+    class PartnerAcknowledged(Event):
+        partner_id: UUID
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.awaiting.discard(self.partner_id)
+            aggregate.acknowledged.add(self.partner_id)
+
+    class WorkDone(Event):
+        """The worker's part is recorded: what it did, so a repeated delivery does nothing."""
+
+        action: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.work_done = self.action
+
+    class DeadlineApproaching(Event):
+        due_at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.reminded = True
+
+    class Overdue(Event):
+        due_at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.overdue_recorded = True
+
+    class Escalated(Event):
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.escalated = True
+
     class Expired(Event):
         reason: str
 
@@ -143,6 +197,14 @@ class DataRightsRequest(Aggregate):
         self.extended_at: datetime | None = None
         self.reason: str | None = None
         self.closed_at: datetime | None = None
+        self.export_digest: str | None = None
+        self.notified: list[dict[str, Any]] = []
+        self.awaiting: set[UUID] = set()
+        self.acknowledged: set[UUID] = set()
+        self.work_done: str | None = None
+        self.reminded = False
+        self.overdue_recorded = False
+        self.escalated = False
 
     # ------------------------------------------------------------------ commands
 
@@ -299,11 +361,15 @@ class DataRightsRequest(Aggregate):
         self.trigger_event(self.Revoked, actor=actor, reason=(reason or "").strip() or None)
 
     def fulfil(self, *, summary: str, actor: str) -> None:
-        """Mark the request fulfilled; only after the identity was verified."""
+        """Mark the request fulfilled; only after verification and every partner's answer."""
         self._ensure_open()
         if self.status is not RequestStatus.IN_PROGRESS:
             raise NotVerifiedError(
                 "the requester's identity must be verified before the request is fulfilled"
+            )
+        if self.awaiting:
+            raise IllegalTransitionError(
+                f"{len(self.awaiting)} partner(s) have not acknowledged the notification yet"
             )
         self.trigger_event(self.Fulfilled, actor=actor, summary=_reason(summary, "summary"))
 
@@ -315,6 +381,81 @@ class DataRightsRequest(Aggregate):
                 f"the request is due at {self.due_at.isoformat()} and has not expired"
             )
         self.trigger_event(self.Expired, actor=actor, reason=_reason(reason))
+
+    def _ensure_in_progress(self) -> None:
+        self._ensure_open()
+        if self.status is not RequestStatus.IN_PROGRESS:
+            raise NotVerifiedError("the requester's identity must be verified first")
+
+    def record_work(self, *, action: str, actor: str) -> None:
+        """Record that the worker has done its part (once)."""
+        self._ensure_in_progress()
+        if self.work_done is not None:
+            raise IllegalTransitionError(f"the work was already done: {self.work_done}")
+        self.trigger_event(self.WorkDone, actor=actor, action=_reason(action, "action"))
+
+    def record_export(self, *, digest: str, categories: list[str], items: int, actor: str) -> None:
+        """Record the access export's digest and contents summary."""
+        self._ensure_in_progress()
+        if self.request_type is not RequestType.ACCESS:
+            raise IllegalTransitionError("only an access request has an export")
+        if self.export_digest is not None:
+            raise IllegalTransitionError("the export was already prepared")
+        self.trigger_event(
+            self.ExportPrepared,
+            actor=actor,
+            digest=digest,
+            categories=sorted(categories),
+            items=items,
+        )
+
+    def notify_partners(
+        self, *, notifications: list[dict[str, Any]], await_acknowledgement: bool, actor: str
+    ) -> None:
+        """Record the partners told of a correction or deletion (the relay delivers it)."""
+        self._ensure_in_progress()
+        if self.request_type not in (RequestType.CORRECTION, RequestType.DELETION):
+            raise IllegalTransitionError("partners are notified of corrections and deletions")
+        if self.notified:
+            raise IllegalTransitionError("the partners were already notified")
+        clean = [
+            {"partner_id": str(n["partner_id"]), "categories": sorted(n["categories"])}
+            for n in notifications
+        ]
+        self.trigger_event(
+            self.PartnersNotified,
+            actor=actor,
+            notifications=clean,
+            awaiting_acknowledgement=await_acknowledgement and bool(clean),
+        )
+
+    def acknowledge(self, *, partner_id: UUID, actor: str) -> None:
+        """A notified partner confirms it has acted on the notification."""
+        self._ensure_open()
+        if partner_id not in self.awaiting:
+            raise IllegalTransitionError(
+                "this partner has no notification awaiting acknowledgement for this request",
+                field="partner_id",
+            )
+        self.trigger_event(self.PartnerAcknowledged, actor=actor, partner_id=partner_id)
+
+    def remind(self, *, actor: str) -> None:
+        self._ensure_open()
+        if self.reminded:
+            raise IllegalTransitionError("a reminder was already recorded")
+        self.trigger_event(self.DeadlineApproaching, actor=actor, due_at=self.due_at)
+
+    def mark_overdue(self, *, now: datetime, actor: str) -> None:
+        self._ensure_open()
+        if self.overdue_recorded or now <= self.due_at:
+            raise IllegalTransitionError("the request is not newly overdue")
+        self.trigger_event(self.Overdue, actor=actor, due_at=self.due_at)
+
+    def escalate(self, *, reason: str, actor: str) -> None:
+        self._ensure_open()
+        if self.escalated:
+            raise IllegalTransitionError("the request was already escalated")
+        self.trigger_event(self.Escalated, actor=actor, reason=_reason(reason))
 
     # ------------------------------------------------------------------ queries
 

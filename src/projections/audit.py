@@ -128,6 +128,56 @@ def _(_event: DataRightsRequest.Expired) -> str:
     return "Request expired"
 
 
+@describe.register
+def _(event: Customer.Erased) -> str:
+    return (
+        f"Personal data erased for request {event.request_id}; billing records retained until "
+        f"{event.retained_until.date().isoformat()}"
+    )
+
+
+@describe.register
+def _(_event: Customer.RetainedRecordsPurged) -> str:
+    return "Retained billing records purged after their retention date"
+
+
+@describe.register
+def _(event: DataRightsRequest.ExportPrepared) -> str:
+    return f"Access export prepared: {event.items} items in {', '.join(event.categories)}"
+
+
+@describe.register
+def _(event: DataRightsRequest.PartnersNotified) -> str:
+    partners = ", ".join(str(n["partner_id"]) for n in event.notifications) or "none"
+    waiting = " (acknowledgement required)" if event.awaiting_acknowledgement else ""
+    return f"Recipients notified: {partners}{waiting}"
+
+
+@describe.register
+def _(event: DataRightsRequest.PartnerAcknowledged) -> str:
+    return f"Partner {event.partner_id} acknowledged the notification"
+
+
+@describe.register
+def _(event: DataRightsRequest.WorkDone) -> str:
+    return f"Work done: {event.action}"
+
+
+@describe.register
+def _(event: DataRightsRequest.DeadlineApproaching) -> str:
+    return f"Reminder: due {event.due_at.date().isoformat()}"
+
+
+@describe.register
+def _(event: DataRightsRequest.Overdue) -> str:
+    return f"Overdue since {event.due_at.date().isoformat()}"
+
+
+@describe.register
+def _(_event: DataRightsRequest.Escalated) -> str:
+    return "Escalated: recipients have not acknowledged and the due date is near"
+
+
 def customer_of(event: object) -> UUID | None:
     """The customer an event concerns, when the event itself says so."""
     if isinstance(event, Customer.Event | Customer.Registered):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import singledispatchmethod
 from typing import Any
 from uuid import UUID
@@ -30,6 +31,9 @@ class CustomerProfileView(RowView):
         "registered_at": "timestamptz",
         "modified_at": "timestamptz",
         "version": "integer",
+        "erased_at": "timestamptz",
+        "retained_until": "timestamptz",
+        "purged_at": "timestamptz",
         "position": "bigint",
     }
     json_columns = frozenset({"data", "purposes", "consents", "invoices", "activity"})
@@ -48,6 +52,9 @@ class CustomerProfileView(RowView):
                 " registered_at timestamptz NOT NULL,"
                 " modified_at timestamptz NOT NULL,"
                 " version integer NOT NULL,"
+                " erased_at timestamptz,"
+                " retained_until timestamptz,"
+                " purged_at timestamptz,"
                 " position bigint NOT NULL)"
             ).format(self.table("customer_profile"))
         ]
@@ -84,6 +91,9 @@ class CustomerProfileView(RowView):
             "registered_at": event.timestamp,
             "modified_at": event.timestamp,
             "version": event.originator_version,
+            "erased_at": None,
+            "retained_until": None,
+            "purged_at": None,
             "position": position,
         }
 
@@ -150,7 +160,36 @@ class CustomerProfileView(RowView):
         )
         return self._touch(row, event, position)
 
+    @fold.register
+    def _(self, event: Customer.Erased, row: dict[str, Any], position: int) -> dict[str, Any]:
+        payment = row["data"].get("payment_method")
+        row["data"] = {"payment_method": payment} if payment else {}
+        row["activity"] = []
+        row["erased_at"] = event.timestamp
+        row["retained_until"] = event.retained_until
+        return self._touch(row, event, position)
+
+    @fold.register
+    def _(
+        self, event: Customer.RetainedRecordsPurged, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        row["data"] = {}
+        row["invoices"] = {}
+        row["purged_at"] = event.timestamp
+        return self._touch(row, event, position)
+
     # ---------------------------------------------------------------- queries
+
+    def retention_ended(self, now: datetime) -> list[UUID]:
+        """Erased customers whose retained billing records are past their retention date."""
+        rows, _ = self.fetch(
+            sql.SQL(
+                "SELECT customer_id FROM {} WHERE erased_at IS NOT NULL AND purged_at IS NULL"
+                " AND retained_until < %(now)s ORDER BY retained_until LIMIT 500"
+            ).format(self.table("customer_profile")),
+            {"now": now},
+        )
+        return [row["customer_id"] for row in rows]
 
     def get(self, customer_id: UUID) -> tuple[dict[str, Any] | None, int]:
         rows, position = self.fetch(

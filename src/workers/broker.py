@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -128,6 +129,7 @@ class EmbeddedBroker:
         self._process: subprocess.Popen[bytes] | None = None
         self._output: IO[bytes] | None = None
         self._port: int | None = None
+        self._pid: int | None = None
         self.log_path: Path | None = None
 
     # -- what clients need -------------------------------------------------------------------
@@ -146,10 +148,10 @@ class EmbeddedBroker:
 
     @property
     def pid(self) -> int:
-        """The broker's process id (only once started)."""
-        if self._process is None:
+        """The broker's process id (once started; still the last one after :meth:`stop`)."""
+        if self._pid is None:
             raise BrokerError("the broker has not been started")
-        return self._process.pid
+        return self._pid
 
     @property
     def running(self) -> bool:
@@ -268,6 +270,7 @@ class EmbeddedBroker:
             )
         except OSError as exc:
             raise BrokerError(f"cannot run {binary}: {exc}") from exc
+        self._pid = self._process.pid
 
     def _wait_ready(self, deadline: float) -> None:
         # First plain TCP connects, which are cheap and make kafka-python log nothing while the
@@ -302,7 +305,11 @@ class EmbeddedBroker:
             return False
 
     def _cluster_id(self, timeout_ms: int) -> str | None:
-        from kafka import KafkaAdminClient  # type: ignore[import-untyped]
+        with warnings.catch_warnings():
+            # kafka-python 3.0 loads its protocol schemas with importlib.resources.read_text,
+            # deprecated on Python 3.11 and 3.12: a DeprecationWarning per schema on first import.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from kafka import KafkaAdminClient  # type: ignore[import-untyped]
 
         admin: Any = KafkaAdminClient(
             bootstrap_servers=self.bootstrap,

@@ -21,6 +21,7 @@ def container(database: Database, schema: str) -> Iterator[Container]:
         database_schema=schema,
         admin_key=ADMIN_KEY,
         run_projections=True,
+        run_workers=False,
         pool_size=4,
         max_body_bytes=64 * 1024,
         read_wait_seconds=0.5,

@@ -1,0 +1,192 @@
+"""Request workers: fulfil access, correction, opt-out and deletion requests; chase deadlines.
+
+The worker follows the event log from its own tracked position (a tracking table in
+PostgreSQL). When a request's requester is verified it does the request's work through
+the ledger's commands, which record what was done as events on the request itself; a
+request that already records its work is left alone, so an event seen twice (after a
+crash between the work and the tracking write) does nothing new. A periodic sweep
+chases deadlines (reminders, overdue marks, escalations, expiry) and purges retained
+billing records whose retention date has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import InfrastructureFactory, Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.utils import Environment
+from psycopg import sql
+
+from rightsledger.domain.errors import DomainError
+from rightsledger.domain.ledger import RightsLedger
+from rightsledger.domain.partner import Partner
+from rightsledger.domain.requests import DataRightsRequest
+from rightsledger.domain.values import RequestType
+from rightsledger.projections.base import APPLICATION_NAME
+from rightsledger.projections.worker import ViewSet
+from rightsledger.storage.exports import ExportStore
+from rightsledger.workers import export
+
+log = logging.getLogger(__name__)
+
+ACTOR = "worker:requests"
+
+
+@dataclass(frozen=True)
+class WorkerPolicy:
+    """How long billing records are kept after erasure, and when deadlines are chased."""
+
+    retain_billing_for: timedelta
+    remind_before: timedelta
+    sweep_every: float = 30.0
+
+
+def open_tracking(env: dict[str, str], name: str) -> PostgresTrackingRecorder:
+    factory = InfrastructureFactory[PostgresTrackingRecorder].construct(
+        env=Environment(name, {**env, "POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "2"})
+    )
+    return factory.tracking_recorder(PostgresTrackingRecorder)
+
+
+class RequestWorker:
+    """Reacts to verified requests and partners' acknowledgements; sweeps deadlines."""
+
+    name = "request_workers"
+
+    def __init__(
+        self,
+        ledger: RightsLedger,
+        tracking: PostgresTrackingRecorder,
+        exports: ExportStore,
+        views: ViewSet,
+        policy: WorkerPolicy,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.ledger = ledger
+        self.tracking = tracking
+        self.exports = exports
+        self.views = views
+        self.policy = policy
+        self.clock = clock
+
+    def position(self) -> int:
+        return self.tracking.max_tracking_id(APPLICATION_NAME) or 0
+
+    # ---------------------------------------------------------------- reacting
+
+    def handle(self, event: Any) -> None:
+        """Do what an event calls for; anything already done is left alone."""
+        if isinstance(event, DataRightsRequest.IdentityVerified):
+            self._fulfil(event.originator_id)
+
+    def _fulfil(self, request_id: UUID) -> None:
+        request = self.ledger.get_request(request_id)
+        if request.status.is_final or request.work_done or request.export_digest:
+            return
+        try:
+            if request.request_type is RequestType.ACCESS:
+                self._access(request)
+            elif request.request_type is RequestType.CORRECTION:
+                self.ledger.fulfil_correction(request_id, actor=ACTOR)
+            elif request.request_type is RequestType.OPT_OUT:
+                self.ledger.fulfil_opt_out(request_id, actor=ACTOR)
+            elif request.request_type is RequestType.DELETION:
+                self.ledger.start_deletion(
+                    request_id, retain_for=self.policy.retain_billing_for, actor=ACTOR
+                )
+                self.exports.delete_for_customer(request.customer_id)
+        except DomainError as error:
+            log.warning("request %s not fulfilled: %s", request_id, error.detail)
+
+    def _access(self, request: DataRightsRequest) -> None:
+        customer = self.ledger.get_customer(request.customer_id)
+        partners: dict[str, Partner] = {}
+        for disclosure in customer.disclosures:
+            key = str(disclosure["partner_id"])
+            if key not in partners:
+                partners[key] = self.ledger.get_partner(disclosure["partner_id"])
+        retention = (
+            "Billing records and the payment processor's token are kept for "
+            f"{self.policy.retain_billing_for.days} days after erasure for regulatory "
+            "compliance; everything else is erased on a deletion request."
+        )
+        document = export.assemble(
+            request, customer, partners, retention=retention, generated_at=self.clock()
+        )
+        digest = export.digest(document)
+        self.exports.save(request.id, customer.id, digest, document)
+        self.ledger.fulfil_access(
+            request.id,
+            digest=digest,
+            categories=sorted(document["categories"]),
+            items=export.items(document),
+            actor=ACTOR,
+        )
+
+    def catch_up(self, limit: int = 200) -> int:
+        """Handle every event past the tracked position; returns the new position."""
+        position = self.position()
+        while True:
+            page = self.ledger.log_page(position, limit)
+            if not page:
+                return position
+            for event_position, event in page:
+                self.handle(event)
+                self.tracking.insert_tracking(Tracking(APPLICATION_NAME, event_position))
+                position = event_position
+
+    # ---------------------------------------------------------------- sweeping
+
+    def sweep(self) -> dict[str, int]:
+        """Chase deadlines and purge expired retained records; counts of what was done."""
+        now = self.clock()
+        counts: dict[str, int] = {}
+        due, _ = self.views.request_queue.search(
+            due_before=now + self.policy.remind_before, now=now, limit=500
+        )
+        for row in due:
+            if row["status"] not in ("open", "in_progress"):
+                continue
+            try:
+                for action in self.ledger.chase(
+                    row["request_id"], remind_before=self.policy.remind_before, actor=ACTOR
+                ):
+                    counts[action] = counts.get(action, 0) + 1
+            except DomainError as error:
+                log.warning("could not chase %s: %s", row["request_id"], error.detail)
+        for customer_id in self.views.customer_profile.retention_ended(now):
+            try:
+                self.ledger.purge_retained(customer_id, actor=ACTOR)
+                counts["purged"] = counts.get("purged", 0) + 1
+            except DomainError as error:
+                log.warning("could not purge %s: %s", customer_id, error.detail)
+        return counts
+
+    def run_forever(self, database_url: str, stop: threading.Event, *, poll: float = 0.5) -> None:
+        """Follow the log until ``stop`` is set, sweeping every ``policy.sweep_every`` seconds."""
+        channel = self.ledger.recorder.channel_name  # type: ignore[attr-defined]
+        next_sweep = 0.0
+        with psycopg.connect(database_url, autocommit=True) as listener:
+            listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            while not stop.is_set():
+                self.catch_up()
+                if _monotonic() >= next_sweep:
+                    self.sweep()
+                    next_sweep = _monotonic() + self.policy.sweep_every
+                for _ in listener.notifies(timeout=poll, stop_after=1):
+                    pass
+
+
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()

@@ -421,3 +421,15 @@ class TrailEntry(BaseModel):
 class TrailPage(BaseModel):
     items: list[TrailEntry]
     position: int
+
+
+class ExportOut(BaseModel):
+    request_id: UUID
+    customer_id: UUID
+    digest: str = Field(description="SHA-256 of the document, as recorded in the log.")
+    document: dict[str, Any]
+    created_at: datetime
+
+
+class AcknowledgementIn(Command):
+    request_id: UUID

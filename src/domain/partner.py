@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
+from rightsledger.domain.cards import refuse_card_numbers
 from rightsledger.domain.errors import InvalidPartnerError
 from rightsledger.domain.values import PartnerKind
 
@@ -65,6 +66,11 @@ class Partner(Aggregate):
         partner_id: UUID | None = None,
     ) -> Partner:
         """Register a recipient; contracted kinds need a confidentiality contract."""
+        refuse_card_numbers(
+            name=name,
+            contract_reference=contract_reference or "",
+            confidentiality_agreement=confidentiality_agreement or "",
+        )
         if not name.strip():
             raise InvalidPartnerError("a partner needs a name", field="name")
         try:
@@ -117,6 +123,10 @@ class Partner(Aggregate):
         actor: str,
     ) -> None:
         """Record a new or renewed confidentiality contract."""
+        refuse_card_numbers(
+            contract_reference=contract_reference,
+            confidentiality_agreement=confidentiality_agreement,
+        )
         if not self.kind.is_contracted:
             raise InvalidPartnerError(
                 f"a {self.kind.value} partner is not a contracted provider", field="kind"

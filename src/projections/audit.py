@@ -1,8 +1,8 @@
 """The audit trail: every event, per customer and globally, in order, human-readable.
 
 Summaries name what happened and which fields or categories were touched, never
-the personal values themselves, so the trail can be kept after a customer's data
-is erased.
+the customer's personal values themselves (names, contact details, addresses, free
+text), so the trail can be kept after a customer's data is erased.
 """
 
 from __future__ import annotations

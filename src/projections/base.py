@@ -95,6 +95,8 @@ class View(PostgresTrackingRecorder):
         The tracking insert fails (and with it the whole transaction) when the recorded
         position is not behind the batch: a repeated delivery cannot apply twice.
         """
+        recorded = self._max_tracking_id(APPLICATION_NAME, curs) or 0
+        after = max(after, recorded)  # the caller's idea of the position may be stale
         fresh = [(event, position) for event, position in events if position > after]
         if not fresh:
             return None

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import LedgerDep, ReadFrom, ViewRead, allow
+from rightsledger.api.problems import ApiProblemError
 from rightsledger.domain.partner import Partner
 from rightsledger.projections.disclosures import DisclosuresView
 from rightsledger.security.keys import Principal, Role
@@ -22,6 +23,7 @@ Reader = Annotated[
     Depends(allow(Role.PRIVACY_OFFICER, Role.AUDITOR, Role.SUPPORT, Role.BILLING)),
 ]
 
+Acknowledger = Annotated[Principal, Depends(allow(Role.PARTNER, Role.PRIVACY_OFFICER))]
 RegisterReader = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER, Role.AUDITOR))]
 
 
@@ -77,3 +79,25 @@ def partner_disclosures(
     rows, position = view.for_partner(partner_id, limit=limit, offset=offset)
     read.reflect(position)
     return s.DisclosurePage(items=[s.DisclosureOut(**row) for row in rows], position=position)
+
+
+@router.post("/{partner_id}/acknowledgements", response_model=s.RequestChanged)
+def acknowledge(
+    partner_id: UUID, body: s.AcknowledgementIn, ledger: LedgerDep, who: Acknowledger
+) -> s.RequestChanged:
+    """A partner confirms it acted on a correction or deletion notification sent to it."""
+    if who.role is Role.PARTNER and who.partner_id != partner_id:
+        raise ApiProblemError(
+            403,
+            "Forbidden",
+            "a partner key may acknowledge only its own partner's notifications",
+            slug="forbidden",
+        )
+    outcome = ledger.acknowledge(body.request_id, partner_id=partner_id, actor=who.actor)
+    request = ledger.get_request(body.request_id)
+    return s.RequestChanged(
+        request_id=body.request_id,
+        status=request.status,
+        due_at=request.due_at,
+        position=outcome.position,
+    )

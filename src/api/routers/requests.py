@@ -9,8 +9,8 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, status
 
 from rightsledger.api import schemas as s
-from rightsledger.api.deps import LedgerDep, ReadFrom, ViewRead, allow
-from rightsledger.domain.ledger import Outcome, RightsLedger
+from rightsledger.api.deps import ContainerDep, LedgerDep, ReadFrom, ViewRead, allow
+from rightsledger.domain.ledger import NotFoundError, Outcome, RightsLedger
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.values import RequestStatus, RequestType
 from rightsledger.projections.requests import RequestQueueView
@@ -20,6 +20,7 @@ router = APIRouter(prefix="/v1/requests", tags=["requests"])
 
 Intake = Annotated[Principal, Depends(allow(Role.INTAKE, Role.PRIVACY_OFFICER))]
 Officer = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER))]
+ExportReader = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER))]
 Reader = Annotated[Principal, Depends(allow(Role.INTAKE, Role.PRIVACY_OFFICER, Role.AUDITOR))]
 
 
@@ -149,3 +150,18 @@ def revoke_request(
 ) -> s.RequestChanged:
     """The requester withdraws the request."""
     return _changed(ledger, ledger.revoke_request(request_id, reason=body.reason, actor=who.actor))
+
+
+@router.get("/{request_id}/export", response_model=s.ExportOut)
+def get_export(request_id: UUID, container: ContainerDep, who: ExportReader) -> s.ExportOut:
+    """The access export the worker assembled: every piece of personal data held, why,
+    its source, consents with evidence, disclosures and retention."""
+    stored = container.exports.get(request_id)
+    if stored is None:
+        container.ledger.get_request(request_id)  # unknown request: 404
+        raise NotFoundError(
+            "no export for this request (only access requests have one, once fulfilled; "
+            "exports are deleted when the customer is erased)",
+            field="request_id",
+        )
+    return s.ExportOut(**stored)

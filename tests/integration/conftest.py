@@ -17,6 +17,9 @@ def settings(database: Database, schema: str) -> Settings:
         database_schema=schema,
         admin_key=ADMIN_KEY,
         run_projections=False,
+        run_workers=False,
+        events_topic=f"events.{schema}",
+        notifications_topic=f"notifications.{schema}",
         pool_size=4,
     )
 

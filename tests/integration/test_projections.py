@@ -161,7 +161,7 @@ def test_a_repeated_delivery_changes_nothing(container: Container) -> None:
     before = dump_views(container)
     stale = ProjectionWorker(container.ledger, list(container.views.views.values()))
     stale.positions = dict.fromkeys(stale.positions, 0)
-    events = stale._decode(0, None)  # noqa: SLF001
+    events = stale._decode(0, None)
     stale.apply(events)
     assert dump_views(container) == before
     assert container.views.positions() == dict.fromkeys(VIEW_CLASSES, worker.head())
@@ -173,13 +173,13 @@ def test_the_tracking_record_refuses_to_go_backwards(container: Container) -> No
     container.projection_worker().catch_up()
     view = container.views.audit_trail
     before = dump(container, "audit_trail")
-    with pytest.raises(IntegrityError), view.datastore.transaction(commit=True) as curs:
+    with pytest.raises(IntegrityError), view.datastore.transaction(commit=True) as curs:  # noqa: PT012 - the write and the failing tracking insert form one transaction
         curs.execute(
             sql.SQL("DELETE FROM {}").format(
                 sql.Identifier(container.settings.database_schema, "audit_trail")
             )
         )
-        view._insert_tracking(curs, Tracking("rightsledger", 3))  # noqa: SLF001
+        view._insert_tracking(curs, Tracking("rightsledger", 3))
     assert dump(container, "audit_trail") == before
 
 

@@ -1,0 +1,312 @@
+"""The Kafka relay against the embedded broker and real PostgreSQL: order, no loss, no PII."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from rightsledger.bootstrap import Container
+from rightsledger.domain.ledger import RightsLedger
+from rightsledger.workers.broker import EmbeddedBroker
+from rightsledger.workers.cloudevents import event_id
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaConsumer, TopicPartition
+
+EVIDENCE: dict[str, Any] = {
+    "method": "web_form_checkbox",
+    "wording_version": "mkt-v3",
+    "captured_at": datetime(2026, 11, 1, tzinfo=UTC),
+}
+PERSONAL = {
+    "name": "Zelda Quixotic-Personal",
+    "email": "zelda.quixotic@private.example",
+    "phone": "+44 7700 900123",
+    "postal_address": "99 Secretive Lane, Hidden Town",
+}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(log_dir=tmp_path / "broker") as running:
+        yield running
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
+    """Every record of a topic from the start (counted, not trusting end offsets)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout
+        partitions: set[int] | None = None
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                time.sleep(0.1)
+        assert partitions, f"topic {topic} does not exist"
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        records: list[Any] = []
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200)
+            got = [r for rs in batch.values() for r in rs]
+            records.extend(got)
+            if got:
+                quiet_since = time.monotonic()
+            elif (
+                len({r.value for r in records}) >= expected and time.monotonic() - quiet_since > 0.5
+            ):
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+def personal_scenario(ledger: RightsLedger) -> dict[str, UUID]:
+    customer = ledger.register_customer(
+        policy_version="2026-01",
+        identity=PERSONAL,
+        account={"plan": "fibre-900"},
+        payment_method={"processor": "Acme Payments", "token": "tok_secret_zelda"},
+        actor="intake:desk",
+    ).id
+    ledger.change_consent(customer, channel="email", granted=True, evidence=EVIDENCE, actor="m:m")
+    ledger.correct_customer(
+        customer, {"identity_contact": {"postal_address": "1 New Secret Road"}}, actor="s:s"
+    )
+    ledger.record_invoice(
+        customer,
+        amount="77.77",
+        currency="EUR",
+        status="paid",
+        issued_at=datetime(2026, 10, 1, tzinfo=UTC),
+        actor="billing:b",
+    )
+    ledger.log_activity(
+        customer,
+        kind="network",
+        reason="security",
+        detail="login from 203.0.113.77 Zelda laptop",
+        occurred_at=datetime(2026, 10, 2, tzinfo=UTC),
+        actor="support:s",
+    )
+    partner = ledger.register_partner(
+        name="Acme Payments",
+        kind="payment_processor",
+        contract_reference="C-1",
+        confidentiality_agreement="NDA-1",
+        contract_valid_until=date(2099, 1, 1),
+        actor="po:po",
+    ).id
+    ledger.disclose(
+        customer,
+        partner_id=partner,
+        basis="service_provider",
+        categories=["payment_method", "identity_contact"],
+        purpose="billing",
+        reference="monthly run for Zelda",
+        actor="billing:b",
+    )
+    request = ledger.submit_request(
+        customer_id=customer,
+        request_type="correction",
+        channel="postal_mail",
+        jurisdiction="gdpr",
+        statement="Zelda Quixotic-Personal asks to fix her address",
+        corrections={"identity_contact": {"postal_address": "2 Another Secret Road"}},
+        actor="intake:desk",
+    ).id
+    ledger.verify_request(request, method="id_document", reference="passport scan", actor="po:po")
+    ledger.fulfil_correction(request, actor="worker:test")
+    return {"customer": customer, "partner": partner, "request": request}
+
+
+def encodings(value: str) -> list[bytes]:
+    raw = value.encode()
+    return [raw, json.dumps(value).encode()[1:-1], base64.b64encode(raw)]
+
+
+def test_every_event_reaches_the_topic_in_order_without_personal_data(
+    container: Container, broker: EmbeddedBroker
+) -> None:
+    """Each event once, keyed by its customer, in log order per key, no personal value."""
+    ids = personal_scenario(container.ledger)
+    relay = container.relay(broker.bootstrap)
+    relay.start()
+    published = relay.catch_up()
+    relay.close()
+    head = container.ledger.recorder.max_notification_id()
+    assert published == head
+    records = consume_all(broker.bootstrap, container.settings.events_topic, head)
+    assert len(records) == head
+    documents = [json.loads(r.value) for r in records]
+    assert {d["specversion"] for d in documents} == {"1.0"}
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for record in records:
+        position = int(dict(record.headers)["position"].decode())
+        by_key[record.key].append(position)
+    for positions in by_key.values():
+        assert positions == sorted(positions)
+    assert sorted(p for ps in by_key.values() for p in ps) == list(range(1, head + 1))
+    customer_key = str(ids["customer"]).encode()
+    customer_types = [
+        json.loads(r.value)["type"]
+        for r in sorted(
+            (r for r in records if r.key == customer_key),
+            key=lambda r: int(dict(r.headers)["position"]),
+        )
+    ]
+    assert customer_types[0] == "rightsledger.Customer.Registered"
+    assert "rightsledger.DataRightsRequest.PartnersNotified" in customer_types
+    assert "rightsledger.DataRightsRequest.Fulfilled" in customer_types
+    assert len({d["id"] for d in documents}) == head
+    first = min(records, key=lambda r: int(dict(r.headers)["position"]))
+    assert json.loads(first.value)["id"] == event_id(ids["customer"], 1)
+    notifications = consume_all(broker.bootstrap, container.settings.notifications_topic, 1)
+    assert [r.key for r in notifications] == [str(ids["partner"]).encode()]
+    notice = json.loads(notifications[0].value)["data"]
+    assert notice["categories"] == ["identity_contact"]
+    assert notice["request_id"] == str(ids["request"])
+    secrets = [
+        *PERSONAL.values(),
+        "1 New Secret Road",
+        "2 Another Secret Road",
+        "tok_secret_zelda",
+        "Zelda",
+        "203.0.113.77",
+        "passport scan",
+        "77.77",
+        "monthly run",
+    ]
+    for record in [*records, *notifications]:
+        blob = record.value + record.key + b"".join(v for _, v in record.headers)
+        for secret in secrets:
+            for encoded in encodings(secret):
+                assert encoded not in blob, f"{secret!r} leaked onto the topic"
+
+
+def start_relay(container: Container, broker: EmbeddedBroker) -> subprocess.Popen[bytes]:
+    settings = container.settings
+    env = {
+        **os.environ,
+        "RIGHTSLEDGER_DATABASE_URL": container.database.url,
+        "RIGHTSLEDGER_DATABASE_SCHEMA": settings.database_schema,
+        "RIGHTSLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "RIGHTSLEDGER_EVENTS_TOPIC": settings.events_topic,
+        "RIGHTSLEDGER_NOTIFICATIONS_TOPIC": settings.notifications_topic,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "rightsledger", "relay", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_relay_killed_and_broker_frozen_lose_nothing(
+    container: Container, broker: EmbeddedBroker
+) -> None:
+    """SIGKILL of the relay mid-stream, then a frozen broker, while commands keep arriving:
+    every logged event is on the topic; repeats carry the same CloudEvents id."""
+    ledger = container.ledger
+    customers = [
+        ledger.register_customer(policy_version="v1", identity={"name": f"C{i}"}, actor="i").id
+        for i in range(30)
+    ]
+    done = threading.Event()
+
+    def traffic() -> None:
+        granted = dict.fromkeys(customers, False)
+        for _ in range(30):
+            for customer in customers:
+                ledger.change_consent(
+                    customer,
+                    channel="sms",
+                    granted=not granted[customer],
+                    evidence=EVIDENCE,
+                    actor="m:t",
+                )
+                granted[customer] = not granted[customer]
+            time.sleep(0.01)
+        done.set()
+
+    relay = container.relay(broker.bootstrap)  # only to read the tracked position
+    first = start_relay(container, broker)
+    writer = threading.Thread(target=traffic)
+    writer.start()
+    deadline = time.monotonic() + 90
+    while relay.tracked() < 150 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    killed_at = relay.tracked()
+    second = start_relay(container, broker)
+    try:
+        time.sleep(0.3)
+        os.kill(broker.pid, signal.SIGSTOP)
+        time.sleep(3)
+        os.kill(broker.pid, signal.SIGCONT)
+        writer.join(120)
+        assert done.is_set()
+        head = ledger.recorder.max_notification_id()
+        assert head == 30 + 30 * 30
+        while relay.tracked() < head and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert relay.tracked() == head
+    finally:
+        second.terminate()
+        second.wait(10)
+    assert 0 < killed_at < head
+    records = consume_all(broker.bootstrap, container.settings.events_topic, head)
+    documents = [json.loads(r.value) for r in records]
+    consumed = {d["id"] for d in documents}
+    expected = {
+        event_id(event.originator_id, event.originator_version)
+        for _, event in ledger.log_page(0, head + 10)
+    }
+    assert consumed == expected
+    by_id: dict[str, set[bytes]] = defaultdict(set)
+    for record in records:
+        by_id[json.loads(record.value)["id"]].add(record.value)
+    assert all(len(values) == 1 for values in by_id.values()), "a repeat differs from the original"
+
+
+def test_a_fresh_broker_gets_the_whole_history_again(container: Container, tmp_path: Path) -> None:
+    """The embedded broker keeps nothing across restarts: the relay republishes from the start."""
+    customer = container.ledger.register_customer(
+        policy_version="v1", identity={"name": "Ann"}, actor="i"
+    ).id
+    container.ledger.change_consent(
+        customer, channel="post", granted=True, evidence=EVIDENCE, actor="m"
+    )
+    with EmbeddedBroker(log_dir=tmp_path / "one") as first:
+        relay = container.relay(first.bootstrap)
+        relay.start()
+        assert relay.catch_up() == 2
+        relay.close()
+    with EmbeddedBroker(log_dir=tmp_path / "two") as second:
+        relay = container.relay(second.bootstrap)
+        relay.start()
+        assert relay.position == 0
+        assert relay.catch_up() == 2
+        relay.close()
+        records = consume_all(second.bootstrap, container.settings.events_topic, 2)
+        assert len(records) == 2
+    assert relay.tracked() == 2

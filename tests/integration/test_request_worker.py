@@ -1,0 +1,98 @@
+"""The request worker on real PostgreSQL: idempotent reactions, deadlines, retention."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from rightsledger.bootstrap import Container
+from rightsledger.domain.ledger import RightsLedger
+from rightsledger.workers.requests import RequestWorker
+
+
+def submit(ledger: RightsLedger, customer: UUID, kind: str) -> UUID:
+    return ledger.submit_request(
+        customer_id=customer,
+        request_type=kind,
+        channel="email",
+        jurisdiction="gdpr",
+        statement="please",
+        actor="intake:t",
+    ).id
+
+
+def worker_at(container: Container, moment: datetime) -> RequestWorker:
+    worker = container.request_worker()
+    worker.clock = lambda: moment
+    return worker
+
+
+def test_an_event_handled_twice_does_nothing_new(container: Container) -> None:
+    """Re-delivery after a crash between the work and the tracking write adds no event."""
+    ledger = container.ledger
+    customer = ledger.register_customer(policy_version="v1", identity={"name": "Ann"}, actor="i").id
+    request = submit(ledger, customer, "access")
+    ledger.verify_request(request, method="m", reference="r", actor="po")
+    worker = container.request_worker()
+    worker.catch_up()
+    assert ledger.get_request(request).status.value == "fulfilled"
+    head = ledger.recorder.max_notification_id()
+    for _, event in ledger.log_page(0, 100):
+        worker.handle(event)
+    assert ledger.recorder.max_notification_id() == head
+    assert worker.position() == head
+
+
+def test_deadlines_are_chased_and_unverified_requests_expire(container: Container) -> None:
+    """Near the due date: a reminder; past it: overdue, and expiry when never verified."""
+    ledger = container.ledger
+    customer = ledger.register_customer(policy_version="v1", identity={"name": "Ann"}, actor="i").id
+    waiting = submit(ledger, customer, "deletion")
+    working = submit(ledger, customer, "access")
+    ledger.verify_request(working, method="m", reference="r", actor="po")
+    container.projection_worker().catch_up()
+    due = ledger.get_request(waiting).due_at
+    ledger.clock = lambda: due - timedelta(days=2)
+    assert worker_at(container, due - timedelta(days=2)).sweep() == {"reminded": 2}
+    container.projection_worker().catch_up()
+    ledger.clock = lambda: due + timedelta(days=1)
+    counts = worker_at(container, due + timedelta(days=1)).sweep()
+    assert counts == {"overdue": 2, "expired": 1}
+    assert ledger.get_request(waiting).status.value == "expired"
+    assert ledger.get_request(working).status.value == "in_progress"
+
+
+def test_retained_billing_records_are_purged_when_retention_ends(container: Container) -> None:
+    """After erasure, invoices stay until the retention date, then the sweep purges them."""
+    ledger = container.ledger
+    customer = ledger.register_customer(
+        policy_version="v1",
+        identity={"name": "Ann"},
+        payment_method={"processor": "Acme", "token": "tok_1"},
+        actor="i",
+    ).id
+    ledger.record_invoice(
+        customer,
+        amount="5",
+        currency="EUR",
+        status="paid",
+        issued_at=datetime(2026, 1, 1, tzinfo=UTC),
+        actor="b",
+    )
+    request = submit(ledger, customer, "deletion")
+    ledger.verify_request(request, method="m", reference="r", actor="po")
+    container.request_worker().catch_up()
+    erased = ledger.get_customer(customer)
+    assert erased.erased_at is not None
+    assert erased.invoices
+    assert erased.data == {"payment_method": {"processor": "Acme", "token": "tok_1"}}
+    assert ledger.get_request(request).status.value == "fulfilled"
+    container.projection_worker().catch_up()
+    retained_until = erased.retained_until
+    assert retained_until is not None
+    assert worker_at(container, retained_until - timedelta(days=1)).sweep().get("purged") is None
+    ledger.clock = lambda: retained_until + timedelta(days=1)
+    assert worker_at(container, retained_until + timedelta(days=1)).sweep()["purged"] == 1
+    purged = ledger.get_customer(customer)
+    assert purged.invoices == {}
+    assert purged.data == {}

@@ -14,8 +14,9 @@ What it measures
        connection, insert ~200-byte rows one per transaction into a scratch table in the bench
        schema, for as long as the load phase took.
     5. Prints commands/s (successful commands), p50/p95/p99/max latency (of all commands),
-       errors, raw tx/s, the ratio commands/s / raw tx/s, CPU used by the service, PostgreSQL
-       and this process, the targets (>= 1000 commands/s, p99 < 50 ms), then one line of JSON.
+       errors, raw tx/s, the ratio commands/s / raw tx/s, the CPU used during the load by the
+       service (its process tree), PostgreSQL, this process and anything else on the machine,
+       the targets (>= 1000 commands/s, p99 < 50 ms), then one line of JSON.
 
 How to run
     .venv/bin/python bench/commands.py                  # PostgreSQL at 127.0.0.1:5432/test
@@ -392,6 +393,31 @@ def _proc_cpu_seconds(pid: int) -> float:
     return sum(_proc_cpu_times(pid))
 
 
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command name) of every visible process."""
+    table: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                table[int(entry.name)] = (int(stat[stat.rindex(")") + 2 :].split()[1]), name)
+    return table
+
+
+def _tree_cpu_times(pid: int) -> dict[int, tuple[float, float]]:
+    """CPU times of ``pid`` and its descendants (a wrapper's children, uvicorn's workers)."""
+    table = _process_table()
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, name) in table.items():
+            if ppid == parent and child not in tree and name != "postgres":
+                tree.add(child)
+                frontier.append(child)
+    return {member: _proc_cpu_times(member) for member in tree}
+
+
 def _postgres_pids() -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -415,7 +441,7 @@ def _machine_busy_jiffies() -> tuple[int, int]:
 
 @dataclass
 class CpuSample:
-    server: tuple[float, float]
+    server: dict[int, tuple[float, float]]
     postgres: dict[int, float]
     bench: float
     machine: tuple[int, int]
@@ -424,7 +450,7 @@ class CpuSample:
     def take(cls, server_pid: int | None) -> CpuSample:
         times = os.times()
         return cls(
-            server=_proc_cpu_times(server_pid) if server_pid else (0.0, 0.0),
+            server=_tree_cpu_times(server_pid) if server_pid else {},
             postgres={pid: _proc_cpu_seconds(pid) for pid in _postgres_pids()},
             bench=times.user + times.system,
             machine=_machine_busy_jiffies(),
@@ -437,8 +463,11 @@ def cpu_usage(before: CpuSample, after: CpuSample, seconds: float) -> dict[str, 
     busy = after.machine[0] - before.machine[0]
     total = after.machine[1] - before.machine[1]
     seconds = max(seconds, 1e-9)
-    server_user = after.server[0] - before.server[0]
-    server_sys = after.server[1] - before.server[1]
+    server_user = server_sys = 0.0
+    for pid, (user, system) in after.server.items():
+        start = before.server.get(pid, (0.0, 0.0))
+        server_user += user - start[0]
+        server_sys += system - start[1]
     bench = after.bench - before.bench
     busy_cores = (os.cpu_count() or 1) * busy / total if total > 0 else 0.0
     others = busy_cores - (server_user + server_sys + postgres + bench) / seconds

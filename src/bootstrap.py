@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from eventsourcing.utils import get_topic
 from psycopg_pool import ConnectionPool
 
 from rightsledger.config import Settings
@@ -15,6 +16,7 @@ from rightsledger.domain.ledger import RightsLedger
 from rightsledger.projections.base import View
 from rightsledger.projections.worker import ProjectionWorker, ViewSet
 from rightsledger.security.keys import ApiKeyStore
+from rightsledger.storage.chain import ChainedRecorder
 from rightsledger.storage.database import Database, open_database
 from rightsledger.storage.exports import ExportStore
 from rightsledger.workers.relay import Relay, RelayConfig
@@ -131,6 +133,7 @@ def ledger_env(settings: Settings, database: Database) -> dict[str, str]:
             "AGGREGATE_CACHE_FASTFORWARD": "n",
             "IS_SNAPSHOTTING_ENABLED": "y",
             "CREATE_TABLE": "y",
+            "APPLICATION_RECORDER_TOPIC": get_topic(ChainedRecorder),
         }
     )
     if settings.aggregate_cache_size == 0:

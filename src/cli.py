@@ -181,6 +181,42 @@ def projections_rebuild(
     typer.echo(f"{name} rebuilt and swapped in at position {position}")
 
 
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain over the stored log; exit 1 at the first break."""
+    from rightsledger.storage import chain
+
+    container = _container()
+    progress, task = _bar("verifying")
+    try:
+        with progress:
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            result = chain.verify(
+                container.database.url, container.settings.database_schema, progress=advance
+            )
+    finally:
+        container.close()
+    typer.echo(json.dumps(result.as_dict(), indent=2))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Record the chain head now (keep the printed hash somewhere else too)."""
+    from rightsledger.storage import chain
+
+    container = _container()
+    try:
+        head = chain.checkpoint(container.database.url, container.settings.database_schema)
+    finally:
+        container.close()
+    typer.echo("the log is empty" if head is None else f"position {head[0]} hash {head[1]}")
+
+
 @audit_app.command("replay")
 def audit_replay(
     until: Annotated[

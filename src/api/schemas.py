@@ -433,3 +433,13 @@ class ExportOut(BaseModel):
 
 class AcknowledgementIn(Command):
     request_id: UUID
+
+
+class VerificationOut(BaseModel):
+    ok: bool
+    checked: int = Field(description="Events whose link was recomputed and matched.")
+    head_position: int
+    head_hash: str | None
+    first_break: int | None = Field(description="First position where the chain breaks.")
+    reason: str | None
+    checkpoints_checked: int

@@ -32,6 +32,7 @@ from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.values import RequestType
 from rightsledger.projections.base import APPLICATION_NAME
 from rightsledger.projections.worker import ViewSet
+from rightsledger.storage import chain
 from rightsledger.storage.exports import ExportStore
 from rightsledger.workers import export
 
@@ -181,6 +182,7 @@ class RequestWorker:
                 self.catch_up()
                 if _monotonic() >= next_sweep:
                     self.sweep()
+                    chain.checkpoint(database_url, self.tracking.datastore.schema)
                     next_sweep = _monotonic() + self.policy.sweep_every
                 for _ in listener.notifies(timeout=poll, stop_after=1):
                     pass

@@ -128,3 +128,16 @@ def test_a_position_not_reached_answers_503_with_retry_after(
     fine = client.get("/v1/requests", headers=admin)
     assert fine.status_code == 200
     assert "x-position" in fine.headers
+
+
+def test_auditors_verify_the_chain_through_the_api(client: TestClient, headers: Headers) -> None:
+    """POST /v1/audit/verify walks the whole log; other roles may not."""
+    admin = headers(Role.ADMIN)
+    post(client, "/v1/customers", customer_body(), admin)
+    response = client.post("/v1/audit/verify", headers=headers(Role.AUDITOR))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ok"] is True
+    assert body["checked"] == 1
+    assert body["first_break"] is None
+    assert client.post("/v1/audit/verify", headers=headers(Role.SUPPORT)).status_code == 403

@@ -9,11 +9,12 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 
 from rightsledger.api import schemas as s
-from rightsledger.api.deps import LedgerDep, ReadFrom, ViewRead, allow
+from rightsledger.api.deps import ContainerDep, LedgerDep, ReadFrom, ViewRead, allow
 from rightsledger.domain.customer import Customer
 from rightsledger.projections.audit import AuditTrailView, event_type
 from rightsledger.projections.base import jsonable
 from rightsledger.security.keys import Principal, Role
+from rightsledger.storage import chain
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -123,3 +124,10 @@ def global_trail(
 ) -> s.TrailPage:
     """Every event, for everyone, in log order, human-readable."""
     return _trail(read, None, after, limit)
+
+
+@router.post("/verify", response_model=s.VerificationOut)
+def verify_history(container: ContainerDep, who: Auditor) -> s.VerificationOut:
+    """Walk the hash chain over the whole stored log; report the first position it breaks."""
+    result = chain.verify(container.database.url, container.settings.database_schema)
+    return s.VerificationOut(**result.as_dict())

@@ -1,0 +1,276 @@
+"""Tamper-evident history: every stored event is hash-chained to the one before it.
+
+``ChainedRecorder`` is the event store's recorder: in the same transaction that
+inserts events (under the table lock that orders the log), it links each new event
+to the previous link: ``hash = SHA-256(previous hash | position | aggregate id |
+version | topic | stored bytes)``. The hash covers the stored bytes, so erasing a
+customer by destroying their key (the bytes stay) does not break the chain, while
+changing, deleting, inserting or reordering stored events does.
+
+``verify`` walks the log and the chain together and reports the first position where
+they disagree; checkpoints of the chain head, taken periodically, let a verifier also
+notice a rewritten tail when it compares them with a copy kept elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
+
+GENESIS = b"\x00" * 32
+
+
+def link(
+    previous: bytes,
+    position: int,
+    originator_id: UUID | str,
+    version: int,
+    topic: str,
+    state: bytes,
+) -> bytes:
+    """The chain hash of one stored event."""
+    digest = hashlib.sha256(previous)
+    digest.update(position.to_bytes(8, "big"))
+    digest.update(UUID(str(originator_id)).bytes)
+    digest.update(version.to_bytes(8, "big", signed=True))
+    encoded_topic = topic.encode()
+    digest.update(len(encoded_topic).to_bytes(4, "big"))
+    digest.update(encoded_topic)
+    digest.update(len(state).to_bytes(8, "big"))
+    digest.update(state)
+    return digest.digest()
+
+
+class ChainedRecorder(PostgresApplicationRecorder):
+    """The application recorder, plus a hash link per event written in the same transaction."""
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        self.chain_table = sql.Identifier(self.datastore.schema, f"{self.events_table_name}_chain")
+        self.checkpoint_table = sql.Identifier(
+            self.datastore.schema, f"{self.events_table_name}_checkpoints"
+        )
+        self.sql_create_statements.append(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, hash bytea NOT NULL)"
+            ).format(self.chain_table)
+        )
+        self.sql_create_statements.append(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, position bigint NOT NULL,"
+                " hash bytea NOT NULL, taken_at timestamptz NOT NULL)"
+            ).format(self.checkpoint_table)
+        )
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if not ids:
+            return ids
+        curs.execute(
+            sql.SQL("SELECT hash FROM {} ORDER BY position DESC LIMIT 1").format(self.chain_table)
+        )
+        row = curs.fetchone()
+        previous = bytes(row["hash"]) if row else GENESIS
+        links = []
+        for position, stored in zip(ids, stored_events, strict=True):
+            previous = link(
+                previous,
+                position,
+                stored.originator_id,
+                stored.originator_version,
+                stored.topic,
+                stored.state,
+            )
+            links.append((position, previous))
+        curs.executemany(
+            sql.SQL("INSERT INTO {} (position, hash) VALUES (%s, %s)").format(self.chain_table),
+            links,
+        )
+        return ids
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What a walk of the chain found."""
+
+    ok: bool
+    checked: int
+    head_position: int
+    head_hash: str | None
+    first_break: int | None = None
+    reason: str | None = None
+    checkpoints_checked: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "head_position": self.head_position,
+            "head_hash": self.head_hash,
+            "first_break": self.first_break,
+            "reason": self.reason,
+            "checkpoints_checked": self.checkpoints_checked,
+        }
+
+
+def _stream(
+    conn: psycopg.Connection[Any], name: str, query: sql.Composed
+) -> Iterator[tuple[Any, ...]]:
+    with conn.cursor(name=name) as cur:
+        cur.itersize = 5000
+        cur.execute(query)
+        yield from cur
+
+
+def verify(
+    database_url: str,
+    schema: str,
+    events_table: str = "rightsledger_events",
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Verification:
+    """Walk the events and their links in log order; stop at the first disagreement."""
+    events = sql.Identifier(schema, events_table)
+    chain = sql.Identifier(schema, f"{events_table}_chain")
+    checkpoints_table = sql.Identifier(schema, f"{events_table}_checkpoints")
+    with psycopg.connect(database_url) as conn:
+        head_row = conn.execute(
+            sql.SQL(
+                "SELECT greatest((SELECT max(notification_id) FROM {}),"
+                " (SELECT max(position) FROM {}))"
+            ).format(events, chain)
+        ).fetchone()
+        head = int(head_row[0] or 0) if head_row else 0
+        checkpoints = {
+            int(p): bytes(h)
+            for p, h in conn.execute(
+                sql.SQL("SELECT position, hash FROM {}").format(checkpoints_table)
+            ).fetchall()
+        }
+        event_rows = _stream(
+            conn,
+            "verify_events",
+            sql.SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state"
+                " FROM {} ORDER BY notification_id"
+            ).format(events),
+        )
+        link_rows = _stream(
+            conn,
+            "verify_links",
+            sql.SQL("SELECT position, hash FROM {} ORDER BY position").format(chain),
+        )
+        previous = GENESIS
+        last_position = 0
+        checked = 0
+        matched_checkpoints = 0
+        event = next(event_rows, None)
+        stored_link = next(link_rows, None)
+        while event is not None or stored_link is not None:
+            event_position = event[0] if event is not None else None
+            link_position = stored_link[0] if stored_link is not None else None
+            if event_position is None or (
+                link_position is not None and link_position < event_position
+            ):
+                return Verification(
+                    False,
+                    checked,
+                    head,
+                    previous.hex(),
+                    link_position,
+                    "a chained event is missing from the log (deleted)",
+                    matched_checkpoints,
+                )
+            if link_position is None or event_position < link_position:
+                return Verification(
+                    False,
+                    checked,
+                    head,
+                    previous.hex(),
+                    event_position,
+                    "an event has no link in the chain (written outside the recorder)",
+                    matched_checkpoints,
+                )
+            assert event is not None
+            assert stored_link is not None
+            expected = link(previous, event[0], event[1], event[2], event[3], bytes(event[4]))
+            if expected != bytes(stored_link[1]):
+                return Verification(
+                    False,
+                    checked,
+                    head,
+                    previous.hex(),
+                    event_position,
+                    "the stored event does not match its link (altered or reordered)",
+                    matched_checkpoints,
+                )
+            if event_position in checkpoints:
+                if checkpoints[event_position] != expected:
+                    return Verification(
+                        False,
+                        checked,
+                        head,
+                        previous.hex(),
+                        event_position,
+                        "the chain disagrees with a checkpoint (history rewritten)",
+                        matched_checkpoints,
+                    )
+                matched_checkpoints += 1
+            previous = expected
+            last_position = event_position
+            checked += 1
+            if progress is not None and checked % 10000 == 0:
+                progress(checked, head)
+            event = next(event_rows, None)
+            stored_link = next(link_rows, None)
+        if progress is not None:
+            progress(checked, head)
+        missing = [p for p in checkpoints if p > last_position]
+        if missing:
+            return Verification(
+                False,
+                checked,
+                head,
+                previous.hex(),
+                min(missing),
+                "a checkpointed event is missing from the end of the log (truncated)",
+                matched_checkpoints,
+            )
+        return Verification(
+            True,
+            checked,
+            head,
+            previous.hex() if checked else None,
+            checkpoints_checked=matched_checkpoints,
+        )
+
+
+def checkpoint(
+    database_url: str, schema: str, events_table: str = "rightsledger_events"
+) -> tuple[int, str] | None:
+    """Record the chain head (position and hash); None when the log is empty."""
+    chain = sql.Identifier(schema, f"{events_table}_chain")
+    table = sql.Identifier(schema, f"{events_table}_checkpoints")
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT position, hash FROM {} ORDER BY position DESC LIMIT 1").format(chain)
+        ).fetchone()
+        if row is None:
+            return None
+        conn.execute(
+            sql.SQL("INSERT INTO {} (position, hash, taken_at) VALUES (%s, %s, %s)").format(table),
+            (row[0], row[1], datetime.now(UTC)),
+        )
+        return int(row[0]), bytes(row[1]).hex()

@@ -19,6 +19,8 @@ from rightsledger.security.keys import ApiKeyStore
 from rightsledger.storage.chain import ChainedRecorder
 from rightsledger.storage.database import Database, open_database
 from rightsledger.storage.exports import ExportStore
+from rightsledger.storage.keyvault import KeyVault, PostgresKeyVault
+from rightsledger.storage.sealing import SealingMapper
 from rightsledger.workers.relay import Relay, RelayConfig
 from rightsledger.workers.requests import RequestWorker, WorkerPolicy, open_tracking
 
@@ -34,6 +36,7 @@ class Container:
     pool: ConnectionPool
     ledger: RightsLedger
     keys: ApiKeyStore
+    vault: PostgresKeyVault
     exports: ExportStore
     views: ViewSet
     env: dict[str, str]
@@ -76,7 +79,7 @@ class Container:
         )
         tracking = open_tracking(self.env, RequestWorker.name)
         self.closers.append(tracking.datastore.close)
-        return RequestWorker(self.ledger, tracking, self.exports, self.views, policy)
+        return RequestWorker(self.ledger, tracking, self.exports, self.views, policy, self.vault)
 
     def relay(self, bootstrap: str) -> Relay:
         settings = self.settings
@@ -131,7 +134,7 @@ def ledger_env(settings: Settings, database: Database) -> dict[str, str]:
             "POSTGRES_LOCK_TIMEOUT": "5",
             "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
             "AGGREGATE_CACHE_FASTFORWARD": "n",
-            "IS_SNAPSHOTTING_ENABLED": "y",
+            "IS_SNAPSHOTTING_ENABLED": "n",
             "CREATE_TABLE": "y",
             "APPLICATION_RECORDER_TOPIC": get_topic(ChainedRecorder),
         }
@@ -139,6 +142,15 @@ def ledger_env(settings: Settings, database: Database) -> dict[str, str]:
     if settings.aggregate_cache_size == 0:
         env.pop("AGGREGATE_CACHE_MAXSIZE")
     return env
+
+
+def make_ledger(env: dict[str, str], vault: KeyVault, settings: Settings) -> RightsLedger:
+    """The application, with personal values in events sealed by the vault's keys."""
+    return RightsLedger(
+        env,
+        jurisdictions=settings.deadline_rules(),
+        mapper_factory=lambda transcoder: SealingMapper(vault, transcoder),
+    )
 
 
 def build(settings: Settings, *, database: Database | None = None) -> Container:
@@ -150,9 +162,11 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
     try:
         db.ensure_schema(settings.database_schema)
         env = ledger_env(settings, db)
-        ledger = RightsLedger(env, jurisdictions=settings.deadline_rules())
-        views = ViewSet.open(env)
         pool: ConnectionPool = ConnectionPool(db.url, min_size=1, max_size=4, open=True)
+        vault = PostgresKeyVault(pool, settings.database_schema)
+        vault.create_table()
+        ledger = make_ledger(env, vault, settings)
+        views = ViewSet.open(env)
         keys = ApiKeyStore(pool, settings.database_schema)
         keys.create_table()
         exports = ExportStore(pool, settings.database_schema)
@@ -169,6 +183,7 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
         pool=pool,
         ledger=ledger,
         keys=keys,
+        vault=vault,
         exports=exports,
         views=views,
         env=env,

@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate, MutableOrImmutableAggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, Mapper, Transcoder
 
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.deadlines import DeadlineRule
@@ -62,9 +62,6 @@ class RightsLedger(Application[UUID]):
     """Commands and aggregate reads over the event store."""
 
     name = "rightsledger"
-    snapshotting_intervals: ClassVar[dict[type[MutableOrImmutableAggregate[Any]], int]] = {
-        Customer: 200
-    }
 
     def __init__(
         self,
@@ -72,12 +69,27 @@ class RightsLedger(Application[UUID]):
         *,
         jurisdictions: Mapping[str, DeadlineRule] | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        mapper_factory: Callable[[Transcoder], Mapper[UUID]] | None = None,
     ) -> None:
+        self._mapper_factory = mapper_factory
         super().__init__(env)
         self.jurisdictions: Mapping[str, DeadlineRule] = dict(jurisdictions or {})
         self.clock = clock
 
     # ------------------------------------------------------------------ plumbing
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """The store's mapper; the composition root may supply one that seals personal data."""
+        factory: Callable[[Transcoder], Mapper[UUID]] | None = getattr(
+            self, "_mapper_factory", None
+        )
+        if factory is None:
+            return super().construct_mapper()
+        return factory(self.construct_transcoder())
+
+    def evict(self, *aggregate_ids: UUID) -> None:
+        """Drop cached copies (after a customer's keys were destroyed)."""
+        self._forget(*aggregate_ids)
 
     def _read(self, kind: type[A], aggregate_id: UUID) -> A:
         """Load for a read: drop any cached copy first, so another process's writes show."""

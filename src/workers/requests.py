@@ -34,6 +34,7 @@ from rightsledger.projections.base import APPLICATION_NAME
 from rightsledger.projections.worker import ViewSet
 from rightsledger.storage import chain
 from rightsledger.storage.exports import ExportStore
+from rightsledger.storage.keyvault import PERSONAL, RETAINED, KeyVault
 from rightsledger.workers import export
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class RequestWorker:
         exports: ExportStore,
         views: ViewSet,
         policy: WorkerPolicy,
+        vault: KeyVault,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -77,6 +79,7 @@ class RequestWorker:
         self.exports = exports
         self.views = views
         self.policy = policy
+        self.vault = vault
         self.clock = clock
 
     def position(self) -> int:
@@ -105,6 +108,7 @@ class RequestWorker:
                     request_id, retain_for=self.policy.retain_billing_for, actor=ACTOR
                 )
                 self.exports.delete_for_customer(request.customer_id)
+                self._shred(request.customer_id, PERSONAL)
         except DomainError as error:
             log.warning("request %s not fulfilled: %s", request_id, error.detail)
 
@@ -132,6 +136,14 @@ class RequestWorker:
             items=export.items(document),
             actor=ACTOR,
         )
+
+    def _shred(self, customer_id: UUID, kind: str) -> None:
+        """Destroy the customer's keys of that kind; drop every decrypted copy held here."""
+        self.vault.destroy(customer_id, kind)
+        requests, _ = self.views.request_queue.search(
+            customer_id=customer_id, now=self.clock(), limit=500
+        )
+        self.ledger.evict(customer_id, *(row["request_id"] for row in requests))
 
     def catch_up(self, limit: int = 200) -> int:
         """Handle every event past the tracked position; returns the new position."""
@@ -167,6 +179,7 @@ class RequestWorker:
         for customer_id in self.views.customer_profile.retention_ended(now):
             try:
                 self.ledger.purge_retained(customer_id, actor=ACTOR)
+                self._shred(customer_id, RETAINED)
                 counts["purged"] = counts.get("purged", 0) + 1
             except DomainError as error:
                 log.warning("could not purge %s: %s", customer_id, error.detail)

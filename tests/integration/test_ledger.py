@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from rightsledger.bootstrap import Container
+from rightsledger.bootstrap import Container, make_ledger
 from rightsledger.domain.errors import DomainError, StateError
 from rightsledger.domain.ledger import NotFoundError, RightsLedger
 
@@ -54,7 +54,9 @@ def test_commands_return_increasing_positions_and_reload_from_the_store(
         customer_id, {"identity_contact": {"email": "ada@new.org"}}, actor="support:s"
     )
     assert second.position > first.position > 0
-    fresh = RightsLedger({**container.env, "AGGREGATE_CACHE_MAXSIZE": "0"})
+    fresh = make_ledger(
+        {**container.env, "AGGREGATE_CACHE_MAXSIZE": "0"}, container.vault, container.settings
+    )
     try:
         reloaded = fresh.get_customer(customer_id)
     finally:
@@ -139,7 +141,7 @@ def test_a_multi_category_correction_is_atomic(container: Container) -> None:
 def test_a_stale_cache_in_another_process_is_caught_and_retried(container: Container) -> None:
     """Two writers with their own caches: the second sees a version conflict, reloads, applies."""
     customer_id = register(container.ledger)
-    other = RightsLedger(container.env)
+    other = make_ledger(container.env, container.vault, container.settings)
     try:
         other.get_customer(customer_id)  # warm the second writer's cache
         container.ledger.change_consent(
@@ -162,7 +164,7 @@ def test_a_decision_is_taken_again_on_fresh_state_after_a_conflict(container: Co
     container.ledger.change_consent(
         customer_id, channel="email", granted=True, evidence=EVIDENCE, actor="m"
     )
-    other = RightsLedger(container.env)
+    other = make_ledger(container.env, container.vault, container.settings)
     try:
         other.get_customer(customer_id)
         container.ledger.change_consent(

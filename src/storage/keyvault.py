@@ -1,0 +1,121 @@
+"""Data keys, one per subject: destroying a key makes what it sealed unreadable forever.
+
+Each customer has a *personal* key (identity, contact, account data, activity
+details) and a *retained* key (billing records and the payment processor's token,
+kept until their retention date). Each data-rights request has a personal key of
+its own, linked to its customer, for the requester's statement, documents and the
+reasons given. Keys live in their own table, behind ``KeyVault``, so a KMS can take
+its place.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from datetime import UTC, datetime
+from uuid import UUID
+
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+PERSONAL = "personal"
+RETAINED = "retained"
+_RETAINED_NAMESPACE = uuid.UUID("0c4c0f3b-5a55-4a0f-9d3e-7c5b7a1f2e10")
+
+
+def retained_key_id(customer_id: UUID) -> UUID:
+    """The id of a customer's retained-records key."""
+    return uuid.uuid5(_RETAINED_NAMESPACE, str(customer_id))
+
+
+class KeyVault(ABC):
+    """Where data keys are created, read and destroyed."""
+
+    @abstractmethod
+    def key(self, key_id: UUID, *, customer_id: UUID | None, kind: str) -> bytes | None:
+        """The key, created when missing (needs ``customer_id``); None once destroyed."""
+
+    @abstractmethod
+    def destroy(self, customer_id: UUID, kind: str) -> int:
+        """Destroy every key of that kind belonging to the customer; how many were."""
+
+
+class PostgresKeyVault(KeyVault):
+    """Keys in table ``subject_keys``; a short in-process cache, cleared on destruction."""
+
+    def __init__(self, pool: ConnectionPool, schema: str, *, cache_seconds: float = 5.0) -> None:
+        self._pool = pool
+        self._table = sql.Identifier(schema, "subject_keys")
+        self._cache: dict[UUID, tuple[bytes | None, float]] = {}
+        self._cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+
+    def create_table(self) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} ("
+                    " key_id uuid PRIMARY KEY,"
+                    " customer_id uuid NOT NULL,"
+                    " kind text NOT NULL,"
+                    " key bytea,"
+                    " created_at timestamptz NOT NULL,"
+                    " destroyed_at timestamptz)"
+                ).format(self._table)
+            )
+            conn.execute(
+                sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS subject_keys_customer ON {} (customer_id)"
+                ).format(self._table)
+            )
+
+    def key(self, key_id: UUID, *, customer_id: UUID | None, kind: str) -> bytes | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(key_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                sql.SQL("SELECT key, destroyed_at FROM {} WHERE key_id = %s").format(self._table),
+                (key_id,),
+            ).fetchone()
+            if row is None:
+                if customer_id is None:
+                    msg = f"no data key {key_id} and no customer to create it for"
+                    raise LookupError(msg)
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (key_id, customer_id, kind, key, created_at)"
+                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING"
+                    ).format(self._table),
+                    (key_id, customer_id, kind, os.urandom(32), datetime.now(UTC)),
+                )
+                row = conn.execute(
+                    sql.SQL("SELECT key, destroyed_at FROM {} WHERE key_id = %s").format(
+                        self._table
+                    ),
+                    (key_id,),
+                ).fetchone()
+        assert row is not None
+        value = bytes(row[0]) if row[0] is not None else None
+        with self._lock:
+            self._cache[key_id] = (value, now + self._cache_seconds)
+        return value
+
+    def destroy(self, customer_id: UUID, kind: str) -> int:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET key = NULL, destroyed_at = %s"
+                    " WHERE customer_id = %s AND kind = %s AND key IS NOT NULL RETURNING key_id"
+                ).format(self._table),
+                (datetime.now(UTC), customer_id, kind),
+            ).fetchall()
+        with self._lock:
+            for (key_id,) in rows:
+                self._cache[key_id] = (None, time.monotonic() + 3600)
+        return len(rows)

@@ -1,0 +1,246 @@
+"""Real deletion in an immutable log: after erasure no personal value is left anywhere.
+
+The whole database (every table of the schema: events, links, keys, views, exports)
+and both Kafka topics are scanned for each personal value of the erased customer, in
+every encoding the project uses; the events still load and replay, showing placeholders.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from rightsledger.bootstrap import Container
+from rightsledger.domain.ledger import RightsLedger
+from rightsledger.storage import chain
+from rightsledger.storage.sealing import ERASED
+from rightsledger.workers.broker import EmbeddedBroker
+from tests.integration.test_relay import consume_all
+
+EVIDENCE: dict[str, Any] = {
+    "method": "web_form_checkbox",
+    "wording_version": "mkt-v3",
+    "captured_at": datetime(2026, 11, 1, tzinfo=UTC),
+}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(log_dir=tmp_path / "broker") as running:
+        yield running
+
+
+def person(ledger: RightsLedger, tag: str, partner: UUID) -> tuple[UUID, list[str]]:
+    identity = {
+        "name": f"Quentin {tag} Marlowe-Vance",
+        "email": f"quentin.{tag}@hidden.example",
+        "phone": f"+44 7700 9{tag[:2]}4321",
+        "postal_address": f"{tag} Obscure Crescent, Nowhereton",
+    }
+    customer = ledger.register_customer(
+        policy_version="2026-01",
+        identity=identity,
+        account={"plan": f"plan-{tag}-gold"},
+        payment_method={"processor": "Acme", "token": f"tok_{tag}_keep"},
+        actor="intake:i",
+    ).id
+    ledger.change_consent(customer, channel="sms", granted=True, evidence=EVIDENCE, actor="m")
+    ledger.correct_customer(
+        customer, {"identity_contact": {"email": f"quentin.{tag}.new@hidden.example"}}, actor="s"
+    )
+    ledger.log_activity(
+        customer,
+        kind="account",
+        reason="security",
+        detail=f"password reset by {tag}-device",
+        occurred_at=datetime(2026, 10, 1, tzinfo=UTC),
+        actor="s",
+    )
+    ledger.record_invoice(
+        customer,
+        amount="12.34",
+        currency="EUR",
+        status="paid",
+        issued_at=datetime(2026, 9, 1, tzinfo=UTC),
+        actor="b",
+    )
+    ledger.disclose(
+        customer,
+        partner_id=partner,
+        basis="service_provider",
+        categories=["identity_contact"],
+        purpose="support",
+        reference="ticket",
+        actor="s",
+    )
+    access = ledger.submit_request(
+        customer_id=customer,
+        request_type="access",
+        channel="email",
+        jurisdiction="gdpr",
+        statement=f"I, Quentin {tag}, want my data",
+        actor="intake:i",
+    ).id
+    ledger.verify_request(access, method="id", reference=f"passport {tag}-77", actor="po")
+    secrets = [
+        *identity.values(),
+        f"quentin.{tag}.new@hidden.example",
+        f"plan-{tag}-gold",
+        f"password reset by {tag}-device",
+        f"I, Quentin {tag}, want my data",
+        f"passport {tag}-77",
+    ]
+    return customer, secrets
+
+
+def encodings(value: str) -> list[bytes]:
+    raw = value.encode()
+    return [raw, json.dumps(value).encode()[1:-1], base64.b64encode(raw), raw.hex().encode()]
+
+
+def dump_database(container: Container) -> bytes:
+    """Every value of every table in the schema, raw bytes included, as one blob."""
+    schema = container.settings.database_schema
+    parts: list[bytes] = []
+    with psycopg.connect(container.database.url) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (schema,),
+            ).fetchall()
+        ]
+        assert "rightsledger_events" in tables
+        assert "subject_keys" in tables
+        for table in tables:
+            for row in conn.execute(
+                sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, table))
+            ).fetchall():
+                for value in row:
+                    if isinstance(value, bytes | memoryview):
+                        parts.append(bytes(value))
+                    else:
+                        parts.append(json.dumps(value, default=str).encode())
+                        parts.append(str(value).encode())
+    return b"\n".join(parts)
+
+
+def test_after_erasure_no_personal_value_remains_anywhere(
+    container: Container, broker: EmbeddedBroker
+) -> None:
+    """Database dump and both topics hold none of the erased customer's personal values;
+    the other customer is untouched; the log still loads, replays and verifies."""
+    ledger = container.ledger
+    partner = ledger.register_partner(
+        name="Helpdesk Ltd",
+        kind="support_provider",
+        contract_reference="C",
+        confidentiality_agreement="NDA",
+        contract_valid_until=date(2099, 1, 1),
+        actor="po",
+    ).id
+    erased, erased_secrets = person(ledger, "alpha", partner)
+    kept, kept_secrets = person(ledger, "bravo", partner)
+    worker = container.request_worker()
+    worker.catch_up()  # both access requests fulfilled: exports written
+    before_deletion = datetime.now(UTC)
+    deletion = ledger.submit_request(
+        customer_id=erased,
+        request_type="deletion",
+        channel="postal_mail",
+        jurisdiction="gdpr",
+        document_reference="letter from Quentin alpha",
+        actor="intake:i",
+    ).id
+    erased_secrets.append("letter from Quentin alpha")
+    ledger.verify_request(deletion, method="id", reference="passport alpha-78", actor="po")
+    erased_secrets.append("passport alpha-78")
+    worker.catch_up()
+    ledger.acknowledge(deletion, partner_id=partner, actor="partner:helpdesk")
+    assert ledger.get_request(deletion).status.value == "fulfilled"
+    container.projection_worker().catch_up()
+    relay = container.relay(broker.bootstrap)
+    relay.start()
+    relay.catch_up()
+    relay.close()
+
+    with psycopg.connect(container.database.url) as conn:
+        keys = conn.execute(
+            sql.SQL("SELECT kind, key IS NULL FROM {} WHERE customer_id = %s").format(
+                sql.Identifier(container.settings.database_schema, "subject_keys")
+            ),
+            (erased,),
+        ).fetchall()
+    assert sorted(keys) == [
+        ("personal", True),
+        ("personal", True),
+        ("personal", True),
+        ("retained", False),
+    ]  # the customer's key and both requests' keys destroyed; retained billing key kept
+    blob = dump_database(container)
+    head = ledger.recorder.max_notification_id()
+    assert head is not None
+    records = [
+        *consume_all(broker.bootstrap, container.settings.events_topic, head),
+        *consume_all(broker.bootstrap, container.settings.notifications_topic, 1),
+    ]
+    topics = b"\n".join(r.value + (r.key or b"") for r in records)
+    for secret in erased_secrets:
+        for encoded in encodings(secret):
+            assert encoded not in blob, f"{secret!r} is still in the database"
+            assert encoded not in topics, f"{secret!r} is on a topic"
+
+    # The other customer is unaffected: still readable in full.
+    other = ledger.get_customer(kept)
+    assert other.data["identity_contact"]["name"] == "Quentin bravo Marlowe-Vance"
+    assert (
+        container.exports.get(
+            next(
+                e.originator_id
+                for _, e in ledger.log_page(0, head)
+                if getattr(e, "customer_id", None) == kept
+            )
+        )
+        is not None
+    )
+    assert kept_secrets  # their values are sealed at rest too, but readable with their key
+
+    # Every event still loads; personal fields read as placeholders; nothing raises.
+    events = [event for _, event in ledger.log_page(0, head)]
+    assert len(events) == head
+    registered = next(e for e in events if e.originator_id == erased and e.originator_version == 1)
+    assert registered.data["identity_contact"] == dict.fromkeys(
+        ["email", "name", "phone", "postal_address"], ERASED
+    )
+    assert registered.data["payment_method"]["token"] == "tok_alpha_keep"  # retained
+    then = ledger.customer_as_of(erased, before_deletion)
+    assert then is not None
+    assert then.data["identity_contact"]["name"] == ERASED
+    assert then.activity[0]["detail"] == ERASED
+    now = ledger.get_customer(erased)
+    assert now.erased_at is not None
+    assert now.invoices  # billing records retained until their retention date
+    trail, _ = container.views.audit_trail.trail(erased, limit=100)
+    assert "Customer.Erased" in [row["event_type"] for row in trail]
+    assert chain.verify(container.database.url, container.settings.database_schema).ok
+
+    # When retention ends, the retained records go too, and their key with them.
+    retained_until = now.retained_until
+    assert retained_until is not None
+    ledger.clock = lambda: retained_until + timedelta(days=1)
+    worker.clock = lambda: retained_until + timedelta(days=1)
+    assert worker.sweep()["purged"] == 1
+    container.projection_worker().catch_up()
+    blob = dump_database(container)
+    for encoded in encodings("tok_alpha_keep"):
+        assert encoded not in blob
+    assert ledger.get_customer(erased).invoices == {}

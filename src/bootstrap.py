@@ -15,7 +15,7 @@ from rightsledger.config import Settings
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.projections.base import View
 from rightsledger.projections.worker import ProjectionWorker, ViewSet
-from rightsledger.security.keys import ApiKeyStore
+from rightsledger.security.keys import ApiKeyStore, AuthGuard
 from rightsledger.storage.chain import ChainedRecorder
 from rightsledger.storage.database import Database, open_database
 from rightsledger.storage.exports import ExportStore
@@ -36,6 +36,7 @@ class Container:
     pool: ConnectionPool
     ledger: RightsLedger
     keys: ApiKeyStore
+    auth_guard: AuthGuard
     vault: PostgresKeyVault
     exports: ExportStore
     views: ViewSet
@@ -169,6 +170,10 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
         views = ViewSet.open(env)
         keys = ApiKeyStore(pool, settings.database_schema)
         keys.create_table()
+        auth_guard = AuthGuard(
+            pool, settings.database_schema, allowed=settings.auth_failures_allowed
+        )
+        auth_guard.create_table()
         exports = ExportStore(pool, settings.database_schema)
         exports.create_table()
         if settings.admin_key is not None:
@@ -183,6 +188,7 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
         pool=pool,
         ledger=ledger,
         keys=keys,
+        auth_guard=auth_guard,
         vault=vault,
         exports=exports,
         views=views,

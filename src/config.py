@@ -33,6 +33,18 @@ DEFAULT_JURISDICTIONS: dict[str, Any] = {
 }
 
 
+DEFAULT_ROLE_PURPOSES: dict[str, list[str]] = {
+    "admin": ["account", "billing", "support", "legal", "marketing"],
+    "intake": ["account"],
+    "support": ["support", "account"],
+    "billing": ["billing"],
+    "marketing": ["marketing"],
+    "privacy_officer": ["legal", "account", "billing", "support"],
+    "auditor": ["legal"],
+    "partner": [],
+}
+
+
 class Settings(BaseSettings):
     """Everything an operator can set. Nothing builds one at import time."""
 
@@ -60,6 +72,13 @@ class Settings(BaseSettings):
             k: JurisdictionSetting.model_validate(v) for k, v in DEFAULT_JURISDICTIONS.items()
         },
         description="Response deadline and extension per jurisdiction (JSON).",
+    )
+    role_purposes: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLE_PURPOSES.items()},
+        description="Purposes each role may declare when reading personal data (JSON).",
+    )
+    auth_failures_allowed: int = Field(
+        default=10, ge=1, description="Failed authentications per client per minute before 429."
     )
     run_projections: bool = Field(
         default=True, description="Run the projection worker inside the API process."

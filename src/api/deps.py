@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated
+from uuid import UUID
 
-from fastapi import Depends, Query, Request, Response
+from fastapi import Depends, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from rightsledger.api.problems import ApiProblemError
@@ -33,11 +34,24 @@ LedgerDep = Annotated[RightsLedger, Depends(get_ledger)]
 
 
 def authenticate(
+    request: Request,
     container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     challenge = {"WWW-Authenticate": 'Bearer realm="rightsledger"'}
+    client = request.client.host if request.client else "unknown"
+    guard = container.auth_guard
+    wait = guard.retry_after(client)
+    if wait is not None:
+        raise ApiProblemError(
+            429,
+            "Too many failed authentications",
+            f"too many failed authentications from this client; retry in {wait} s",
+            slug="too-many-failures",
+            headers={"Retry-After": str(wait)},
+        )
     if credentials is None or credentials.scheme.lower() != "bearer":
+        guard.failed(client, "no bearer key")
         raise ApiProblemError(
             401,
             "Unauthorized",
@@ -47,6 +61,7 @@ def authenticate(
         )
     principal = container.keys.authenticate(credentials.credentials)
     if principal is None:
+        guard.failed(client, "unknown or revoked key")
         raise ApiProblemError(
             401,
             "Unauthorized",
@@ -123,3 +138,45 @@ class ReadFrom:
                 headers={"Retry-After": "1"},
             )
         return ViewRead(view, response)
+
+
+PurposeHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Purpose",
+        description="Why personal data is read: account, billing, support, legal or marketing.",
+    ),
+]
+
+
+def declared_purpose(
+    container: Container,
+    principal: Principal,
+    header: str | None,
+    customer_id: UUID | None,
+    what: str,
+) -> str:
+    """Check the purpose a reader declares against their role; refusals are recorded."""
+    purposes = ("account", "billing", "support", "legal", "marketing")
+    if header is None or header not in purposes:
+        raise ApiProblemError(
+            422,
+            "Purpose required",
+            f"reads of personal data declare a purpose in the X-Purpose header: one of "
+            f"{', '.join(purposes)}",
+            slug="purpose-required",
+        )
+    allowed = container.settings.role_purposes.get(principal.role.value, [])
+    if header not in allowed:
+        reason = f"role {principal.role.value!r} may not read personal data for {header!r}"
+        if customer_id is not None:
+            container.ledger.record_refusal(
+                customer_id,
+                actor=principal.actor,
+                role=principal.role.value,
+                purpose=header,
+                what=what,
+                reason=reason,
+            )
+        raise ApiProblemError(403, "Purpose not allowed", reason, slug="purpose-not-allowed")
+    return header

@@ -175,6 +175,49 @@ class Customer(Aggregate):
                 }
             )
 
+    class DataAccessed(Event):
+        """Someone read the customer's personal data, for a declared purpose."""
+
+        role: str
+        purpose: str
+        categories: list[str]
+        what: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.access_log.append(
+                {
+                    "actor": self.actor,
+                    "role": self.role,
+                    "purpose": self.purpose,
+                    "categories": list(self.categories),
+                    "what": self.what,
+                    "at": self.timestamp,
+                    "refused": False,
+                }
+            )
+
+    class AccessRefused(Event):
+        """A read of the customer's personal data was refused (role or purpose not allowed)."""
+
+        role: str
+        purpose: str
+        what: str
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.access_log.append(
+                {
+                    "actor": self.actor,
+                    "role": self.role,
+                    "purpose": self.purpose,
+                    "categories": [],
+                    "what": self.what,
+                    "at": self.timestamp,
+                    "refused": True,
+                    "reason": self.reason,
+                }
+            )
+
     class DataDisclosed(Event):
         disclosure_id: UUID
         partner_id: UUID
@@ -235,6 +278,7 @@ class Customer(Aggregate):
         self.erased_at: datetime | None = None
         self.retained_until: datetime | None = None
         self.purged_at: datetime | None = None
+        self.access_log: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ commands
 
@@ -542,6 +586,45 @@ class Customer(Aggregate):
             reference=ref,
         )
         return disclosure_id
+
+    def record_access(
+        self, *, actor: str, role: str, purpose: str, categories: list[str], what: str
+    ) -> None:
+        """Record a read of personal data (also after erasure: retained data is still read)."""
+        self.trigger_event(
+            self.DataAccessed,
+            actor=actor,
+            role=role,
+            purpose=_purpose(purpose, "purpose").value,
+            categories=sorted(categories),
+            what=what,
+        )
+
+    def record_refusal(
+        self, *, actor: str, role: str, purpose: str, what: str, reason: str
+    ) -> None:
+        """Record a refused attempt to read personal data."""
+        self.trigger_event(
+            self.AccessRefused,
+            actor=actor,
+            role=role,
+            purpose=purpose[:50],
+            what=what,
+            reason=reason,
+        )
+
+    def categories_for(self, purpose: str, channel: str | None = None) -> list[str]:
+        """Categories a reader may see for a purpose; marketing needs consent on the channel."""
+        wanted = _purpose(purpose, "purpose")
+        if wanted is Purpose.MARKETING:
+            if channel is None or not self.has_consent(channel):
+                return []
+            return [Category.IDENTITY.value]
+        return [
+            category
+            for category in self.purposes
+            if self.holds_name(category) and wanted.value in self.purposes_of(category)
+        ]
 
     def erase(self, *, request_id: UUID, retained_until: datetime, actor: str) -> None:
         """Erase personal data; billing records stay until ``retained_until`` (regulation)."""

@@ -269,6 +269,40 @@ class RightsLedger(Application[UUID]):
     def get_customer(self, customer_id: UUID) -> Customer:
         return self._read(Customer, customer_id)
 
+    def record_access(
+        self,
+        customer_id: UUID,
+        *,
+        actor: str,
+        role: str,
+        purpose: str,
+        categories: list[str],
+        what: str,
+    ) -> Outcome:
+        """Record that personal data was read, by whom, for what, which categories."""
+
+        def decide(customer: Customer) -> None:
+            customer.record_access(
+                actor=actor, role=role, purpose=purpose, categories=categories, what=what
+            )
+
+        return Outcome(customer_id, self._change(Customer, customer_id, decide)[1])
+
+    def record_refusal(
+        self, customer_id: UUID, *, actor: str, role: str, purpose: str, what: str, reason: str
+    ) -> Outcome | None:
+        """Record a refused read; unknown customers have nothing to record against."""
+
+        def decide(customer: Customer) -> None:
+            customer.record_refusal(
+                actor=actor, role=role, purpose=purpose, what=what, reason=reason
+            )
+
+        try:
+            return Outcome(customer_id, self._change(Customer, customer_id, decide)[1])
+        except NotFoundError:
+            return None
+
     # ------------------------------------------------------------------ partners
 
     def register_partner(

@@ -178,6 +178,19 @@ def _(_event: DataRightsRequest.Escalated) -> str:
     return "Escalated: recipients have not acknowledged and the due date is near"
 
 
+@describe.register
+def _(event: Customer.DataAccessed) -> str:
+    shown = ", ".join(event.categories) or "nothing"
+    return f"Personal data read ({event.what}) by a {event.role} for {event.purpose}: {shown}"
+
+
+@describe.register
+def _(event: Customer.AccessRefused) -> str:
+    return (
+        f"Read refused ({event.what}) to a {event.role} declaring {event.purpose}: {event.reason}"
+    )
+
+
 def customer_of(event: object) -> UUID | None:
     """The customer an event concerns, when the event itself says so."""
     if isinstance(event, Customer.Event | Customer.Registered):

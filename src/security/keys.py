@@ -158,3 +158,51 @@ class ApiKeyStore:
         with self._lock:
             self._cache[key_digest] = (principal, now + self._cache_seconds)
         return principal
+
+
+class AuthGuard:
+    """Failed authentications: recorded in ``auth_failures`` and limited per client.
+
+    More than ``allowed`` failures from one client within ``window`` seconds and that
+    client is refused (429) until the window has moved on, valid key or not.
+    """
+
+    def __init__(
+        self, pool: ConnectionPool, schema: str, *, allowed: int = 10, window: float = 60.0
+    ) -> None:
+        self._pool = pool
+        self._table = sql.Identifier(schema, "auth_failures")
+        self.allowed = allowed
+        self.window = window
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def create_table(self) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY,"
+                    " client text NOT NULL, reason text NOT NULL, at timestamptz NOT NULL)"
+                ).format(self._table)
+            )
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until the client may try again, or None when it is not limited."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failures.get(client, []) if now - t < self.window]
+            self._failures[client] = recent
+            if len(recent) < self.allowed:
+                return None
+            return max(1, int(self.window - (now - recent[0])) + 1)
+
+    def failed(self, client: str, reason: str) -> None:
+        with self._lock:
+            self._failures.setdefault(client, []).append(time.monotonic())
+        with self._pool.connection() as conn:
+            conn.execute(
+                sql.SQL("INSERT INTO {} (client, reason, at) VALUES (%s, %s, %s)").format(
+                    self._table
+                ),
+                (client, reason, datetime.now(UTC)),
+            )

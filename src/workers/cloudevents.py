@@ -251,6 +251,27 @@ def _(event: DataRightsRequest.Escalated) -> dict[str, Any]:
     return {"request_id": str(event.originator_id), "escalated": True}
 
 
+@public_data.register
+def _(event: Customer.DataAccessed) -> dict[str, Any]:
+    return {
+        "customer_id": str(event.originator_id),
+        "role": event.role,
+        "purpose": event.purpose,
+        "categories": list(event.categories),
+        "what": event.what,
+    }
+
+
+@public_data.register
+def _(event: Customer.AccessRefused) -> dict[str, Any]:
+    return {
+        "customer_id": str(event.originator_id),
+        "role": event.role,
+        "purpose": event.purpose,
+        "what": event.what,
+    }
+
+
 def envelope(event: Any, *, source: str, subject: UUID | None) -> dict[str, Any]:
     """The CloudEvents 1.0 structured-mode document for one domain event."""
     data = public_data(event)

@@ -67,6 +67,7 @@ def assemble(
             {"channel": channel, **state} for channel, state in sorted(customer.consents.items())
         ],
         "disclosures": disclosures,
+        "access_log": list(customer.access_log),
         "retention": retention,
     }
     result: dict[str, Any] = jsonable(document)

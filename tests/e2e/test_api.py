@@ -62,7 +62,8 @@ def test_register_read_and_correct_a_customer(client: TestClient, admin: dict[st
     assert created["position"] >= 1
     customer_id = created["customer_id"]
     view = client.get(
-        f"/v1/customers/{customer_id}?min_position={created['position']}", headers=admin
+        f"/v1/customers/{customer_id}?min_position={created['position']}",
+        headers={**admin, "X-Purpose": "billing"},
     ).json()
     assert view["policy_version"] == "2026-01"
     assert view["categories"]["payment_method"]["fields"] == {
@@ -83,12 +84,13 @@ def test_register_read_and_correct_a_customer(client: TestClient, admin: dict[st
     assert patched.status_code == 200
     assert patched.json()["position"] > created["position"]
     response = client.get(
-        f"/v1/customers/{customer_id}?min_position={patched.json()['position']}", headers=admin
+        f"/v1/customers/{customer_id}?min_position={patched.json()['position']}",
+        headers={**admin, "X-Purpose": "account"},
     )
     assert int(response.headers["x-position"]) >= patched.json()["position"]
     view = response.json()
     assert view["categories"]["identity_contact"]["fields"]["email"] == "ada@new.example.org"
-    assert view["version"] == 2
+    assert view["version"] == 3  # registration, the recorded first read, the correction
 
 
 def test_consents_current_and_history(client: TestClient, admin: dict[str, str]) -> None:
@@ -99,7 +101,8 @@ def test_consents_current_and_history(client: TestClient, admin: dict[str, str])
     granted = client.post(url, json=grant, headers=admin)
     assert granted.status_code == 200
     view = client.get(
-        f"/v1/customers/{customer_id}?min_position={granted.json()['position']}", headers=admin
+        f"/v1/customers/{customer_id}?min_position={granted.json()['position']}",
+        headers={**admin, "X-Purpose": "account"},
     ).json()
     assert "marketing" in view["categories"]["identity_contact"]["purposes"]
     withdrawn = client.post(url, json={**grant, "granted": False}, headers=admin)
@@ -144,7 +147,8 @@ def test_invoices_and_activity(client: TestClient, admin: dict[str, str]) -> Non
     )
     assert activity.status_code == 201
     view = client.get(
-        f"/v1/customers/{customer_id}?min_position={activity.json()['position']}", headers=admin
+        f"/v1/customers/{customer_id}?min_position={activity.json()['position']}",
+        headers={**admin, "X-Purpose": "legal"},
     ).json()
     assert view["invoices"][0]["amount"] == "49.90"
     assert view["activity"][0]["detail"] == "password reset"
@@ -386,7 +390,8 @@ def test_revoked_keys_stop_working(client: TestClient, container: Any) -> None:
 
 def test_bad_input_never_gives_a_500(client: TestClient, admin: dict[str, str]) -> None:
     """Unknown ids, malformed ids, unknown fields, broken JSON and huge bodies get 4xx problems."""
-    assert_problem(client.get(f"/v1/customers/{uuid4()}", headers=admin), 404)
+    legal = {**admin, "X-Purpose": "legal"}
+    assert_problem(client.get(f"/v1/customers/{uuid4()}", headers=legal), 404)
     assert_problem(client.get("/v1/customers/not-a-uuid", headers=admin), 422)
     assert_problem(client.get(f"/v1/requests/{uuid4()}", headers=admin), 404)
     unknown_field = client.post(

@@ -63,7 +63,7 @@ def test_state_as_of_a_moment_is_replayed_from_the_events(
         {"channel": "sms", "granted": False, "evidence": EVIDENCE},
         admin,
     )
-    auditor = headers(Role.AUDITOR)
+    auditor = {**headers(Role.AUDITOR), "X-Purpose": "legal"}
     url = f"/v1/audit/customers/{customer}/state"
     empty = client.get(url, params={"as_of": before}, headers=auditor).json()
     assert empty["registered"] is False

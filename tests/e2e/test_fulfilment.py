@@ -23,6 +23,8 @@ from tests.e2e.conftest import EVIDENCE, customer_body
 from tests.integration.test_relay import consume_all
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+LEGAL = {**ADMIN, "X-Purpose": "legal"}
+BILLING = {**ADMIN, "X-Purpose": "billing"}
 
 
 @pytest.fixture
@@ -118,7 +120,7 @@ def test_access_request_from_submission_to_export(api: TestClient, working: Cont
             "statement": "Send me my data",
         },
     )["request_id"]
-    assert api.get(f"/v1/requests/{request}/export", headers=ADMIN).status_code == 404
+    assert api.get(f"/v1/requests/{request}/export", headers=LEGAL).status_code == 404
     call(
         api,
         "POST",
@@ -127,7 +129,7 @@ def test_access_request_from_submission_to_export(api: TestClient, working: Cont
         json={"method": "id_document", "reference": "case 1"},
     )
     wait_for(lambda: status_of(api, request) == "fulfilled")
-    export = call(api, "GET", f"/v1/requests/{request}/export", ADMIN)
+    export = call(api, "GET", f"/v1/requests/{request}/export", LEGAL)
     document = export["document"]
     identity = document["categories"]["identity_contact"]
     assert identity["fields"]["name"] == "Ada Lovelace"
@@ -144,7 +146,8 @@ def test_access_request_from_submission_to_export(api: TestClient, working: Cont
     assert "DataRightsRequest.ExportPrepared" in [row["event_type"] for row in trail["items"]]
     intake = working.keys.create(Role.INTAKE, "desk")[1]
     denied = api.get(
-        f"/v1/requests/{request}/export", headers={"Authorization": f"Bearer {intake}"}
+        f"/v1/requests/{request}/export",
+        headers={"Authorization": f"Bearer {intake}", "X-Purpose": "legal"},
     )
     assert denied.status_code == 403
 
@@ -284,12 +287,12 @@ def test_deletion_from_submission_to_fulfilment(api: TestClient, working: Contai
     )
     assert last["status"] == "fulfilled"
 
-    profile = call(api, "GET", f"/v1/customers/{customer}?min_position={last['position']}", ADMIN)
+    profile = call(api, "GET", f"/v1/customers/{customer}?min_position={last['position']}", BILLING)
     assert "identity_contact" not in profile["categories"]
     assert profile["activity"] == []
     assert profile["invoices"][0]["amount"] == "30.00"
     assert profile["categories"]["payment_method"]["fields"]["token"] == "tok_abc123"
-    assert api.get(f"/v1/requests/{access}/export", headers=ADMIN).status_code == 404
+    assert api.get(f"/v1/requests/{access}/export", headers=LEGAL).status_code == 404
     views = json.dumps(
         [
             call(api, "GET", f"/v1/customers/{customer}/consents", ADMIN),

@@ -9,7 +9,15 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 
 from rightsledger.api import schemas as s
-from rightsledger.api.deps import ContainerDep, LedgerDep, ReadFrom, ViewRead, allow
+from rightsledger.api.deps import (
+    ContainerDep,
+    LedgerDep,
+    PurposeHeader,
+    ReadFrom,
+    ViewRead,
+    allow,
+    declared_purpose,
+)
 from rightsledger.domain.customer import Customer
 from rightsledger.projections.audit import AuditTrailView, event_type
 from rightsledger.projections.base import jsonable
@@ -83,10 +91,24 @@ def customer_state(
     customer_id: UUID,
     as_of: Annotated[datetime, Query(description="ISO-8601 time with a zone.")],
     ledger: LedgerDep,
+    container: ContainerDep,
     who: Auditor,
+    x_purpose: PurposeHeader = None,
 ) -> s.CustomerAsOf:
-    """The customer's data, consents and disclosures as they stood at ``as_of``, replayed."""
+    """The customer's data, consents and disclosures as they stood at ``as_of``, replayed
+    from the events (declare X-Purpose: legal; the read is recorded)."""
+    purpose = declared_purpose(container, who, x_purpose, customer_id, "state as of")
     customer = ledger.customer_as_of(customer_id, as_of)
+    ledger.record_access(
+        customer_id,
+        actor=who.actor,
+        role=who.role.value,
+        purpose=purpose,
+        categories=sorted(c for c in customer.purposes if customer.holds_name(c))
+        if customer
+        else [],
+        what=f"state as of {as_of.isoformat()}",
+    )
     return s.CustomerAsOf(
         customer_id=customer_id,
         as_of=as_of,

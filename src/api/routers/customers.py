@@ -8,8 +8,17 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, status
 
 from rightsledger.api import schemas as s
-from rightsledger.api.deps import ContainerDep, LedgerDep, ReadFrom, ViewRead, allow
+from rightsledger.api.deps import (
+    ContainerDep,
+    LedgerDep,
+    PurposeHeader,
+    ReadFrom,
+    ViewRead,
+    allow,
+    declared_purpose,
+)
 from rightsledger.domain.ledger import NotFoundError
+from rightsledger.domain.values import Channel
 from rightsledger.projections.customers import CustomerProfileView
 from rightsledger.projections.disclosures import DisclosuresView
 from rightsledger.security.keys import Principal, Role
@@ -17,7 +26,10 @@ from rightsledger.security.keys import Principal, Role
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
 Registrar = Annotated[Principal, Depends(allow(Role.INTAKE))]
-Reader = Annotated[Principal, Depends(allow(Role.SUPPORT, Role.BILLING, Role.PRIVACY_OFFICER))]
+Reader = Annotated[
+    Principal,
+    Depends(allow(Role.SUPPORT, Role.BILLING, Role.MARKETING, Role.PRIVACY_OFFICER, Role.INTAKE)),
+]
 Corrector = Annotated[Principal, Depends(allow(Role.SUPPORT, Role.PRIVACY_OFFICER))]
 ConsentWriter = Annotated[
     Principal, Depends(allow(Role.INTAKE, Role.SUPPORT, Role.MARKETING, Role.PRIVACY_OFFICER))
@@ -32,23 +44,45 @@ DisclosureReader = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER, Role
 Discloser = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER, Role.BILLING, Role.SUPPORT))]
 
 
-def profile_out(row: dict[str, Any]) -> s.CustomerOut:
-    """The API shape of a customer_profile row; marketing is a purpose only under consent."""
+def held_categories(row: dict[str, Any]) -> dict[str, list[str]]:
+    """Categories held for the customer, with the purposes each is held for now."""
     consents = row["consents"]
     consenting = any(state["granted"] for state in consents.values())
-    categories: dict[str, s.CategoryOut] = {}
-    held = {
-        "billing": bool(row["invoices"]),
-        "activity": bool(row["activity"]),
-    }
+    held = {"billing": bool(row["invoices"]), "activity": bool(row["activity"])}
+    out: dict[str, list[str]] = {}
     for category, purposes in row["purposes"].items():
-        fields = row["data"].get(category, {})
-        if not (fields or held.get(category)):
+        if not (row["data"].get(category) or held.get(category)):
             continue
         effective = list(purposes)
         if category == "identity_contact" and consenting:
             effective.append("marketing")
-        categories[category] = s.CategoryOut(purposes=effective, fields=fields)
+        out[category] = effective
+    return out
+
+
+def visible(row: dict[str, Any], purpose: str, channel: str | None) -> list[str]:
+    """Categories collected for the purpose; marketing needs consent on that very channel."""
+    held = held_categories(row)
+    if purpose == "marketing":
+        granted = row["consents"].get(channel or "", {}).get("granted", False)
+        return ["identity_contact"] if granted and "identity_contact" in held else []
+    return [category for category, purposes in held.items() if purpose in purposes]
+
+
+def profile_out(row: dict[str, Any], shown: list[str] | None = None) -> s.CustomerOut:
+    """The API shape of a customer_profile row, limited to the ``shown`` categories."""
+    consents = row["consents"]
+    categories: dict[str, s.CategoryOut] = {}
+    for category, purposes in held_categories(row).items():
+        if shown is not None and category not in shown:
+            continue
+        categories[category] = s.CategoryOut(
+            purposes=purposes, fields=row["data"].get(category, {})
+        )
+    billing = shown is None or "billing" in shown
+    activity = shown is None or "activity" in shown
+    row = {**row, "invoices": row["invoices"] if billing else {}}
+    row["activity"] = row["activity"] if activity else []
     return s.CustomerOut(
         customer_id=row["customer_id"],
         version=row["version"],
@@ -106,10 +140,29 @@ def register_customer(
 
 @router.get("/{customer_id}", response_model=s.CustomerOut)
 def get_customer(
-    customer_id: UUID, who: Reader, read: Annotated[ViewRead, Depends(ReadFrom("customer_profile"))]
+    customer_id: UUID,
+    container: ContainerDep,
+    who: Reader,
+    read: Annotated[ViewRead, Depends(ReadFrom("customer_profile"))],
+    x_purpose: PurposeHeader = None,
+    channel: Annotated[
+        Channel | None, Query(description="For marketing reads: the channel to be used.")
+    ] = None,
 ) -> s.CustomerOut:
-    """The customer's current personal data by category, with the purposes it is held for."""
-    return profile_out(_profile(customer_id, read))
+    """The customer's personal data collected for the declared purpose (X-Purpose), with the
+    purposes each category is held for; every read is recorded in the customer's trail."""
+    purpose = declared_purpose(container, who, x_purpose, customer_id, "profile")
+    row = _profile(customer_id, read)
+    shown = visible(row, purpose, channel.value if channel else None)
+    container.ledger.record_access(
+        customer_id,
+        actor=who.actor,
+        role=who.role.value,
+        purpose=purpose,
+        categories=shown,
+        what="profile",
+    )
+    return profile_out(row, shown)
 
 
 @router.patch("/{customer_id}", response_model=s.CommandAccepted)

@@ -9,7 +9,16 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, status
 
 from rightsledger.api import schemas as s
-from rightsledger.api.deps import ContainerDep, LedgerDep, ReadFrom, ViewRead, allow
+from rightsledger.api.deps import (
+    ContainerDep,
+    LedgerDep,
+    PurposeHeader,
+    ReadFrom,
+    ViewRead,
+    allow,
+    declared_purpose,
+)
+from rightsledger.api.problems import ApiProblemError
 from rightsledger.domain.ledger import NotFoundError, Outcome, RightsLedger
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.values import RequestStatus, RequestType
@@ -153,9 +162,21 @@ def revoke_request(
 
 
 @router.get("/{request_id}/export", response_model=s.ExportOut)
-def get_export(request_id: UUID, container: ContainerDep, who: ExportReader) -> s.ExportOut:
+def get_export(
+    request_id: UUID, container: ContainerDep, who: ExportReader, x_purpose: PurposeHeader = None
+) -> s.ExportOut:
     """The access export the worker assembled: every piece of personal data held, why,
-    its source, consents with evidence, disclosures and retention."""
+    its source, consents with evidence, disclosures, who read the data, and retention.
+    Declare X-Purpose: legal; the read is recorded."""
+    request = container.ledger.get_request(request_id)
+    purpose = declared_purpose(container, who, x_purpose, request.customer_id, "access export")
+    if purpose != "legal":
+        raise ApiProblemError(
+            403,
+            "Purpose not allowed",
+            "an access export is read to answer a data-rights request: declare X-Purpose: legal",
+            slug="purpose-not-allowed",
+        )
     stored = container.exports.get(request_id)
     if stored is None:
         container.ledger.get_request(request_id)  # unknown request: 404
@@ -164,4 +185,12 @@ def get_export(request_id: UUID, container: ContainerDep, who: ExportReader) -> 
             "exports are deleted when the customer is erased)",
             field="request_id",
         )
+    container.ledger.record_access(
+        request.customer_id,
+        actor=who.actor,
+        role=who.role.value,
+        purpose=purpose,
+        categories=sorted(stored["document"].get("categories", {})),
+        what="access export",
+    )
     return s.ExportOut(**stored)

@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rightsledger import __version__
-from rightsledger.api import problems
+from rightsledger.api import problems, schemas
 from rightsledger.api.routers import audit, customers, health, partners, requests
 from rightsledger.bootstrap import Container
 
@@ -94,14 +95,25 @@ def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
     )
     app.state.container = container
     problems.install(app)
-    for router in (
-        health.router,
-        customers.router,
-        partners.router,
-        requests.router,
-        audit.router,
-    ):
-        app.include_router(router)
+    errors = schemas.problem_responses(401, 403, 404, 409, 413, 422, 429, 503)
+    app.include_router(health.router, responses=schemas.problem_responses(503))
+    for router in (customers.router, partners.router, requests.router, audit.router):
+        app.include_router(router, responses=errors)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            components["Problem"] = schemas.Problem.model_json_schema()
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
     return app
 

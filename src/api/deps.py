@@ -126,6 +126,16 @@ class ReadFrom:
         ] = None,
     ) -> ViewRead:
         view = container.views[self.view_name]
+        if min_position is not None:
+            head = container.ledger.recorder.max_notification_id() or 0
+            if min_position > head:
+                raise ApiProblemError(
+                    422,
+                    "Position not in the log",
+                    f"position {min_position} is beyond the log's head ({head}): pass the "
+                    "position a command returned",
+                    slug="position-beyond-head",
+                )
         if min_position is not None and not container.wait_for(
             view, min_position, container.settings.read_wait_seconds
         ):

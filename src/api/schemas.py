@@ -443,3 +443,39 @@ class VerificationOut(BaseModel):
     first_break: int | None = Field(description="First position where the chain breaks.")
     reason: str | None
     checkpoints_checked: int
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    field: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem responses a route can give."""
+    meaning = {
+        400: "Bad request",
+        401: "No valid API key",
+        403: "The key's role, or the declared purpose, is not allowed",
+        404: "Unknown id",
+        405: "Method not allowed",
+        409: "Not allowed in the current state, or a concurrent change",
+        413: "Request body too large",
+        422: "Invalid input (names the field)",
+        429: "Too many failed authentications",
+        503: "A view has not reached the requested position",
+    }
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {
+        code: {
+            "description": meaning[code],
+            "content": {"application/problem+json": {"schema": schema}},
+        }
+        for code in codes
+    }

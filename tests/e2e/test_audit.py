@@ -118,10 +118,18 @@ def test_trail_and_disclosure_registers(client: TestClient, headers: Headers) ->
 
 
 def test_a_position_not_reached_answers_503_with_retry_after(
-    client: TestClient, admin: dict[str, str]
+    client: TestClient, admin: dict[str, str], container: Any
 ) -> None:
     """Read-your-writes is bounded: a position the view cannot reach in time is a 503."""
-    response = client.get("/v1/requests?min_position=999999", headers=admin)
+    beyond = client.get("/v1/requests?min_position=999999", headers=admin)
+    assert beyond.status_code == 422
+    assert beyond.json()["type"] == "/problems/position-beyond-head"
+    container.stop.set()  # the projection worker stops: the view can no longer catch up
+    for thread in container.threads:
+        thread.join(5)
+    customer_body_ = customer_body()
+    made = client.post("/v1/customers", json=customer_body_, headers=admin).json()
+    response = client.get(f"/v1/requests?min_position={made['position']}", headers=admin)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert response.headers["content-type"].startswith("application/problem+json")

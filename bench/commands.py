@@ -300,6 +300,7 @@ def start_service(args: argparse.Namespace) -> Service:
     except BaseException:
         service.show_log = True
         stop_service(service)
+        drop_schema(service)
         raise
     if embedded:
         assert data_dir is not None
@@ -457,8 +458,13 @@ class CpuSample:
         )
 
 
-def cpu_usage(before: CpuSample, after: CpuSample, seconds: float) -> dict[str, float]:
-    """Cores used on average over ``seconds`` by each party, and the machine's busy share."""
+def cpu_usage(
+    before: CpuSample, after: CpuSample, seconds: float, *, own_server: bool
+) -> dict[str, float | None]:
+    """Cores used on average over ``seconds`` by each party, and the machine's busy share.
+
+    Without ``own_server`` (``--url``) the service's CPU is not known: it is within "other".
+    """
     postgres = sum(t - before.postgres.get(pid, 0.0) for pid, t in after.postgres.items())
     busy = after.machine[0] - before.machine[0]
     total = after.machine[1] - before.machine[1]
@@ -472,8 +478,8 @@ def cpu_usage(before: CpuSample, after: CpuSample, seconds: float) -> dict[str, 
     busy_cores = (os.cpu_count() or 1) * busy / total if total > 0 else 0.0
     others = busy_cores - (server_user + server_sys + postgres + bench) / seconds
     return {
-        "server_cores": round((server_user + server_sys) / seconds, 2),
-        "server_sys_cores": round(server_sys / seconds, 2),
+        "server_cores": round((server_user + server_sys) / seconds, 2) if own_server else None,
+        "server_sys_cores": round(server_sys / seconds, 2) if own_server else None,
         "postgres_cores": round(postgres / seconds, 2),
         "bench_cores": round(bench / seconds, 2),
         "machine_busy_pct": round(100.0 * busy / total, 1) if total > 0 else 0.0,
@@ -569,7 +575,7 @@ class LoadResult:
     errors: int
     latencies: list[float]
     error_samples: list[str]
-    cpu: dict[str, float]
+    cpu: dict[str, float | None]
 
 
 def run_load(
@@ -642,7 +648,7 @@ def run_load(
         errors=sum(w.errors for w in workers),
         latencies=[t for w in workers for t in w.latencies],
         error_samples=[s for w in workers for s in w.error_samples][:5],
-        cpu=cpu_usage(before, after, elapsed),
+        cpu=cpu_usage(before, after, elapsed, own_server=server_pid is not None),
     )
 
 
@@ -789,9 +795,14 @@ def print_summary(
         lines.append("raw INSERT tx/s         n/a   (skipped: --no-raw)")
     else:
         lines.append("raw INSERT tx/s         n/a   (no database URL for the baseline)")
+    if f["server_cores"] is None:
+        served = "service n/a (not started by this run: within 'other')"
+    else:
+        served = (
+            f"service {f['server_cores']:.2f} cores ({f['server_sys_cores']:.2f} in the kernel)"
+        )
     lines.append(
-        f"CPU during load  service {f['server_cores']:.2f} cores "
-        f"({f['server_sys_cores']:.2f} in the kernel), PostgreSQL "
+        f"CPU during load  {served}, PostgreSQL "
         f"{f['postgres_cores']:.2f}, bench {f['bench_cores']:.2f}; machine "
         f"{f['machine_busy_pct']:.0f}% busy of {os.cpu_count()} cores (~{f['other_cores']:.2f} "
         "cores used by other processes)"
@@ -866,6 +877,10 @@ def external_service(args: argparse.Namespace) -> Service:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # Started in the background, SIGINT may be ignored, and the service would inherit that:
+    # it is stopped with SIGINT (uvicorn's graceful shutdown), so make the signal count.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     service = external_service(args) if args.url else start_service(args)
     try:
         customers = register_customers(service, args.customers, args.clients, args.timeout)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from functools import singledispatchmethod
 from typing import Any
 from uuid import UUID
 
-from psycopg import sql
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
 
+from rightsledger.domain.customer import Customer
 from rightsledger.domain.requests import DataRightsRequest
-from rightsledger.projections.base import RowView
+from rightsledger.projections.base import Positioned, RowView
 
 OPEN_STATUSES = sql.SQL("status IN ('open', 'in_progress')")
 
@@ -158,6 +161,19 @@ class RequestQueueView(RowView):
             "closed_at": event.timestamp,
             "position": position,
         }
+
+    def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
+        """Requests fold by id; a customer's erasure also clears the free text of their requests."""
+        super().write(curs, events)
+        for event, _ in events:
+            if isinstance(event, Customer.Erased):
+                curs.execute(
+                    sql.SQL(
+                        "UPDATE {} SET reason = NULL, extension_reason = NULL"
+                        " WHERE customer_id = %s"
+                    ).format(self.table("request_queue")),
+                    (event.originator_id,),
+                )
 
     # ---------------------------------------------------------------- queries
 

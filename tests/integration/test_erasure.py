@@ -91,7 +91,17 @@ def person(ledger: RightsLedger, tag: str, partner: UUID) -> tuple[UUID, list[st
         actor="intake:i",
     ).id
     ledger.verify_request(access, method="id", reference=f"passport {tag}-77", actor="po")
+    changed = ledger.submit_request(
+        customer_id=customer,
+        request_type="opt_out",
+        channel="web_form",
+        jurisdiction="ccpa",
+        statement="stop the emails",
+        actor="intake:i",
+    ).id
+    ledger.revoke_request(changed, reason=f"Quentin {tag} changed his mind", actor="intake:i")
     secrets = [
+        f"Quentin {tag} changed his mind",
         *identity.values(),
         f"quentin.{tag}.new@hidden.example",
         f"plan-{tag}-gold",
@@ -175,17 +185,14 @@ def test_after_erasure_no_personal_value_remains_anywhere(
 
     with psycopg.connect(container.database.url) as conn:
         keys = conn.execute(
-            sql.SQL("SELECT kind, key IS NULL FROM {} WHERE customer_id = %s").format(
+            sql.SQL("SELECT kind, key IS NULL, key_id FROM {} WHERE customer_id = %s").format(
                 sql.Identifier(container.settings.database_schema, "subject_keys")
             ),
             (erased,),
         ).fetchall()
-    assert sorted(keys) == [
-        ("personal", True),
-        ("personal", True),
-        ("personal", True),
-        ("retained", False),
-    ]  # the customer's key and both requests' keys destroyed; retained billing key kept
+    assert sorted((kind, gone) for kind, gone, _ in keys) == [("personal", True)] * 4 + [
+        ("retained", False)
+    ]  # the customer's key and their three requests' keys destroyed; the retained key kept
     blob = dump_database(container)
     head = ledger.recorder.max_notification_id()
     assert head is not None

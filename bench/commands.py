@@ -26,9 +26,11 @@ How to run
     .venv/bin/python bench/commands.py --database-url postgresql://u:p@host:5432/db
     .venv/bin/python bench/commands.py --url http://127.0.0.1:8000 --admin-key rlk_...
 
-Other ``RIGHTSLEDGER_*`` variables in the environment (e.g. ``RIGHTSLEDGER_POOL_SIZE``) are
-passed to the service. ``--serve-cmd`` replaces the service command (``{port}`` is replaced),
-e.g. to try other uvicorn settings. When the default database is unreachable and no
+Other ``RIGHTSLEDGER_*`` variables in the environment are passed to the service, e.g.
+``RIGHTSLEDGER_RUN_WORKERS=false RIGHTSLEDGER_RUN_PROJECTIONS=false`` to measure the command
+path without the in-process log followers. ``--serve-cmd`` replaces the service command
+(``{port}`` is replaced), e.g. to try other uvicorn settings; its output goes to a temporary
+log, shown when it fails. When the default database is unreachable and no
 ``--database-url`` was given, the embedded PostgreSQL is used. Progress goes to stderr; the
 summary and the JSON line (last line) go to stdout.
 """

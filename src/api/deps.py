@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated
 from uuid import UUID
 
@@ -18,7 +17,7 @@ from rightsledger.security.keys import Principal, Role
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer rlk_...`")
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
@@ -26,7 +25,7 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def get_ledger(container: ContainerDep) -> RightsLedger:
+async def get_ledger(container: ContainerDep) -> RightsLedger:
     return container.ledger
 
 
@@ -78,7 +77,7 @@ class RoleGate:
     def __init__(self, *roles: Role) -> None:
         self.roles = frozenset({*roles, Role.ADMIN})
 
-    def __call__(self, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def __call__(self, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if principal.role not in self.roles:
             allowed = ", ".join(sorted(r.value for r in self.roles))
             raise ApiProblemError(
@@ -90,7 +89,7 @@ class RoleGate:
         return principal
 
 
-def allow(*roles: Role) -> Callable[..., Principal]:
+def allow(*roles: Role) -> RoleGate:
     return RoleGate(*roles)
 
 

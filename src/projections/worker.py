@@ -33,6 +33,9 @@ from rightsledger.projections.requests import RequestQueueView
 
 log = logging.getLogger(__name__)
 
+GATHER = 0.01
+"""Seconds to wait after a wake-up before reading, so batches hold more than one event."""
+
 VIEW_CLASSES: dict[str, type[View]] = {
     cls.name: cls
     for cls in (

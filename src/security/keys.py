@@ -61,6 +61,7 @@ class ApiKeyStore:
         self._table = sql.Identifier(schema, "api_keys")
         self._cache_seconds = cache_seconds
         self._cache: dict[bytes, tuple[Principal, float]] = {}
+        self._unknown: dict[bytes, float] = {}
         self._lock = threading.Lock()
 
     def create_table(self) -> None:
@@ -138,6 +139,10 @@ class ApiKeyStore:
             cached = self._cache.get(key_digest)
         if cached is not None and cached[1] > now:
             return cached[0]
+        with self._lock:
+            unknown_until = self._unknown.get(key_digest)
+        if unknown_until is not None and unknown_until > now:
+            return None  # a key just found unknown is not looked up again for a while
         with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 sql.SQL(
@@ -148,6 +153,10 @@ class ApiKeyStore:
             )
             row = cur.fetchone()
         if row is None or not hmac.compare_digest(bytes(row["digest"]), key_digest):
+            with self._lock:
+                if len(self._unknown) > 10_000:
+                    self._unknown.clear()
+                self._unknown[key_digest] = now + 5.0
             return None
         principal = Principal(
             key_id=row["key_id"],

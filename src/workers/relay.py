@@ -47,6 +47,9 @@ with warnings.catch_warnings():
 
 log = logging.getLogger(__name__)
 
+GATHER = 0.01
+"""Seconds to wait after a wake-up before reading, so batches hold more than one event."""
+
 
 @dataclass(frozen=True)
 class RelayConfig:
@@ -271,5 +274,5 @@ class Relay:
                     backoff = min(backoff * 2, 10.0)
                     continue
                 for _ in listener.notifies(timeout=poll, stop_after=1):
-                    pass
+                    stop.wait(GATHER)  # let a few more commits arrive: bigger, cheaper batches
         self.close()

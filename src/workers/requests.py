@@ -39,6 +39,9 @@ from rightsledger.workers import export
 
 log = logging.getLogger(__name__)
 
+GATHER = 0.01
+"""Seconds to wait after a wake-up before reading, so batches hold more than one event."""
+
 ACTOR = "worker:requests"
 
 
@@ -198,7 +201,7 @@ class RequestWorker:
                     chain.checkpoint(database_url, self.tracking.datastore.schema)
                     next_sweep = _monotonic() + self.policy.sweep_every
                 for _ in listener.notifies(timeout=poll, stop_after=1):
-                    pass
+                    stop.wait(GATHER)  # let a few more commits arrive: bigger, cheaper batches
 
 
 def _monotonic() -> float:

@@ -177,7 +177,7 @@ class ConsentOut(BaseModel):
 
 class InvoiceOut(BaseModel):
     invoice_id: UUID
-    amount: Decimal
+    amount: Decimal | str = Field(description="The amount; '[erased]' once purged.")
     currency: str
     status: str
     issued_at: datetime
@@ -319,7 +319,7 @@ class RequestOut(BaseModel):
     jurisdiction: str
     statement: str | None
     document_reference: str | None
-    corrections: dict[str, dict[str, str]] | None
+    corrections: dict[str, Any] | None
     received_at: datetime
     due_at: datetime
     verified_at: datetime | None

@@ -185,6 +185,7 @@ class RequestQueueView(RowView):
         overdue: bool | None = None,
         due_before: datetime | None = None,
         customer_id: UUID | None = None,
+        open_only: bool = False,
         now: datetime,
         limit: int = 100,
         offset: int = 0,
@@ -204,6 +205,8 @@ class RequestQueueView(RowView):
         if customer_id is not None:
             clauses.append(sql.SQL("customer_id = %(customer_id)s"))
             params["customer_id"] = customer_id
+        if open_only:
+            clauses.append(OPEN_STATUSES)
         if overdue is True:
             clauses.append(sql.SQL("{} AND due_at < %(now)s").format(OPEN_STATUSES))
         elif overdue is False:

@@ -107,11 +107,13 @@ class RequestWorker:
             elif request.request_type is RequestType.OPT_OUT:
                 self.ledger.fulfil_opt_out(request_id, actor=ACTOR)
             elif request.request_type is RequestType.DELETION:
+                # Keys and exports go first: if the worker dies before the erasure is recorded,
+                # the event is handled again and the erasure recorded then.
+                self.exports.delete_for_customer(request.customer_id)
+                self._shred(request.customer_id, PERSONAL, request_id)
                 self.ledger.start_deletion(
                     request_id, retain_for=self.policy.retain_billing_for, actor=ACTOR
                 )
-                self.exports.delete_for_customer(request.customer_id)
-                self._shred(request.customer_id, PERSONAL)
         except DomainError as error:
             log.warning("request %s not fulfilled: %s", request_id, error.detail)
 
@@ -140,13 +142,13 @@ class RequestWorker:
             actor=ACTOR,
         )
 
-    def _shred(self, customer_id: UUID, kind: str) -> None:
+    def _shred(self, customer_id: UUID, kind: str, *request_ids: UUID) -> None:
         """Destroy the customer's keys of that kind; drop every decrypted copy held here."""
         self.vault.destroy(customer_id, kind)
         requests, _ = self.views.request_queue.search(
             customer_id=customer_id, now=self.clock(), limit=500
         )
-        self.ledger.evict(customer_id, *(row["request_id"] for row in requests))
+        self.ledger.evict(customer_id, *request_ids, *(row["request_id"] for row in requests))
 
     def catch_up(self, limit: int = 200) -> int:
         """Handle every event past the tracked position; returns the new position."""
@@ -167,7 +169,7 @@ class RequestWorker:
         now = self.clock()
         counts: dict[str, int] = {}
         due, _ = self.views.request_queue.search(
-            due_before=now + self.policy.remind_before, now=now, limit=500
+            due_before=now + self.policy.remind_before, open_only=True, now=now, limit=500
         )
         for row in due:
             if row["status"] not in ("open", "in_progress"):

@@ -35,6 +35,9 @@ def test_auditors_page_through_the_whole_log(client: TestClient, headers: Header
     first = client.get("/v1/audit/events?limit=2", headers=auditor).json()
     assert [e["position"] for e in first["items"]] == [1, 2]
     assert first["items"][0]["type"] == "Customer.Registered"
+    registered = first["items"][0]["payload"]
+    assert registered["data"]["identity_contact"] == "[personal]"
+    assert "Ada" not in str(registered)
     assert first["items"][1]["payload"]["channel"] == "post"
     assert first["items"][1]["actor"] == "admin:seeded admin"
     rest = client.get(f"/v1/audit/events?after={first['next_after']}", headers=auditor).json()

@@ -18,22 +18,36 @@ from rightsledger.api.deps import (
     allow,
     declared_purpose,
 )
+from rightsledger.api.problems import ApiProblemError
 from rightsledger.domain.customer import Customer
 from rightsledger.projections.audit import AuditTrailView, event_type
 from rightsledger.projections.base import jsonable
 from rightsledger.security.keys import Principal, Role
 from rightsledger.storage import chain
+from rightsledger.storage.sealing import RULES
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 Auditor = Annotated[Principal, Depends(allow(Role.AUDITOR, Role.PRIVACY_OFFICER))]
 
+PERSONAL_MASK = "[personal]"
 _ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
 
 def payload(event: Any) -> dict[str, Any]:
-    """An event's own attributes, as JSON values."""
-    return {k: jsonable(v) for k, v in vars(event).items() if k not in _ENVELOPE}
+    """An event's own attributes as JSON values, personal values masked: the log is read to
+    check what happened and when; personal data is read per customer, for a purpose."""
+    out = {k: jsonable(v) for k, v in vars(event).items() if k not in _ENVELOPE}
+    spec = RULES.get(type(event))
+    for rule in spec[1] if spec else ():
+        value = out.get(rule.attribute)
+        if value is None:
+            continue
+        if rule.item is None:
+            out[rule.attribute] = PERSONAL_MASK
+        elif isinstance(value, dict) and rule.item in value:
+            out[rule.attribute] = {**value, rule.item: PERSONAL_MASK}
+    return out
 
 
 @router.get("/events", response_model=s.LogPage)
@@ -98,6 +112,13 @@ def customer_state(
     """The customer's data, consents and disclosures as they stood at ``as_of``, replayed
     from the events (declare X-Purpose: legal; the read is recorded)."""
     purpose = declared_purpose(container, who, x_purpose, customer_id, "state as of")
+    if purpose != "legal":
+        raise ApiProblemError(
+            403,
+            "Purpose not allowed",
+            "a customer's past state is read for legal compliance: declare X-Purpose: legal",
+            slug="purpose-not-allowed",
+        )
     customer = ledger.customer_as_of(customer_id, as_of)
     ledger.record_access(
         customer_id,

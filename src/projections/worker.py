@@ -227,7 +227,7 @@ class ProjectionWorker:
     def run_forever(self, database_url: str, stop: threading.Event, *, poll: float = 0.5) -> None:
         """Follow the log until ``stop`` is set; wakes on NOTIFY, polls as a fallback."""
         channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
-        with _exclusive(database_url, self.datastore.schema, stop) as acquired:
+        with exclusive(database_url, self.datastore.schema, stop) as acquired:
             if not acquired:
                 return
             self.positions = {view.name: view.position() for view in self.views}
@@ -240,10 +240,12 @@ class ProjectionWorker:
 
 
 @contextmanager
-def _exclusive(database_url: str, schema: str, stop: threading.Event) -> Iterator[bool]:
-    """Hold the schema's projection lock (advisory) while working; standby until it is free."""
+def exclusive(
+    database_url: str, schema: str, stop: threading.Event, role: str = "projections"
+) -> Iterator[bool]:
+    """Hold the schema's lock for ``role`` (advisory) while working; standby until it is free."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        key = f"rightsledger.projections.{schema}"
+        key = f"rightsledger.{role}.{schema}"
         while not stop.is_set():
             row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
             if row and row[0]:

@@ -269,6 +269,11 @@ def checkpoint(
         ).fetchone()
         if row is None:
             return None
+        last = conn.execute(
+            sql.SQL("SELECT position FROM {} ORDER BY id DESC LIMIT 1").format(table)
+        ).fetchone()
+        if last is not None and last[0] == row[0]:
+            return int(row[0]), bytes(row[1]).hex()  # the head has not moved since
         conn.execute(
             sql.SQL("INSERT INTO {} (position, hash, taken_at) VALUES (%s, %s, %s)").format(table),
             (row[0], row[1], datetime.now(UTC)),

@@ -37,6 +37,7 @@ from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.projections.base import APPLICATION_NAME
+from rightsledger.projections.worker import exclusive
 from rightsledger.workers import cloudevents
 
 with warnings.catch_warnings():
@@ -257,7 +258,13 @@ class Relay:
         """Follow the log until ``stop``; on a broker error, back off and resume unacknowledged."""
         channel = self.ledger.recorder.channel_name  # type: ignore[attr-defined]
         backoff = 0.5
-        with psycopg.connect(database_url, autocommit=True) as listener:
+        schema = self.tracking.datastore.schema
+        with (
+            exclusive(database_url, schema, stop, f"relay.{self.config.events_topic}") as acquired,
+            psycopg.connect(database_url, autocommit=True) as listener,
+        ):
+            if not acquired:
+                return
             listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             started = False
             while not stop.is_set():

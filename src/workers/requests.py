@@ -26,12 +26,12 @@ from eventsourcing.utils import Environment
 from psycopg import sql
 
 from rightsledger.domain.errors import DomainError
-from rightsledger.domain.ledger import RightsLedger
+from rightsledger.domain.ledger import ConcurrentChangeError, RightsLedger
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.values import RequestType
 from rightsledger.projections.base import APPLICATION_NAME
-from rightsledger.projections.worker import ViewSet
+from rightsledger.projections.worker import ViewSet, exclusive
 from rightsledger.storage import chain
 from rightsledger.storage.exports import ExportStore
 from rightsledger.storage.keyvault import PERSONAL, RETAINED, KeyVault
@@ -114,8 +114,16 @@ class RequestWorker:
                 self.ledger.start_deletion(
                     request_id, retain_for=self.policy.retain_billing_for, actor=ACTOR
                 )
+        except ConcurrentChangeError:
+            raise  # transient: the event is handled again
         except DomainError as error:
-            log.warning("request %s not fulfilled: %s", request_id, error.detail)
+            log.warning("request %s could not be carried out: %s", request_id, error.detail)
+            try:
+                self.ledger.deny_request(
+                    request_id, reason=f"could not be carried out: {error.detail}", actor=ACTOR
+                )
+            except DomainError:
+                log.exception("request %s could not be denied either", request_id)
 
     def _access(self, request: DataRightsRequest) -> None:
         customer = self.ledger.get_customer(request.customer_id)
@@ -194,7 +202,13 @@ class RequestWorker:
         """Follow the log until ``stop`` is set, sweeping every ``policy.sweep_every`` seconds."""
         channel = self.ledger.recorder.channel_name  # type: ignore[attr-defined]
         next_sweep = 0.0
-        with psycopg.connect(database_url, autocommit=True) as listener:
+        schema = self.tracking.datastore.schema
+        with (
+            exclusive(database_url, schema, stop, "request-workers") as acquired,
+            psycopg.connect(database_url, autocommit=True) as listener,
+        ):
+            if not acquired:
+                return
             listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             while not stop.is_set():
                 self.catch_up()

@@ -96,3 +96,22 @@ def test_retained_billing_records_are_purged_when_retention_ends(container: Cont
     purged = ledger.get_customer(customer)
     assert purged.invoices == {}
     assert purged.data == {}
+
+
+def test_a_request_that_cannot_be_carried_out_is_denied_with_the_reason(
+    container: Container,
+) -> None:
+    """A second deletion of an erased customer does not hang in progress: it is denied."""
+    ledger = container.ledger
+    customer = ledger.register_customer(
+        policy_version="v1", identity={"name": "Ann"}, actor="i"
+    ).id
+    first = submit(ledger, customer, "deletion")
+    ledger.verify_request(first, method="m", reference="r", actor="po")
+    container.request_worker().catch_up()
+    second = submit(ledger, customer, "deletion")
+    ledger.verify_request(second, method="m", reference="r", actor="po")
+    container.request_worker().catch_up()
+    request = ledger.get_request(second)
+    assert request.status.value == "denied"
+    assert "erased" in (request.reason or "")

@@ -94,7 +94,9 @@ class Container:
             replication_factor=settings.topic_replication_factor,
             source=f"/rightsledger/{settings.database_schema}",
         )
-        return Relay(self.ledger, tracking, config)
+        reader = RightsLedger(self.env)  # reads the log without unsealing personal values
+        self.closers.append(reader.close)
+        return Relay(self.ledger, tracking, config, reader=reader)
 
     def start_workers(self, bootstrap: str | None) -> None:
         """Run the request workers, and the relay when there is a broker, in this process."""

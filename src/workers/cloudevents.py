@@ -32,6 +32,13 @@ def event_type(event: object) -> str:
     return "rightsledger." + type(event).__qualname__
 
 
+def field_names(value: Any) -> list[str]:
+    """The field names of a mapping, also when it is still sealed (names are not sealed)."""
+    if isinstance(value, dict) and value.get("__sealed__"):
+        return sorted(value.get("fields") or [])
+    return sorted(value or {})
+
+
 def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -57,7 +64,7 @@ def _(event: Customer.DetailsCorrected) -> dict[str, Any]:
     return {
         "customer_id": str(event.originator_id),
         "category": event.category,
-        "fields": sorted(event.changes),
+        "fields": field_names(event.changes),
         "request_id": str(event.request_id) if event.request_id else None,
     }
 
@@ -151,7 +158,7 @@ def _(event: DataRightsRequest.Submitted) -> dict[str, Any]:
         "status": "open",
         "received_at": _time(event.received_at),
         "due_at": _time(event.due_at),
-        "categories_to_correct": sorted(event.corrections) if event.corrections else None,
+        "categories_to_correct": field_names(event.corrections) if event.corrections else None,
     }
 
 

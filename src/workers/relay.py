@@ -23,6 +23,7 @@ import logging
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -92,9 +93,12 @@ class Relay:
         tracking: PostgresTrackingRecorder,
         config: RelayConfig,
         *,
+        reader: RightsLedger | None = None,
         producer_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.ledger = ledger
+        # Nothing sealed goes on the topic, so the log can be read without unsealing.
+        self.reader = reader or ledger
         self.tracking = tracking
         self.config = config
         self._producer_factory = producer_factory or (
@@ -234,25 +238,36 @@ class Relay:
         for future in futures:
             future.get(timeout=self.config.send_timeout)
 
-    def relay_once(self) -> int:
-        """Publish one batch past the current position; the number of events published."""
-        page = self.ledger.log_page(self.position, self.config.batch_size)
-        if not page:
-            return 0
+    def _page(self, after: int) -> list[tuple[int, Any]]:
+        return self.reader.log_page(after, self.config.batch_size)
+
+    def _commit(self, page: list[tuple[int, Any]]) -> None:
         self.publish(page)
         last = page[-1][0]
         if last > self.tracked():
             self.tracking.insert_tracking(Tracking(APPLICATION_NAME, last))
         self.position = last
+
+    def relay_once(self) -> int:
+        """Publish one batch past the current position; the number of events published."""
+        page = self._page(self.position)
+        if not page:
+            return 0
+        self._commit(page)
         return len(page)
 
     def catch_up(self) -> int:
+        """Publish everything past the position; the next page is read while one is sent."""
         published = 0
-        while True:
-            count = self.relay_once()
-            if count == 0:
-                return published
-            published += count
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-reader") as reader:
+            pending = reader.submit(self._page, self.position)
+            while True:
+                page = pending.result()
+                if not page:
+                    return published
+                pending = reader.submit(self._page, page[-1][0])
+                self._commit(page)
+                published += len(page)
 
     def run_forever(self, database_url: str, stop: threading.Event, *, poll: float = 0.2) -> None:
         """Follow the log until ``stop``; on a broker error, back off and resume unacknowledged."""

@@ -177,6 +177,10 @@ def test_every_event_reaches_the_topic_in_order_without_personal_data(
     assert "rightsledger.DataRightsRequest.PartnersNotified" in customer_types
     assert "rightsledger.DataRightsRequest.Fulfilled" in customer_types
     assert len({d["id"] for d in documents}) == head
+    corrected = [d for d in documents if d["type"] == "rightsledger.Customer.DetailsCorrected"]
+    assert [d["data"]["fields"] for d in corrected] == [["postal_address"], ["postal_address"]]
+    submitted = next(d for d in documents if d["type"].endswith("DataRightsRequest.Submitted"))
+    assert submitted["data"]["categories_to_correct"] == ["identity_contact"]
     first = min(records, key=lambda r: int(dict(r.headers)["position"]))
     assert json.loads(first.value)["id"] == event_id(ids["customer"], 1)
     notifications = consume_all(broker.bootstrap, container.settings.notifications_topic, 1)

@@ -264,8 +264,12 @@ def audit_replay(
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (RIGHTSLEDGER_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (RIGHTSLEDGER_PORT).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=32, help="API processes (RIGHTSLEDGER_WEB_WORKERS)."),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API (and the projections) until interrupted."""
+    """Serve the HTTP API, with the projections, request workers and relay, until interrupted."""
     import uvicorn
 
     from rightsledger.api.app import create_app
@@ -277,6 +281,8 @@ def serve(
         settings.host = host
     if port:
         settings.port = port
+    if workers:
+        settings.web_workers = workers
     generated = None
     if settings.admin_key is None and settings.database_url is None:
         generated = "rlk_local_" + secrets.token_urlsafe(24)
@@ -305,13 +311,35 @@ def serve(
         if generated:
             typer.echo(f"  admin key for this run: {generated}")
         typer.echo("  create a key: rightsledger keys create --role intake --name front-desk")
-        uvicorn.run(
-            create_app(container, own_container=True),
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-        )
+        if settings.web_workers > 1:
+            # Each process builds its own container from the environment; the store and the
+            # broker started here are shared, and advisory locks keep one active follower each.
+            os.environ["RIGHTSLEDGER_DATABASE_URL"] = container.database.url
+            if settings.kafka_bootstrap:
+                os.environ["RIGHTSLEDGER_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
+            if settings.admin_key is not None:
+                os.environ["RIGHTSLEDGER_ADMIN_KEY"] = settings.admin_key.get_secret_value()
+            typer.echo(f"  {settings.web_workers} API processes")
+            try:
+                uvicorn.run(
+                    "rightsledger.api.app:from_environment",
+                    factory=True,
+                    workers=settings.web_workers,
+                    host=settings.host,
+                    port=settings.port,
+                    log_level="warning",
+                    access_log=False,
+                )
+            finally:
+                container.close()
+        else:
+            uvicorn.run(
+                create_app(container, own_container=True),
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+                access_log=False,
+            )
     finally:
         if broker is not None:
             broker.stop()

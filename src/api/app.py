@@ -120,3 +120,11 @@ def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
     return app.openapi()
+
+
+def from_environment() -> FastAPI:
+    """An app built from the environment's settings (for several API processes)."""
+    from rightsledger.bootstrap import build
+    from rightsledger.config import Settings
+
+    return create_app(build(Settings()), own_container=True)

@@ -613,19 +613,6 @@ class Customer(Aggregate):
             reason=reason,
         )
 
-    def categories_for(self, purpose: str, channel: str | None = None) -> list[str]:
-        """Categories a reader may see for a purpose; marketing needs consent on the channel."""
-        wanted = _purpose(purpose, "purpose")
-        if wanted is Purpose.MARKETING:
-            if channel is None or not self.has_consent(channel):
-                return []
-            return [Category.IDENTITY.value]
-        return [
-            category
-            for category in self.purposes
-            if self.holds_name(category) and wanted.value in self.purposes_of(category)
-        ]
-
     def erase(self, *, request_id: UUID, retained_until: datetime, actor: str) -> None:
         """Erase personal data; billing records stay until ``retained_until`` (regulation)."""
         self._ensure_not_erased()

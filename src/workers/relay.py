@@ -145,14 +145,15 @@ class Relay:
     def start(self) -> None:
         """Create topics; republish from the start when the broker is new to this log."""
         created = self.ensure_topics()
-        self.position = self.tracked()
-        if created and self.position > 0:
+        if created and self.tracked() > 0:
             log.warning(
                 "events topic was created now but %s events were already published: the "
                 "broker is new, republishing the whole log",
-                self.position,
+                self.tracked(),
             )
             self.position = 0
+        # Otherwise the position stays where the last acknowledged batch left it (during a
+        # republish it is behind the tracked position, which only ever moves forward).
 
     # ---------------------------------------------------------------- publishing
 
@@ -292,6 +293,7 @@ class Relay:
                 except Exception as error:  # a broker outage: retry from the tracked position
                     log.warning("relay paused (%s); retrying in %.1f s", error, backoff)
                     self.close()  # unacknowledged records are sent again by a new producer
+                    started = False  # check the topics again: the broker may be a new one
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue

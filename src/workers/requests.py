@@ -62,7 +62,7 @@ def open_tracking(env: dict[str, str], name: str) -> PostgresTrackingRecorder:
 
 
 class RequestWorker:
-    """Reacts to verified requests and partners' acknowledgements; sweeps deadlines."""
+    """Carries out verified requests; sweeps deadlines and ended retention periods."""
 
     name = "request_workers"
 
@@ -192,7 +192,9 @@ class RequestWorker:
         for customer_id in self.views.customer_profile.retention_ended(now):
             try:
                 self.ledger.purge_retained(customer_id, actor=ACTOR)
+                self.exports.delete_for_customer(customer_id)
                 self._shred(customer_id, RETAINED)
+                self._shred(customer_id, PERSONAL)  # keys of any request made since erasure
                 counts["purged"] = counts.get("purged", 0) + 1
             except DomainError as error:
                 log.warning("could not purge %s: %s", customer_id, error.detail)

@@ -85,7 +85,8 @@ def partner_disclosures(
 def acknowledge(
     partner_id: UUID, body: s.AcknowledgementIn, ledger: LedgerDep, who: Acknowledger
 ) -> s.RequestChanged:
-    """A partner confirms it acted on a correction or deletion notification sent to it."""
+    """A partner confirms it acted on a deletion notification sent to it (corrections are
+    notified without asking for an acknowledgement)."""
     if who.role is Role.PARTNER and who.partner_id != partner_id:
         raise ApiProblemError(
             403,

@@ -238,6 +238,11 @@ def test_request_lifecycle_through_the_api(client: TestClient, admin: dict[str, 
     revoked = client.post(f"/v1/requests/{request_id}/revoke", json={}, headers=admin)
     assert assert_problem(revoked, 409)["type"] == "/problems/request-closed"
     shown = client.get(f"/v1/requests/{request_id}", headers=admin).json()
+    assert shown["statement"] is None  # the requester's words need a declared purpose
+    declared = client.get(
+        f"/v1/requests/{request_id}", headers={**admin, "X-Purpose": "legal"}
+    ).json()
+    assert declared["statement"] == "Please send me my data."
     assert shown["status"] == "denied"
     assert shown["reason"] == "unfounded"
     assert shown["extension_reason"] == "complex"

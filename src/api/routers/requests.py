@@ -121,9 +121,31 @@ def list_requests(
 
 
 @router.get("/{request_id}", response_model=s.RequestOut)
-def get_request(request_id: UUID, ledger: LedgerDep, who: Reader) -> s.RequestOut:
-    """One request with its status, deadlines and reasons."""
-    return request_out(ledger.get_request(request_id))
+def get_request(
+    request_id: UUID,
+    container: ContainerDep,
+    who: Reader,
+    x_purpose: PurposeHeader = None,
+) -> s.RequestOut:
+    """One request with its status, deadlines and reasons. The requester's own words (the
+    statement, the document reference, the corrections asked for) are personal data: they
+    are shown only to a reader declaring a purpose (X-Purpose), and that read is recorded."""
+    request = container.ledger.get_request(request_id)
+    shown = request_out(request)
+    if x_purpose is None:
+        return shown.model_copy(
+            update={"statement": None, "document_reference": None, "corrections": None}
+        )
+    purpose = declared_purpose(container, who, x_purpose, request.customer_id, "request")
+    container.ledger.record_access(
+        request.customer_id,
+        actor=who.actor,
+        role=who.role.value,
+        purpose=purpose,
+        categories=["request"],
+        what=f"data-rights request {request_id}",
+    )
+    return shown
 
 
 @router.post("/{request_id}/verify", response_model=s.RequestChanged)

@@ -16,6 +16,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from rightsledger.bootstrap import Container
+from rightsledger.config import Settings
 from rightsledger.storage.database import Database, start_embedded
 
 ADMIN_KEY = "rlk_test_admin_key_0123456789"
@@ -44,3 +46,32 @@ def schema(database: Database) -> Iterator[str]:
     finally:
         with psycopg.connect(database.url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def make_settings(database: Database, schema: str, **overrides: object) -> Settings:
+    """Settings for one test's schema; topics are named after it so tests never mix."""
+    values: dict[str, object] = {
+        "database_url": database.url,
+        "database_schema": schema,
+        "admin_key": ADMIN_KEY,
+        "run_projections": False,
+        "run_workers": False,
+        "events_topic": f"events.{schema}",
+        "notifications_topic": f"notifications.{schema}",
+        "pool_size": 4,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def command_env(container: Container, **extra: str) -> dict[str, str]:
+    """The environment for a `python -m rightsledger ...` subprocess on the test's schema."""
+    settings = container.settings
+    return {
+        **os.environ,
+        "RIGHTSLEDGER_DATABASE_URL": container.database.url,
+        "RIGHTSLEDGER_DATABASE_SCHEMA": settings.database_schema,
+        "RIGHTSLEDGER_EVENTS_TOPIC": settings.events_topic,
+        "RIGHTSLEDGER_NOTIFICATIONS_TOPIC": settings.notifications_topic,
+        **extra,
+    }

@@ -8,23 +8,15 @@ from fastapi.testclient import TestClient
 
 from rightsledger.api.app import create_app
 from rightsledger.bootstrap import Container, build
-from rightsledger.config import Settings
 from rightsledger.security.keys import Role
 from rightsledger.storage.database import Database
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, make_settings
 
 
 @pytest.fixture
 def container(database: Database, schema: str) -> Iterator[Container]:
-    settings = Settings(
-        database_url=database.url,
-        database_schema=schema,
-        admin_key=ADMIN_KEY,
-        run_projections=True,
-        run_workers=False,
-        pool_size=4,
-        max_body_bytes=64 * 1024,
-        read_wait_seconds=0.5,
+    settings = make_settings(
+        database, schema, run_projections=True, max_body_bytes=64 * 1024, read_wait_seconds=0.5
     )
     built = build(settings, database=database)
     try:

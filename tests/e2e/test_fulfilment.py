@@ -14,11 +14,10 @@ from fastapi.testclient import TestClient
 
 from rightsledger.api.app import create_app
 from rightsledger.bootstrap import Container, build
-from rightsledger.config import Settings
 from rightsledger.security.keys import Role
 from rightsledger.storage.database import Database
 from rightsledger.workers.broker import EmbeddedBroker
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, make_settings
 from tests.e2e.conftest import EVIDENCE, customer_body
 from tests.integration.test_relay import consume_all
 
@@ -35,17 +34,13 @@ def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture
 def working(database: Database, schema: str, broker: EmbeddedBroker) -> Iterator[Container]:
-    settings = Settings(
-        database_url=database.url,
-        database_schema=schema,
-        admin_key=ADMIN_KEY,
+    settings = make_settings(
+        database,
+        schema,
         run_projections=True,
         run_workers=True,
         kafka_bootstrap=broker.bootstrap,
-        events_topic=f"events.{schema}",
-        notifications_topic=f"notifications.{schema}",
         billing_retention_days=30,
-        pool_size=4,
     )
     built = build(settings, database=database)
     try:

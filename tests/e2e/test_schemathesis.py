@@ -18,9 +18,8 @@ from schemathesis import checks
 
 from rightsledger.api.app import create_app
 from rightsledger.bootstrap import build
-from rightsledger.config import Settings
 from rightsledger.storage.database import Database
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, make_settings
 
 EXAMPLES = 25
 # What the service promises for any input: no server error, documented status codes and
@@ -39,15 +38,8 @@ CHECKS = [
 @pytest.fixture
 def patient_client(database: Database, schema: str) -> Iterator[TestClient]:
     """The API with a long read-your-writes wait, so a busy machine cannot cause a 503."""
-    settings = Settings(
-        database_url=database.url,
-        database_schema=schema,
-        admin_key=ADMIN_KEY,
-        run_projections=True,
-        run_workers=False,
-        read_wait_seconds=20,
-        auth_failures_allowed=1000,
-        pool_size=4,
+    settings = make_settings(
+        database, schema, run_projections=True, read_wait_seconds=20, auth_failures_allowed=1000
     )
     container = build(settings, database=database)
     try:

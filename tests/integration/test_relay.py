@@ -24,6 +24,7 @@ from rightsledger.bootstrap import Container
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.workers.broker import EmbeddedBroker
 from rightsledger.workers.cloudevents import event_id
+from tests.conftest import command_env
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -207,15 +208,7 @@ def test_every_event_reaches_the_topic_in_order_without_personal_data(
 
 
 def start_relay(container: Container, broker: EmbeddedBroker) -> subprocess.Popen[bytes]:
-    settings = container.settings
-    env = {
-        **os.environ,
-        "RIGHTSLEDGER_DATABASE_URL": container.database.url,
-        "RIGHTSLEDGER_DATABASE_SCHEMA": settings.database_schema,
-        "RIGHTSLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "RIGHTSLEDGER_EVENTS_TOPIC": settings.events_topic,
-        "RIGHTSLEDGER_NOTIFICATIONS_TOPIC": settings.notifications_topic,
-    }
+    env = command_env(container, RIGHTSLEDGER_KAFKA_BOOTSTRAP=broker.bootstrap)
     return subprocess.Popen(
         [sys.executable, "-m", "rightsledger", "relay", "run"],
         env=env,

@@ -103,9 +103,7 @@ def test_a_request_that_cannot_be_carried_out_is_denied_with_the_reason(
 ) -> None:
     """A second deletion of an erased customer does not hang in progress: it is denied."""
     ledger = container.ledger
-    customer = ledger.register_customer(
-        policy_version="v1", identity={"name": "Ann"}, actor="i"
-    ).id
+    customer = ledger.register_customer(policy_version="v1", identity={"name": "Ann"}, actor="i").id
     first = submit(ledger, customer, "deletion")
     ledger.verify_request(first, method="m", reference="r", actor="po")
     container.request_worker().catch_up()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from psycopg import sql
 
 from rightsledger.bootstrap import Container
 from rightsledger.projections.worker import VIEW_CLASSES
+from tests.conftest import command_env
 
 EVIDENCE: dict[str, Any] = {
     "method": "web_form_checkbox",
@@ -25,11 +25,7 @@ EVIDENCE: dict[str, Any] = {
 
 
 def start_worker(container: Container) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "RIGHTSLEDGER_DATABASE_URL": container.database.url,
-        "RIGHTSLEDGER_DATABASE_SCHEMA": container.settings.database_schema,
-    }
+    env = command_env(container)
     return subprocess.Popen(
         [sys.executable, "-m", "rightsledger", "projections", "run"],
         env=env,

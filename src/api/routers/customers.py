@@ -17,10 +17,10 @@ from rightsledger.api.deps import (
     allow,
     declared_purpose,
 )
+from rightsledger.api.pages import Limit, Offset, disclosure_page
 from rightsledger.domain.ledger import NotFoundError
 from rightsledger.domain.values import Channel
 from rightsledger.projections.customers import CustomerProfileView
-from rightsledger.projections.disclosures import DisclosuresView
 from rightsledger.security.keys import Principal, Role
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -224,15 +224,11 @@ def customer_disclosures(
     customer_id: UUID,
     who: DisclosureReader,
     read: Annotated[ViewRead, Depends(ReadFrom("disclosures"))],
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> s.DisclosurePage:
     """Every share of this customer's data: to whom, on which basis, for what, when."""
-    view = read.view
-    assert isinstance(view, DisclosuresView)
-    rows, position = view.for_customer(customer_id, limit=limit, offset=offset)
-    read.reflect(position)
-    return s.DisclosurePage(items=[s.DisclosureOut(**row) for row in rows], position=position)
+    return disclosure_page(read, by="customer", value=customer_id, limit=limit, offset=offset)
 
 
 @router.post(

@@ -6,13 +6,13 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, status
 
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import LedgerDep, ReadFrom, ViewRead, allow
+from rightsledger.api.pages import Limit, Offset, disclosure_page
 from rightsledger.api.problems import ApiProblemError
 from rightsledger.domain.partner import Partner
-from rightsledger.projections.disclosures import DisclosuresView
 from rightsledger.security.keys import Principal, Role
 
 router = APIRouter(prefix="/v1/partners", tags=["partners"])
@@ -70,15 +70,11 @@ def partner_disclosures(
     partner_id: UUID,
     who: RegisterReader,
     read: Annotated[ViewRead, Depends(ReadFrom("disclosures"))],
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> s.DisclosurePage:
     """The disclosures register for one partner: what it received, on which basis, when."""
-    view = read.view
-    assert isinstance(view, DisclosuresView)
-    rows, position = view.for_partner(partner_id, limit=limit, offset=offset)
-    read.reflect(position)
-    return s.DisclosurePage(items=[s.DisclosureOut(**row) for row in rows], position=position)
+    return disclosure_page(read, by="partner", value=partner_id, limit=limit, offset=offset)
 
 
 @router.post("/{partner_id}/acknowledgements", response_model=s.RequestChanged)

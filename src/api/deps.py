@@ -6,6 +6,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import Depends, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from rightsledger.api.problems import ApiProblemError
@@ -32,7 +33,7 @@ async def get_ledger(container: ContainerDep) -> RightsLedger:
 LedgerDep = Annotated[RightsLedger, Depends(get_ledger)]
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -50,7 +51,7 @@ def authenticate(
             headers={"Retry-After": str(wait)},
         )
     if credentials is None or credentials.scheme.lower() != "bearer":
-        guard.failed(client, "no bearer key")
+        await run_in_threadpool(guard.failed, client, "no bearer key")
         raise ApiProblemError(
             401,
             "Unauthorized",
@@ -58,9 +59,12 @@ def authenticate(
             slug="unauthorized",
             headers=challenge,
         )
-    principal = container.keys.authenticate(credentials.credentials)
+    token = credentials.credentials
+    principal = container.keys.cached(token)
     if principal is None:
-        guard.failed(client, "unknown or revoked key")
+        principal = await run_in_threadpool(container.keys.authenticate, token)
+    if principal is None:
+        await run_in_threadpool(guard.failed, client, "unknown or revoked key")
         raise ApiProblemError(
             401,
             "Unauthorized",

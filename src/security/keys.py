@@ -131,6 +131,15 @@ class ApiKeyStore:
             self._cache = {k: v for k, v in self._cache.items() if v[0].key_id != key_id}
         return changed
 
+    def cached(self, token: str) -> Principal | None:
+        """The principal for a token seen recently, without touching the database."""
+        key_digest = digest(token)
+        with self._lock:
+            cached = self._cache.get(key_digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
     def authenticate(self, token: str) -> Principal | None:
         """The principal for a bearer token, or None when it is unknown or revoked."""
         key_digest = digest(token)

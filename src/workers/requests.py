@@ -22,7 +22,7 @@ from uuid import UUID
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.utils import Environment
+from eventsourcing.utils import Environment, get_topic
 from psycopg import sql
 
 from rightsledger.domain.errors import DomainError
@@ -158,17 +158,22 @@ class RequestWorker:
         )
         self.ledger.evict(customer_id, *request_ids, *(row["request_id"] for row in requests))
 
+    TOPICS = (get_topic(DataRightsRequest.IdentityVerified),)
+    """The only events the worker reacts to; PostgreSQL filters the log by them."""
+
     def catch_up(self, limit: int = 200) -> int:
-        """Handle every event past the tracked position; returns the new position."""
+        """Handle every relevant event past the tracked position; returns the new position."""
         position = self.position()
         while True:
-            page = self.ledger.log_page(position, limit)
-            if not page:
+            notifications = self.ledger.recorder.select_notifications(
+                start=position, limit=limit, topics=self.TOPICS, inclusive_of_start=False
+            )
+            if not notifications:
                 return position
-            for event_position, event in page:
-                self.handle(event)
-                self.tracking.insert_tracking(Tracking(APPLICATION_NAME, event_position))
-                position = event_position
+            for notification in notifications:
+                self.handle(self.ledger.mapper.to_domain_event(notification))
+                self.tracking.insert_tracking(Tracking(APPLICATION_NAME, notification.id))
+                position = notification.id
 
     # ---------------------------------------------------------------- sweeping
 

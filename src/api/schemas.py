@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from rightsledger.domain.cards import find_card_number
+from rightsledger.domain.cards import find_card_number, find_unstorable
 from rightsledger.domain.values import (
     ActivityKind,
     ActivityReason,
@@ -34,6 +34,10 @@ class Command(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_card_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        broken = find_unstorable(value, info.field_name or "")
+        if broken is not None:
+            msg = f"'{broken}' contains a NUL character or an unpaired surrogate"
+            raise ValueError(msg)
         where = find_card_number(value, info.field_name or "")
         if where is not None:
             msg = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
-from rightsledger.domain.errors import CardNumberError
+from rightsledger.domain.errors import CardNumberError, InvalidCommandError
 
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9])*(?![0-9])")
 
@@ -60,8 +60,14 @@ def find_card_number(value: object, path: str = "") -> str | None:
 
 
 def refuse_card_numbers(**fields: object) -> None:
-    """Raise ``CardNumberError`` naming the field when any value holds a card number."""
+    """Raise ``CardNumberError`` naming the field when any value holds a card number
+    (and ``InvalidCommandError`` for text that cannot be stored at all)."""
     for name, value in fields.items():
+        broken = find_unstorable(value, name)
+        if broken is not None:
+            raise InvalidCommandError(
+                f"'{broken}' contains a NUL character or an unpaired surrogate", field=broken
+            )
         where = find_card_number(value, name)
         if where is not None:
             raise CardNumberError(
@@ -69,3 +75,22 @@ def refuse_card_numbers(**fields: object) -> None:
                 "payments go through the payment processor's token",
                 field=where,
             )
+
+
+def unstorable(text: str) -> bool:
+    """True for text PostgreSQL cannot store: NUL characters or lone surrogates."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def find_unstorable(value: object, path: str = "") -> str | None:
+    """The path of the first string holding a NUL character or a lone surrogate, or None."""
+    for where, text in _walk(value, path):
+        if unstorable(text):
+            return where
+    return None

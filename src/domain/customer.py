@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
-from rightsledger.domain.cards import refuse_card_numbers
+from rightsledger.domain.cards import refuse_card_numbers, unstorable
 from rightsledger.domain.errors import (
     CustomerErasedError,
     DisclosureRefusedError,
@@ -64,6 +64,10 @@ def _text(value: object, field: str, *, required: bool = True) -> str:
     if not isinstance(value, str):
         raise InvalidCommandError(f"'{field}' must be text", field=field)
     stripped = value.strip()
+    if unstorable(stripped):
+        raise InvalidCommandError(
+            f"'{field}' contains a NUL character or an unpaired surrogate", field=field
+        )
     if required and not stripped:
         raise InvalidCommandError(f"'{field}' must not be empty", field=field)
     if len(stripped) > _FIELD_LIMIT:

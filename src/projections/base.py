@@ -36,8 +36,12 @@ Positioned = tuple[Any, int]
 
 
 def jsonable(value: Any) -> Any:
-    """Plain JSON values from event attributes (times, ids, amounts)."""
-    if value is None or isinstance(value, str | bool | int | float):
+    """Plain JSON values from event attributes (times, ids, amounts), storable in jsonb."""
+    if isinstance(value, str):
+        if "\x00" in value:  # jsonb cannot hold NUL: never let one stall a view
+            return value.replace("\x00", "\ufffd")
+        return value
+    if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, datetime | date):
         return value.isoformat()

@@ -415,3 +415,18 @@ def test_bad_input_never_gives_a_500(client: TestClient, admin: dict[str, str]) 
     assert_problem(huge, 413)
     assert_problem(client.get("/v1/nothing-here", headers=admin), 404)
     assert_problem(client.delete("/v1/customers", headers=admin), 405)
+
+
+def test_text_postgres_cannot_hold_is_refused_not_stored(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """A NUL character in any field is a 422 naming it; nothing reaches the log or the views."""
+    before = head(client)
+    body = customer_body(identity={"name": "Ada\u0000Lovelace"})
+    problem = assert_problem(client.post("/v1/customers", json=body, headers=admin), 422)
+    assert problem["errors"][0]["field"].startswith("identity")
+    assert head(client) == before
+    ok = client.post("/v1/customers", json=customer_body(), headers=admin).json()
+    assert (
+        client.get(f"/v1/requests?min_position={ok['position']}", headers=admin).status_code == 200
+    )  # the views keep up

@@ -12,7 +12,7 @@ from rightsledger.domain.cards import (
     luhn_valid,
     refuse_card_numbers,
 )
-from rightsledger.domain.errors import CardNumberError
+from rightsledger.domain.errors import CardNumberError, InvalidCommandError
 
 
 def with_check_digit(body: str) -> str:
@@ -94,3 +94,18 @@ def test_the_path_of_the_offending_field_is_reported() -> None:
 def test_keys_of_mappings_are_scanned_too() -> None:
     """A card number smuggled into a mapping key is refused as well."""
     assert find_card_number({"4111111111111111": "x"}) == "4111111111111111"
+
+
+@given(st.text(min_size=1, max_size=50))
+def test_text_that_cannot_be_stored_is_refused_everywhere(text: str) -> None:
+    """A NUL character (which PostgreSQL cannot store) refuses the command, naming the field."""
+    poisoned = text + "\x00"
+    with pytest.raises(InvalidCommandError) as caught:
+        refuse_card_numbers(statement="fine", detail={"note": poisoned})
+    assert caught.value.field == "detail.note"
+
+
+def test_lone_surrogates_are_refused() -> None:
+    """Text that is not valid Unicode cannot be encoded for storage and is refused."""
+    with pytest.raises(InvalidCommandError):
+        refuse_card_numbers(name="Ada \udb4f")

@@ -153,6 +153,7 @@ def make_ledger(env: dict[str, str], vault: KeyVault, settings: Settings) -> Rig
         env,
         jurisdictions=settings.deadline_rules(),
         mapper_factory=lambda transcoder: SealingMapper(vault, transcoder),
+        group_commit=settings.group_commit,
     )
 
 

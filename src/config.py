@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".rightsledger"), description="Embedded server's home.")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    group_commit: bool = Field(
+        default=True, description="Write concurrent commands' events in one transaction."
+    )
     web_workers: int = Field(default=1, ge=1, le=32, description="API processes for `serve`.")
     admin_key: SecretStr | None = Field(
         default=None, description="Seeds an admin API key at start, for local use."

@@ -11,6 +11,8 @@ notification id) of the last event written, so readers can wait for it.
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -62,6 +64,7 @@ class RightsLedger(Application[UUID]):
     """Commands and aggregate reads over the event store."""
 
     name = "rightsledger"
+    _group: GroupCommit | None = None
 
     def __init__(
         self,
@@ -70,9 +73,11 @@ class RightsLedger(Application[UUID]):
         jurisdictions: Mapping[str, DeadlineRule] | None = None,
         clock: Callable[[], datetime] = _utcnow,
         mapper_factory: Callable[[Transcoder], Mapper[UUID]] | None = None,
+        group_commit: bool = False,
     ) -> None:
         self._mapper_factory = mapper_factory
         super().__init__(env)
+        self._group = GroupCommit(self) if group_commit else None
         self.jurisdictions: Mapping[str, DeadlineRule] = dict(jurisdictions or {})
         self.clock = clock
 
@@ -107,10 +112,17 @@ class RightsLedger(Application[UUID]):
         return aggregate
 
     def _commit(self, *aggregates: Aggregate) -> int:
+        if self._group is not None:
+            return self._group.commit(aggregates)
         recordings = self.save(*aggregates)
         if not recordings:
             return self.recorder.max_notification_id() or 0
         return max(r.notification.id for r in recordings)
+
+    def close(self) -> None:
+        if self._group is not None:
+            self._group.stop()
+        super().close()
 
     def _forget(self, *aggregate_ids: UUID) -> None:
         cache = self.repository.cache
@@ -581,6 +593,92 @@ class RightsLedger(Application[UUID]):
         if not isinstance(customer, Customer):
             raise NotFoundError(f"no customer with id {customer_id}", field="id")
         return customer
+
+
+class _Pending:
+    """One command's events waiting for the group commit."""
+
+    def __init__(self, events: list[Any], aggregates: tuple[Aggregate, ...]) -> None:
+        self.events = events
+        self.aggregates = aggregates
+        self.done = threading.Event()
+        self.position = 0
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Writes the events of concurrent commands in one transaction: one table lock, one
+    commit and one notification for the lot. When any of them conflicts, each command is
+    written on its own, so only the conflicting one fails (and is decided again)."""
+
+    def __init__(self, ledger: RightsLedger, *, max_batch: int = 64) -> None:
+        self._ledger = ledger
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._max_batch = max_batch
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+
+    def commit(self, aggregates: tuple[Aggregate, ...]) -> int:
+        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
+        if not events:
+            return self._ledger.recorder.max_notification_id() or 0
+        pending = _Pending(events, aggregates)
+        self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.position
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._write(batch)
+                    return
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: list[_Pending]) -> None:
+        try:
+            recordings = self._ledger.save(*(event for p in batch for event in p.events))
+        except IntegrityError as error:
+            if len(batch) > 1:
+                for pending in batch:
+                    self._write([pending])
+                return
+            batch[0].error = error
+            batch[0].done.set()
+            return
+        except BaseException as error:
+            for pending in batch:
+                pending.error = error
+                pending.done.set()
+            return
+        positions = {
+            (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
+            for r in recordings
+        }
+        cache = self._ledger.repository.cache
+        for pending in batch:
+            pending.position = max(
+                positions[(e.originator_id, e.originator_version)] for e in pending.events
+            )
+            if cache is not None:
+                for aggregate in pending.aggregates:
+                    cache.put(aggregate.id, aggregate)
+            pending.done.set()
 
 
 def recipients(customer: Customer, categories: set[str] | None) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -311,6 +312,13 @@ def serve(
         if generated:
             typer.echo(f"  admin key for this run: {generated}")
         typer.echo("  create a key: rightsledger keys create --role intake --name front-desk")
+        followers = _start_followers(settings, container.database.url)
+        if followers:
+            settings.run_projections = False
+            settings.run_workers = False
+            os.environ["RIGHTSLEDGER_RUN_PROJECTIONS"] = "false"
+            os.environ["RIGHTSLEDGER_RUN_WORKERS"] = "false"
+            container.closers.append(lambda: _stop_followers(followers))
         if settings.web_workers > 1:
             # Each process builds its own container from the environment; the store and the
             # broker started here are shared, and advisory locks keep one active follower each.
@@ -343,6 +351,39 @@ def serve(
     finally:
         if broker is not None:
             broker.stop()
+
+
+def _start_followers(settings: Settings, database_url: str) -> list[subprocess.Popen[bytes]]:
+    """The projection worker and the request workers (with the relay) as processes of their
+    own beside the API, as in production: the API's process keeps its core for requests."""
+    if not settings.follower_processes:
+        return []
+    env = {
+        **os.environ,
+        "RIGHTSLEDGER_DATABASE_URL": database_url,
+        "RIGHTSLEDGER_DATABASE_SCHEMA": settings.database_schema,
+    }
+    if settings.kafka_bootstrap:
+        env["RIGHTSLEDGER_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
+    commands: list[list[str]] = []
+    if settings.run_projections:
+        commands.append(["projections", "run"])
+    if settings.run_workers:
+        commands.append(["workers", "run"] + ([] if settings.kafka_bootstrap else ["--no-relay"]))
+    return [
+        subprocess.Popen([sys.executable, "-m", "rightsledger", *command], env=env)  # noqa: S603
+        for command in commands
+    ]
+
+
+def _stop_followers(followers: list[subprocess.Popen[bytes]]) -> None:
+    for process in followers:
+        process.terminate()
+    for process in followers:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @keys_app.command("create")

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".rightsledger"), description="Embedded server's home.")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    follower_processes: bool = Field(
+        default=True,
+        description="`serve` runs the projection worker and the request workers (with the "
+        "relay) as processes of their own; false runs them as threads of the API process.",
+    )
     group_commit: bool = Field(
         default=True, description="Write concurrent commands' events in one transaction."
     )

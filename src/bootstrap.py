@@ -94,7 +94,8 @@ class Container:
             replication_factor=settings.topic_replication_factor,
             source=f"/rightsledger/{settings.database_schema}",
         )
-        reader = RightsLedger(self.env)  # reads the log without unsealing personal values
+        # reads the log without unsealing personal values; a small pool is enough
+        reader = RightsLedger({**self.env, "POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "2"})
         self.closers.append(reader.close)
         return Relay(self.ledger, tracking, config, reader=reader)
 

@@ -35,24 +35,43 @@ Positioned = tuple[Any, int]
 """A domain event and its position in the log."""
 
 
+def _text(value: str) -> str:
+    # jsonb cannot hold NUL: never let one stall a view
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _plain(value: Any) -> Any:
+    return value
+
+
+_BY_TYPE: dict[type, Any] = {
+    str: _text,
+    bool: _plain,
+    int: _plain,
+    float: _plain,
+    type(None): _plain,
+    datetime: datetime.isoformat,
+    date: date.isoformat,
+    UUID: str,
+    Decimal: str,
+}
+
+
 def jsonable(value: Any) -> Any:
     """Plain JSON values from event attributes (times, ids, amounts), storable in jsonb."""
-    if isinstance(value, str):
-        if "\x00" in value:  # jsonb cannot hold NUL: never let one stall a view
-            return value.replace("\x00", "\ufffd")
-        return value
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, Decimal):
-        return str(value)
+    convert = _BY_TYPE.get(type(value))
+    if convert is not None:
+        return convert(value)
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID | Decimal):
+        return str(value)
     return value
 
 

@@ -193,6 +193,7 @@ class AuthGuard:
         self.allowed = allowed
         self.window = window
         self._failures: dict[str, list[float]] = {}
+        self._recorded = 0
         self._lock = threading.Lock()
 
     def create_table(self) -> None:
@@ -217,6 +218,8 @@ class AuthGuard:
     def failed(self, client: str, reason: str) -> None:
         with self._lock:
             self._failures.setdefault(client, []).append(time.monotonic())
+            self._recorded += 1
+            prune = self._recorded % 1000 == 0
         with self._pool.connection() as conn:
             conn.execute(
                 sql.SQL("INSERT INTO {} (client, reason, at) VALUES (%s, %s, %s)").format(
@@ -224,3 +227,9 @@ class AuthGuard:
                 ),
                 (client, reason, datetime.now(UTC)),
             )
+            if prune:  # keep 90 days of failed authentications
+                conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE at < now() - interval '90 days'").format(
+                        self._table
+                    )
+                )

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
@@ -23,7 +23,6 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
@@ -63,13 +62,15 @@ def _logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _container(*, projections: bool = False) -> Container:
+def _container() -> Container:
     from rightsledger.bootstrap import build
 
-    return build(Settings(run_projections=projections))
+    return build(Settings())
 
 
-def _bar(label: str) -> tuple[Progress, TaskID]:
+@contextlib.contextmanager
+def _bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (when it is a terminal); yields ``advance(done, total)``."""
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -79,7 +80,13 @@ def _bar(label: str) -> tuple[Progress, TaskID]:
         disable=not sys.stderr.isatty() and os.environ.get("RIGHTSLEDGER_PROGRESS") != "1",
         console=Console(stderr=True),
     )
-    return progress, progress.add_task(label, total=None)
+    task = progress.add_task(label, total=None)
+
+    def advance(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    with progress:
+        yield advance
 
 
 @projections_app.command("run")
@@ -175,13 +182,8 @@ def projections_rebuild(
         typer.echo(f"error: unknown view {name!r}; views: {', '.join(VIEW_CLASSES)}", err=True)
         raise typer.Exit(2)
     container = _container()
-    progress, task = _bar(f"rebuilding {name}")
     try:
-        with progress:
-
-            def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
+        with _bar(f"rebuilding {name}") as advance:
             position = rebuild(container.ledger, container.views.datastore, name, progress=advance)
     finally:
         container.close()
@@ -194,13 +196,8 @@ def audit_verify() -> None:
     from rightsledger.storage import chain
 
     container = _container()
-    progress, task = _bar("verifying")
     try:
-        with progress:
-
-            def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
+        with _bar("verifying") as advance:
             result = chain.verify(
                 container.database.url, container.settings.database_schema, progress=advance
             )
@@ -249,12 +246,7 @@ def audit_replay(
             }
             typer.echo(json.dumps(document, indent=2))
             return
-        progress, task = _bar("replaying")
-        with progress:
-
-            def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
+        with _bar("replaying") as advance:
             summary = replay_log(container.ledger, moment, progress=advance)
     finally:
         container.close()

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from rightsledger.api.problems import ApiProblemError
 from rightsledger.bootstrap import Container
 from rightsledger.domain.ledger import RightsLedger
+from rightsledger.domain.values import Purpose
 from rightsledger.projections.base import View
 from rightsledger.security.keys import Principal, Role
 
@@ -129,19 +130,18 @@ class ReadFrom:
         ] = None,
     ) -> ViewRead:
         view = container.views[self.view_name]
-        if min_position is not None:
-            head = container.ledger.recorder.max_notification_id() or 0
-            if min_position > head:
-                raise ApiProblemError(
-                    422,
-                    "Position not in the log",
-                    f"position {min_position} is beyond the log's head ({head}): pass the "
-                    "position a command returned",
-                    slug="position-beyond-head",
-                )
-        if min_position is not None and not container.wait_for(
-            view, min_position, container.settings.read_wait_seconds
-        ):
+        if min_position is None or view.position() >= min_position:
+            return ViewRead(view, response)
+        head = container.ledger.recorder.max_notification_id() or 0
+        if min_position > head:
+            raise ApiProblemError(
+                422,
+                "Position not in the log",
+                f"position {min_position} is beyond the log's head ({head}): pass the "
+                "position a command returned",
+                slug="position-beyond-head",
+            )
+        if not container.wait_for(view, min_position, container.settings.read_wait_seconds):
             raise ApiProblemError(
                 503,
                 "View not caught up",
@@ -168,9 +168,13 @@ def declared_purpose(
     header: str | None,
     customer_id: UUID | None,
     what: str,
+    *,
+    only: str | None = None,
+    why: str = "",
 ) -> str:
-    """Check the purpose a reader declares against their role; refusals are recorded."""
-    purposes = ("account", "billing", "support", "legal", "marketing")
+    """Check the purpose a reader declares against their role (refusals are recorded) and,
+    for reads that serve one purpose only, against that purpose."""
+    purposes = tuple(p.value for p in Purpose)
     if header is None or header not in purposes:
         raise ApiProblemError(
             422,
@@ -192,4 +196,11 @@ def declared_purpose(
                 reason=reason,
             )
         raise ApiProblemError(403, "Purpose not allowed", reason, slug="purpose-not-allowed")
+    if only is not None and header != only:
+        raise ApiProblemError(
+            403,
+            "Purpose not allowed",
+            f"{why}: declare X-Purpose: {only}",
+            slug="purpose-not-allowed",
+        )
     return header

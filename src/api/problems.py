@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rightsledger.domain.errors import DomainError, InvalidCommandError, StateError
+from rightsledger.domain.errors import DomainError, StateError
 from rightsledger.domain.ledger import NotFoundError
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,7 @@ def domain_status(error: DomainError) -> int:
         return 404
     if isinstance(error, StateError):
         return 409
-    if isinstance(error, InvalidCommandError):
-        return 422
-    return 422
+    return 422  # InvalidCommandError and any other rule
 
 
 class ApiProblemError(Exception):

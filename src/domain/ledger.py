@@ -132,18 +132,28 @@ class RightsLedger(Application[UUID]):
             with contextlib.suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
 
-    def _change(self, kind: type[A], aggregate_id: UUID, decide: Callable[[A], R]) -> tuple[R, int]:
-        """Load, decide, save; reload and decide again when another writer got there first."""
+    def _decide(
+        self,
+        load: Callable[[], tuple[Aggregate, ...]],
+        decide: Callable[..., R],
+        what: str,
+    ) -> tuple[R, int]:
+        """Load, decide, save in one transaction; reload and decide again when another
+        writer got there first."""
         for _ in range(_CONFLICT_RETRIES):
-            aggregate = self._load(kind, aggregate_id)
-            result = decide(aggregate)
+            aggregates = load()
+            result = decide(*aggregates)
             try:
-                return result, self._commit(aggregate)
+                return result, self._commit(*aggregates)
             except IntegrityError:
-                self._forget(aggregate_id)
-        raise ConcurrentChangeError(
-            f"{_LABELS.get(kind, 'aggregate')} {aggregate_id} was changed concurrently; "
-            "retry the command"
+                self._forget(*(aggregate.id for aggregate in aggregates))
+        raise ConcurrentChangeError(f"{what} was changed concurrently; retry the command")
+
+    def _change(self, kind: type[A], aggregate_id: UUID, decide: Callable[[A], R]) -> tuple[R, int]:
+        """Change one aggregate (see ``_decide``)."""
+        label = _LABELS.get(kind, "aggregate")
+        return self._decide(
+            lambda: (self._load(kind, aggregate_id),), decide, f"{label} {aggregate_id}"
         )
 
     def _add(self, aggregate: Aggregate) -> Outcome:
@@ -430,21 +440,23 @@ class RightsLedger(Application[UUID]):
     def get_request(self, request_id: UUID) -> DataRightsRequest:
         return self._read(DataRightsRequest, request_id)
 
+    def request_after_command(self, request_id: UUID) -> DataRightsRequest:
+        """The request as a command of this process just left it (from the cache when there,
+        so answering the command costs no second read)."""
+        return self._load(DataRightsRequest, request_id)
+
     # ------------------------------------------------------------------ fulfilment
 
     def _change_request_and_customer(
         self, request_id: UUID, decide: Callable[[DataRightsRequest, Customer], R]
     ) -> tuple[R, int]:
         """Change a request and its customer together, in one transaction."""
-        for _ in range(_CONFLICT_RETRIES):
+
+        def load() -> tuple[Aggregate, ...]:
             request = self._load(DataRightsRequest, request_id)
-            customer = self._load(Customer, request.customer_id)
-            result = decide(request, customer)
-            try:
-                return result, self._commit(request, customer)
-            except IntegrityError:
-                self._forget(request_id, request.customer_id)
-        raise ConcurrentChangeError(f"request {request_id} was changed concurrently; retry")
+            return request, self._load(Customer, request.customer_id)
+
+        return self._decide(load, decide, f"request {request_id}")
 
     def fulfil_access(
         self, request_id: UUID, *, digest: str, categories: list[str], items: int, actor: str

@@ -28,7 +28,9 @@ from psycopg import Cursor, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
-APPLICATION_NAME = "rightsledger"
+from rightsledger.domain.ledger import RightsLedger
+
+APPLICATION_NAME = RightsLedger.name
 """The application whose log the views follow (its name keys the tracking records)."""
 
 Positioned = tuple[Any, int]

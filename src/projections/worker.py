@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError
@@ -26,7 +28,7 @@ from psycopg.rows import dict_row
 
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.projections.audit import AuditTrailView
-from rightsledger.projections.base import Positioned, View
+from rightsledger.projections.base import APPLICATION_NAME, Positioned, View
 from rightsledger.projections.customers import ConsentLedgerView, CustomerProfileView
 from rightsledger.projections.disclosures import DisclosuresView
 from rightsledger.projections.requests import RequestQueueView
@@ -48,6 +50,8 @@ VIEW_CLASSES: dict[str, type[View]] = {
 }
 
 REBUILD_SUFFIX = "__rebuild"
+
+V = TypeVar("V", bound=View)
 
 Progress = Callable[[int, int], None]
 """Called with (position reached, head position) after each batch."""
@@ -82,41 +86,36 @@ class ViewSet:
     def __getitem__(self, name: str) -> View:
         return self.views[name]
 
+    def _view(self, cls: type[V]) -> V:
+        view = self.views[cls.name]
+        assert isinstance(view, cls)
+        return view
+
     @property
     def customer_profile(self) -> CustomerProfileView:
-        view = self.views["customer_profile"]
-        assert isinstance(view, CustomerProfileView)
-        return view
+        return self._view(CustomerProfileView)
 
     @property
     def consent_ledger(self) -> ConsentLedgerView:
-        view = self.views["consent_ledger"]
-        assert isinstance(view, ConsentLedgerView)
-        return view
+        return self._view(ConsentLedgerView)
 
     @property
     def request_queue(self) -> RequestQueueView:
-        view = self.views["request_queue"]
-        assert isinstance(view, RequestQueueView)
-        return view
+        return self._view(RequestQueueView)
 
     @property
     def disclosures(self) -> DisclosuresView:
-        view = self.views["disclosures"]
-        assert isinstance(view, DisclosuresView)
-        return view
+        return self._view(DisclosuresView)
 
     @property
     def audit_trail(self) -> AuditTrailView:
-        view = self.views["audit_trail"]
-        assert isinstance(view, AuditTrailView)
-        return view
+        return self._view(AuditTrailView)
 
     def positions(self) -> dict[str, int]:
-        """Each view's position, read in one query."""
+        """Each view's position, read on one connection."""
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
             return {
-                name: view._max_tracking_id(APPLICATION, curs) or 0
+                name: view._max_tracking_id(APPLICATION_NAME, curs) or 0
                 for name, view in self.views.items()
             }
 
@@ -128,9 +127,9 @@ class ViewSet:
             return True
         interval = 0.005
         waiter = stop or threading.Event()
-        deadline = _monotonic() + timeout
-        while _monotonic() < deadline:
-            if waiter.wait(min(interval, max(0.0, deadline - _monotonic()))):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if waiter.wait(min(interval, max(0.0, deadline - time.monotonic()))):
                 return False
             if view.position() >= position:
                 return True
@@ -139,15 +138,6 @@ class ViewSet:
 
     def close(self) -> None:
         self.datastore.close()
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()
-
-
-APPLICATION = "rightsledger"
 
 
 class ProjectionWorker:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -219,15 +220,9 @@ class RequestWorker:
             listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             while not stop.is_set():
                 self.catch_up()
-                if _monotonic() >= next_sweep:
+                if time.monotonic() >= next_sweep:
                     self.sweep()
                     chain.checkpoint(database_url, self.tracking.datastore.schema)
-                    next_sweep = _monotonic() + self.policy.sweep_every
+                    next_sweep = time.monotonic() + self.policy.sweep_every
                 for _ in listener.notifies(timeout=poll, stop_after=1):
                     stop.wait(GATHER)  # let a few more commits arrive: bigger, cheaper batches
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()

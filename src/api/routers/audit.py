@@ -18,7 +18,6 @@ from rightsledger.api.deps import (
     allow,
     declared_purpose,
 )
-from rightsledger.api.problems import ApiProblemError
 from rightsledger.domain.customer import Customer
 from rightsledger.projections.audit import AuditTrailView, event_type
 from rightsledger.projections.base import jsonable
@@ -111,14 +110,15 @@ def customer_state(
 ) -> s.CustomerAsOf:
     """The customer's data, consents and disclosures as they stood at ``as_of``, replayed
     from the events (declare X-Purpose: legal; the read is recorded)."""
-    purpose = declared_purpose(container, who, x_purpose, customer_id, "state as of")
-    if purpose != "legal":
-        raise ApiProblemError(
-            403,
-            "Purpose not allowed",
-            "a customer's past state is read for legal compliance: declare X-Purpose: legal",
-            slug="purpose-not-allowed",
-        )
+    purpose = declared_purpose(
+        container,
+        who,
+        x_purpose,
+        customer_id,
+        "state as of",
+        only="legal",
+        why="a customer's past state is read for legal compliance",
+    )
     customer = ledger.customer_as_of(customer_id, as_of)
     ledger.record_access(
         customer_id,

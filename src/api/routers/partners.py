@@ -91,7 +91,7 @@ def acknowledge(
             slug="forbidden",
         )
     outcome = ledger.acknowledge(body.request_id, partner_id=partner_id, actor=who.actor)
-    request = ledger.get_request(body.request_id)
+    request = ledger.request_after_command(body.request_id)
     return s.RequestChanged(
         request_id=body.request_id,
         status=request.status,

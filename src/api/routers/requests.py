@@ -18,7 +18,6 @@ from rightsledger.api.deps import (
     allow,
     declared_purpose,
 )
-from rightsledger.api.problems import ApiProblemError
 from rightsledger.domain.ledger import NotFoundError, Outcome, RightsLedger
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.values import RequestStatus, RequestType
@@ -56,7 +55,7 @@ def request_out(request: DataRightsRequest) -> s.RequestOut:
 
 
 def _changed(ledger: RightsLedger, outcome: Outcome) -> s.RequestChanged:
-    request = ledger.get_request(outcome.id)
+    request = ledger.request_after_command(outcome.id)
     return s.RequestChanged(
         request_id=outcome.id,
         status=request.status,
@@ -82,7 +81,7 @@ def submit_request(body: s.RequestIn, ledger: LedgerDep, who: Intake) -> s.Reque
         ),
         actor=who.actor,
     )
-    request = ledger.get_request(outcome.id)
+    request = ledger.request_after_command(outcome.id)
     return s.RequestAccepted(
         request_id=outcome.id,
         status=request.status,
@@ -191,17 +190,17 @@ def get_export(
     its source, consents with evidence, disclosures, who read the data, and retention.
     Declare X-Purpose: legal; the read is recorded."""
     request = container.ledger.get_request(request_id)
-    purpose = declared_purpose(container, who, x_purpose, request.customer_id, "access export")
-    if purpose != "legal":
-        raise ApiProblemError(
-            403,
-            "Purpose not allowed",
-            "an access export is read to answer a data-rights request: declare X-Purpose: legal",
-            slug="purpose-not-allowed",
-        )
+    purpose = declared_purpose(
+        container,
+        who,
+        x_purpose,
+        request.customer_id,
+        "access export",
+        only="legal",
+        why="an access export is read to answer a data-rights request",
+    )
     stored = container.exports.get(request_id)
     if stored is None:
-        container.ledger.get_request(request_id)  # unknown request: 404
         raise NotFoundError(
             "no export for this request (only access requests have one, once fulfilled; "
             "exports are deleted when the customer is erased)",

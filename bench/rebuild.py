@@ -114,9 +114,9 @@ def customer_histories(partners: list[Partner]) -> Iterator[list[Any]]:
         yield [customer, request]
 
 
-def fill(app: RightsLedger, url: str, schema: str, events: int) -> int:
-    """Write ``events`` stored events with COPY (fast), in aggregate order."""
-    partners = [
+def processors() -> list[Partner]:
+    """The payment processors the generated customers' data is shared with."""
+    return [
         Partner.register(
             name=f"Processor {i}",
             kind="payment_processor",
@@ -127,6 +127,11 @@ def fill(app: RightsLedger, url: str, schema: str, events: int) -> int:
         )
         for i in range(5)
     ]
+
+
+def fill(app: RightsLedger, url: str, schema: str, events: int) -> int:
+    """Write ``events`` stored events with COPY (fast), in aggregate order."""
+    partners = processors()
     table = sql.Identifier(schema, "rightsledger_events")
     written = 0
     started = time.perf_counter()

@@ -36,7 +36,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from rebuild import fill  # bench/rebuild.py: the same log as the rebuild benchmark
+from rebuild import fill, progress  # bench/rebuild.py: the same log as the rebuild benchmark
 
 from rightsledger.bootstrap import Container, build
 from rightsledger.config import Settings
@@ -52,12 +52,6 @@ TARGET_EVENTS_PER_S = 10_000
 TARGET_RATIO = 0.5
 
 Record = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
-
-
-def progress(label: str, done: int, total: int, started: float) -> None:
-    rate = done / max(time.perf_counter() - started, 1e-9)
-    sys.stderr.write(f"\r{label}: {done:>9}/{total} ({rate:,.0f}/s)   ")
-    sys.stderr.flush()
 
 
 def run_relay(

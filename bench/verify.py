@@ -32,17 +32,19 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from datetime import date
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from rebuild import customer_histories  # bench/rebuild.py: the same log as the rebuild bench
+from rebuild import (  # bench/rebuild.py: the same log as the rebuild bench
+    customer_histories,
+    processors,
+    progress,
+)
 
 from rightsledger.bootstrap import build, ledger_env
 from rightsledger.config import Settings
 from rightsledger.domain.ledger import RightsLedger
-from rightsledger.domain.partner import Partner
 from rightsledger.storage import chain
 from rightsledger.storage.database import Database
 
@@ -51,25 +53,9 @@ TARGET_SECONDS = 60.0
 EVENTS = "rightsledger_events"
 
 
-def progress(label: str, done: int, total: int, started: float) -> None:
-    rate = done / max(time.perf_counter() - started, 1e-9)
-    sys.stderr.write(f"\r{label}: {done:>9}/{total} ({rate:,.0f}/s)   ")
-    sys.stderr.flush()
-
-
 def fill(app: RightsLedger, url: str, schema: str, events: int) -> tuple[int, bytes, int]:
     """COPY ``events`` stored events and their links; (written, head hash, state bytes)."""
-    partners = [
-        Partner.register(
-            name=f"Processor {i}",
-            kind="payment_processor",
-            contract_reference="C",
-            confidentiality_agreement="NDA",
-            contract_valid_until=date(2099, 1, 1),
-            actor="po:b",
-        )
-        for i in range(5)
-    ]
+    partners = processors()
     events_table = sql.Identifier(schema, EVENTS)
     chain_table = sql.Identifier(schema, f"{EVENTS}_chain")
     previous = chain.GENESIS

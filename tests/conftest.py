@@ -8,9 +8,13 @@ schema of its own, dropped afterwards.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,6 +25,13 @@ from rightsledger.config import Settings
 from rightsledger.storage.database import Database, start_embedded
 
 ADMIN_KEY = "rlk_test_admin_key_0123456789"
+
+EVIDENCE: dict[str, Any] = {
+    "method": "web_form_checkbox",
+    "wording_version": "mkt-v3",
+    "captured_at": datetime(2026, 11, 1, tzinfo=UTC),
+}
+"""How a marketing consent was captured, as the ledger takes it."""
 
 
 @pytest.fixture(scope="session")
@@ -64,10 +75,10 @@ def make_settings(database: Database, schema: str, **overrides: object) -> Setti
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def command_env(container: Container, **extra: str) -> dict[str, str]:
-    """The environment for a `python -m rightsledger ...` subprocess on the test's schema."""
+def spawn(container: Container, *command: str, **extra: str) -> subprocess.Popen[bytes]:
+    """`python -m rightsledger COMMAND...` as a process of its own, on the test's schema."""
     settings = container.settings
-    return {
+    env = {
         **os.environ,
         "RIGHTSLEDGER_DATABASE_URL": container.database.url,
         "RIGHTSLEDGER_DATABASE_SCHEMA": settings.database_schema,
@@ -75,3 +86,9 @@ def command_env(container: Container, **extra: str) -> dict[str, str]:
         "RIGHTSLEDGER_NOTIFICATIONS_TOPIC": settings.notifications_topic,
         **extra,
     }
+    return subprocess.Popen(
+        [sys.executable, "-m", "rightsledger", *command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -11,12 +10,7 @@ from psycopg import sql
 
 from rightsledger.bootstrap import Container
 from rightsledger.storage import chain
-
-EVIDENCE: dict[str, Any] = {
-    "method": "web_form",
-    "wording_version": "v1",
-    "captured_at": datetime(2026, 11, 1, tzinfo=UTC),
-}
+from tests.conftest import EVIDENCE
 
 
 def history(container: Container, events: int = 12) -> None:

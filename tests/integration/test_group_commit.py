@@ -9,12 +9,7 @@ from uuid import UUID
 
 from rightsledger.bootstrap import Container
 from rightsledger.domain.ledger import ConcurrentChangeError
-
-EVIDENCE: dict[str, Any] = {
-    "method": "web_form",
-    "wording_version": "v1",
-    "captured_at": datetime(2026, 11, 1, tzinfo=UTC),
-}
+from tests.conftest import EVIDENCE
 
 
 def run_threads(count: int, body: Any) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 from uuid import uuid4
 
@@ -13,12 +13,7 @@ from psycopg import sql
 from rightsledger.bootstrap import Container, make_ledger
 from rightsledger.domain.errors import DomainError, StateError
 from rightsledger.domain.ledger import NotFoundError, RightsLedger
-
-EVIDENCE: dict[str, Any] = {
-    "method": "web_form_checkbox",
-    "wording_version": "mkt-v3",
-    "captured_at": datetime(2026, 11, 1, tzinfo=UTC),
-}
+from tests.conftest import EVIDENCE
 
 
 def register(ledger: RightsLedger) -> Any:

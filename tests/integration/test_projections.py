@@ -20,12 +20,7 @@ from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.replay import replay_log
 from rightsledger.projections.base import jsonable
 from rightsledger.projections.worker import VIEW_CLASSES, ProjectionWorker, rebuild
-
-EVIDENCE: dict[str, Any] = {
-    "method": "web_form_checkbox",
-    "wording_version": "mkt-v3",
-    "captured_at": datetime(2026, 11, 1, tzinfo=UTC),
-}
+from tests.conftest import EVIDENCE
 
 
 def dump(container: Container, table: str) -> list[tuple[Any, ...]]:

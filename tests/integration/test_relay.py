@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -24,17 +23,12 @@ from rightsledger.bootstrap import Container
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.workers.broker import EmbeddedBroker
 from rightsledger.workers.cloudevents import event_id
-from tests.conftest import command_env
+from tests.conftest import EVIDENCE, spawn
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import KafkaConsumer, TopicPartition
 
-EVIDENCE: dict[str, Any] = {
-    "method": "web_form_checkbox",
-    "wording_version": "mkt-v3",
-    "captured_at": datetime(2026, 11, 1, tzinfo=UTC),
-}
 PERSONAL = {
     "name": "Zelda Quixotic-Personal",
     "email": "zelda.quixotic@private.example",
@@ -208,13 +202,7 @@ def test_every_event_reaches_the_topic_in_order_without_personal_data(
 
 
 def start_relay(container: Container, broker: EmbeddedBroker) -> subprocess.Popen[bytes]:
-    env = command_env(container, RIGHTSLEDGER_KAFKA_BOOTSTRAP=broker.bootstrap)
-    return subprocess.Popen(
-        [sys.executable, "-m", "rightsledger", "relay", "run"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return spawn(container, "relay", "run", RIGHTSLEDGER_KAFKA_BOOTSTRAP=broker.bootstrap)
 
 
 def test_relay_killed_and_broker_frozen_lose_nothing(

@@ -4,34 +4,19 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import threading
 import time
-from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from rightsledger.bootstrap import Container
 from rightsledger.projections.worker import VIEW_CLASSES
-from tests.conftest import command_env
-
-EVIDENCE: dict[str, Any] = {
-    "method": "web_form_checkbox",
-    "wording_version": "v1",
-    "captured_at": datetime(2026, 11, 1, tzinfo=UTC),
-}
+from tests.conftest import EVIDENCE, spawn
 
 
 def start_worker(container: Container) -> subprocess.Popen[bytes]:
-    env = command_env(container)
-    return subprocess.Popen(
-        [sys.executable, "-m", "rightsledger", "projections", "run"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return spawn(container, "projections", "run")
 
 
 def audit_positions(container: Container) -> list[int]:

@@ -237,7 +237,10 @@ def service_command(args: argparse.Namespace, port: int) -> list[str]:
         if found is None:
             raise SystemExit("rightsledger is not installed: run `make install` first")
         exe = Path(found)
-    return [str(exe), "serve", "--port", str(port)]
+    command = [str(exe), "serve", "--port", str(port)]
+    if args.workers:
+        command += ["--workers", str(args.workers)]
+    return command
 
 
 def start_service(args: argparse.Namespace) -> Service:
@@ -837,6 +840,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="let the service start its embedded PostgreSQL in a temporary directory",
     )
     target.add_argument("--port", type=int, default=0, help="service port (default: a free one)")
+    target.add_argument(
+        "--workers", type=int, default=0, help="API processes (`serve --workers N`; default 1)"
+    )
     target.add_argument(
         "--serve-cmd", help="command that starts the service instead; {port} is replaced"
     )

@@ -19,6 +19,9 @@ from rightsledger.security.keys import ApiKeyStore, AuthGuard
 from rightsledger.storage.chain import ChainedRecorder
 from rightsledger.storage.database import Database, open_database
 from rightsledger.storage.exports import ExportStore
+from rightsledger.storage.group_commit import GroupCommit
+from rightsledger.storage.idempotency import IdempotencyStore
+from rightsledger.storage.invalidation import Invalidations
 from rightsledger.storage.keyvault import KeyVault, PostgresKeyVault
 from rightsledger.storage.sealing import SealingMapper
 from rightsledger.workers.relay import Relay, RelayConfig
@@ -41,6 +44,8 @@ class Container:
     exports: ExportStore
     views: ViewSet
     env: dict[str, str]
+    invalidations: Invalidations
+    idempotency: IdempotencyStore
     owns_database: bool = True
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -124,6 +129,7 @@ class Container:
         self.closers.clear()
         self.ledger.close()
         self.views.close()
+        self.invalidations.stop()
         self.pool.close()
         if self.owns_database:
             self.database.close()
@@ -137,7 +143,9 @@ def ledger_env(settings: Settings, database: Database) -> dict[str, str]:
             "POSTGRES_MAX_OVERFLOW": str(settings.pool_size),
             "POSTGRES_LOCK_TIMEOUT": "5",
             "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
-            "AGGREGATE_CACHE_FASTFORWARD": "n",
+            # A cached aggregate is brought up to date (one query for newer events) on every
+            # load, so each process decides on the store's current state.
+            "AGGREGATE_CACHE_FASTFORWARD": "y",
             "IS_SNAPSHOTTING_ENABLED": "n",
             "CREATE_TABLE": "y",
             "APPLICATION_RECORDER_TOPIC": get_topic(ChainedRecorder),
@@ -150,12 +158,14 @@ def ledger_env(settings: Settings, database: Database) -> dict[str, str]:
 
 def make_ledger(env: dict[str, str], vault: KeyVault, settings: Settings) -> RightsLedger:
     """The application, with personal values in events sealed by the vault's keys."""
-    return RightsLedger(
+    ledger = RightsLedger(
         env,
         jurisdictions=settings.deadline_rules(),
         mapper_factory=lambda transcoder: SealingMapper(vault, transcoder),
-        group_commit=settings.group_commit,
     )
+    if settings.group_commit:
+        ledger.committer = GroupCommit(ledger)
+    return ledger
 
 
 def build(settings: Settings, *, database: Database | None = None) -> Container:
@@ -167,13 +177,25 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
     try:
         db.ensure_schema(settings.database_schema)
         env = ledger_env(settings, db)
-        pool: ConnectionPool = ConnectionPool(db.url, min_size=1, max_size=4, open=True)
-        vault = PostgresKeyVault(pool, settings.database_schema)
+        # Keys, data keys, idempotency keys, exports: a connection is checked before use, so
+        # one terminated by the server is replaced instead of failing a request.
+        pool: ConnectionPool = ConnectionPool(
+            db.url, min_size=1, max_size=4, open=True, check=ConnectionPool.check_connection
+        )
+        invalidations = Invalidations(db.url, settings.database_schema)
+        vault = PostgresKeyVault(pool, settings.database_schema, invalidations=invalidations)
         vault.create_table()
         ledger = make_ledger(env, vault, settings)
+        # An erasure anywhere drops every decrypted aggregate this process holds.
+        invalidations.subscribe("customer-keys", lambda _: ledger.clear_cache(), ledger.clear_cache)
         views = ViewSet.open(env)
-        keys = ApiKeyStore(pool, settings.database_schema)
+        keys = ApiKeyStore(pool, settings.database_schema, invalidations=invalidations)
         keys.create_table()
+        idempotency = IdempotencyStore(
+            pool, settings.database_schema, ttl=timedelta(hours=settings.idempotency_ttl_hours)
+        )
+        idempotency.create_table()
+        invalidations.start()
         auth_guard = AuthGuard(
             pool, settings.database_schema, allowed=settings.auth_failures_allowed
         )
@@ -197,5 +219,7 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
         exports=exports,
         views=views,
         env=env,
+        invalidations=invalidations,
+        idempotency=idempotency,
         owns_database=database is None,
     )

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     pool_size: int = Field(default=8, ge=1, le=200)
     aggregate_cache_size: int = Field(default=20_000, ge=0)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    idempotency_ttl_hours: float = Field(
+        default=24.0, gt=0, le=24 * 30, description="How long an Idempotency-Key is remembered."
+    )
     read_wait_seconds: float = Field(default=2.0, ge=0, le=30)
     jurisdictions: dict[str, JurisdictionSetting] = Field(
         default_factory=lambda: {

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rightsledger import __version__
 from rightsledger.api import problems, schemas
+from rightsledger.api.idempotency import HEADER, MAX_KEY_LENGTH, IdempotencyKeys
 from rightsledger.api.routers import audit, customers, health, partners, requests
 from rightsledger.bootstrap import Container
 
@@ -110,12 +111,51 @@ def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
             )
             components = document.setdefault("components", {}).setdefault("schemas", {})
             components["Problem"] = schemas.Problem.model_json_schema()
+            _document_idempotency(document)
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(IdempotencyKeys, store=container.idempotency)
     app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
     return app
+
+
+def _document_idempotency(document: dict[str, Any]) -> None:
+    """Every POST and PATCH takes an optional Idempotency-Key (see docs/api.md)."""
+    parameter = {
+        "name": HEADER,
+        "in": "header",
+        "required": False,
+        "description": "Makes a retry safe: a repeat with the same key and body replays the "
+        "first answer and writes nothing (same key, other body: 422; while the first runs: "
+        "409). Kept for 24 hours by default.",
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_KEY_LENGTH,
+            "pattern": "^[!-~]+$",
+        },
+    }
+    for item in document.get("paths", {}).values():
+        for method in ("post", "patch"):
+            operation = item.get(method)
+            if operation is None:
+                continue
+            operation.setdefault("parameters", []).append(dict(parameter))
+            responses = operation.setdefault("responses", {})
+            for status in ("409", "422"):
+                responses.setdefault(
+                    status,
+                    {
+                        "description": "Problem",
+                        "content": {
+                            problems.PROBLEM_JSON: {
+                                "schema": {"$ref": "#/components/schemas/Problem"}
+                            }
+                        },
+                    },
+                )
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:

@@ -12,7 +12,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rightsledger.domain.errors import DomainError, StateError
-from rightsledger.domain.ledger import NotFoundError
+from rightsledger.domain.ledger import (
+    CommitUnavailableError,
+    ConcurrentChangeError,
+    NotFoundError,
+    OutcomeUnknownError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +93,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        transient = isinstance(exc, ConcurrentChangeError)  # retrying is expected to work
         return problem(
             domain_status(exc),
             exc.title,
             exc.detail,
             type_=f"/problems/{_slug(type(exc).__name__)}",
             instance=request.url.path,
+            headers={"Retry-After": "1"} if transient else None,
             field=exc.field,
         )
 
@@ -142,12 +149,43 @@ def install(app: FastAPI) -> None:
             headers=dict(exc.headers) if exc.headers else None,
         )
 
+    @app.exception_handler(OutcomeUnknownError)
+    async def _unknown(request: Request, exc: OutcomeUnknownError) -> JSONResponse:
+        log.error("outcome unknown on %s %s: %s", request.method, request.url.path, exc)
+        return problem(
+            500,
+            "Outcome unknown",
+            UNKNOWN_OUTCOME,
+            type_="/problems/outcome-unknown",
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(CommitUnavailableError)
+    async def _unavailable(request: Request, exc: CommitUnavailableError) -> JSONResponse:
+        return problem(
+            503,
+            "Service unavailable",
+            f"{exc}; retry shortly",
+            type_="/problems/unavailable",
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(
             500,
             "Internal error",
-            "the server could not complete the request; nothing was recorded",
+            UNKNOWN_OUTCOME
+            if request.method in ("POST", "PATCH", "PUT", "DELETE")
+            else "the server could not complete the request; retry shortly",
             instance=request.url.path,
         )
+
+
+UNKNOWN_OUTCOME = (
+    "the server could not confirm the outcome: the command may or may not have been "
+    "recorded. Retry it with the same Idempotency-Key header to apply it exactly once "
+    "(a repeat of a recorded command is answered as the first was)"
+)

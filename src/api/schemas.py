@@ -255,6 +255,12 @@ class PartnerIn(Command):
     contract_valid_until: date | None = None
 
 
+class ContractRenewal(Command):
+    contract_reference: Text
+    confidentiality_agreement: Text
+    valid_until: date
+
+
 class PartnerOut(BaseModel):
     partner_id: UUID
     name: str

@@ -180,7 +180,10 @@ class Customer(Aggregate):
             )
 
     class DataAccessed(Event):
-        """Someone read the customer's personal data, for a declared purpose."""
+        """The former form of a recorded read: someone read the customer's personal data,
+        for a declared purpose. Reads are now ``AccessRecord.DataAccessed``, each on a
+        stream of its own (``rightsledger.domain.access``); nothing new is written as this
+        event, but stored logs hold it and it keeps loading into ``access_log``."""
 
         role: str
         purpose: str
@@ -201,7 +204,9 @@ class Customer(Aggregate):
             )
 
     class AccessRefused(Event):
-        """A read of the customer's personal data was refused (role or purpose not allowed)."""
+        """The former form of a recorded refusal: a read of the customer's personal data was
+        refused (role or purpose not allowed). Refusals are now ``AccessRecord.AccessRefused``;
+        nothing new is written as this event, but stored logs hold it and it keeps loading."""
 
         role: str
         purpose: str
@@ -282,6 +287,7 @@ class Customer(Aggregate):
         self.erased_at: datetime | None = None
         self.retained_until: datetime | None = None
         self.purged_at: datetime | None = None
+        # Reads recorded in the former form only; reads are now ``AccessRecord``s.
         self.access_log: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ commands
@@ -590,32 +596,6 @@ class Customer(Aggregate):
             reference=ref,
         )
         return disclosure_id
-
-    def record_access(
-        self, *, actor: str, role: str, purpose: str, categories: list[str], what: str
-    ) -> None:
-        """Record a read of personal data (also after erasure: retained data is still read)."""
-        self.trigger_event(
-            self.DataAccessed,
-            actor=actor,
-            role=role,
-            purpose=_purpose(purpose, "purpose").value,
-            categories=sorted(categories),
-            what=what,
-        )
-
-    def record_refusal(
-        self, *, actor: str, role: str, purpose: str, what: str, reason: str
-    ) -> None:
-        """Record a refused attempt to read personal data."""
-        self.trigger_event(
-            self.AccessRefused,
-            actor=actor,
-            role=role,
-            purpose=purpose[:50],
-            what=what,
-            reason=reason,
-        )
 
     def erase(self, *, request_id: UUID, retained_until: datetime, actor: str) -> None:
         """Erase personal data; billing records stay until ``retained_until`` (regulation)."""

@@ -11,19 +11,20 @@ notification id) of the last event written, so readers can wait for it.
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Transcoder
+from eventsourcing.utils import resolve_topic
 
+from rightsledger.domain.access import AccessRecord
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.deadlines import DeadlineRule
 from rightsledger.domain.errors import DomainError, InvalidCommandError, StateError
@@ -48,6 +49,65 @@ class ConcurrentChangeError(StateError):
     title = "Concurrent change"
 
 
+class OutcomeUnknownError(Exception):
+    """The store did not confirm the write: the command may or may not have been recorded."""
+
+
+class CommitUnavailableError(Exception):
+    """The event writer is not running; nothing was recorded."""
+
+
+@dataclass(frozen=True)
+class CommandTag:
+    """One client command across its retries (``caller`` and the client's idempotency key);
+    ``owner`` is the attempt that holds the key now."""
+
+    caller: str
+    key: str
+    owner: UUID
+
+
+@dataclass(frozen=True)
+class CommandMark:
+    """Where a tagged command's events are among those written together, and its result."""
+
+    tag: CommandTag
+    start: int
+    count: int
+    result: str | None
+
+
+@dataclass
+class CommandSlot:
+    """The tagged command the current request carries; its first commit records the tag."""
+
+    tag: CommandTag
+    recorded: bool = False
+
+
+current_command: ContextVar[CommandSlot | None] = ContextVar("current_command", default=None)
+"""Set by the caller (the API) around a command that carries an idempotency key."""
+
+
+class CommandAlreadyRecordedError(IntegrityError):
+    """The tagged command was recorded before (a retry): its first position and result."""
+
+    def __init__(self, position: int, result: str | None) -> None:
+        super().__init__(f"command already recorded at position {position}")
+        self.position = position
+        self.result = result
+
+
+class Committer(Protocol):
+    """Writes a command's new events; returns the position of the last one."""
+
+    def commit(
+        self, aggregates: tuple[Aggregate, ...], tag: CommandTag | None, result: str | None
+    ) -> int: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a command returns: the id it acted on and the log position of its last event."""
@@ -64,7 +124,8 @@ class RightsLedger(Application[UUID]):
     """Commands and aggregate reads over the event store."""
 
     name = "rightsledger"
-    _group: GroupCommit | None = None
+    committer: Committer | None = None
+    """Writes commands' events (group commit); None: each command saves on its own."""
 
     def __init__(
         self,
@@ -73,11 +134,9 @@ class RightsLedger(Application[UUID]):
         jurisdictions: Mapping[str, DeadlineRule] | None = None,
         clock: Callable[[], datetime] = _utcnow,
         mapper_factory: Callable[[Transcoder], Mapper[UUID]] | None = None,
-        group_commit: bool = False,
     ) -> None:
         self._mapper_factory = mapper_factory
         super().__init__(env)
-        self._group = GroupCommit(self) if group_commit else None
         self.jurisdictions: Mapping[str, DeadlineRule] = dict(jurisdictions or {})
         self.clock = clock
 
@@ -96,9 +155,18 @@ class RightsLedger(Application[UUID]):
         """Drop cached copies (after a customer's keys were destroyed)."""
         self._forget(*aggregate_ids)
 
+    def clear_cache(self) -> None:
+        """Drop every cached aggregate (after an erasure anywhere in the deployment)."""
+        cache = self.repository.cache
+        if isinstance(cache, LRUCache):
+            with cache.lock:  # LRUCache.clear() only resets its links, not its entries
+                cache.cache.clear()
+                cache.clear()
+                cache.full = False
+
     def _read(self, kind: type[A], aggregate_id: UUID) -> A:
-        """Load for a read: drop any cached copy first, so another process's writes show."""
-        self._forget(aggregate_id)
+        """Load for a read: as for a command, the cached copy is brought up to date first
+        (one query for newer events), so another process's writes show."""
         return self._load(kind, aggregate_id)
 
     def _load(self, kind: type[A], aggregate_id: UUID) -> A:
@@ -111,17 +179,44 @@ class RightsLedger(Application[UUID]):
             raise NotFoundError(f"no {label} with id {aggregate_id}", field="id")
         return aggregate
 
-    def _commit(self, *aggregates: Aggregate) -> int:
-        if self._group is not None:
-            return self._group.commit(aggregates)
-        recordings = self.save(*aggregates)
-        if not recordings:
+    def _commit(self, *aggregates: Aggregate, result: object = None, tagged: bool = True) -> int:
+        """Write the aggregates' new events; the current tagged command (if any) is recorded
+        with them, in the same transaction, so a retry of it is recognised."""
+        slot = current_command.get() if tagged else None
+        tag = slot.tag if slot is not None and not slot.recorded else None
+        stored_result = str(result) if isinstance(result, UUID) else None
+        try:
+            position = self._write(aggregates, tag, stored_result)
+        except CommandAlreadyRecordedError:
+            if slot is not None:
+                slot.recorded = True
+            raise
+        except (IntegrityError, OutcomeUnknownError, CommitUnavailableError):
+            raise
+        except Exception as error:
+            raise OutcomeUnknownError(str(error)) from error
+        if slot is not None and tag is not None:
+            slot.recorded = True
+        return position
+
+    def _write(
+        self, aggregates: tuple[Aggregate, ...], tag: CommandTag | None, result: str | None
+    ) -> int:
+        if self.committer is not None:
+            return self.committer.commit(aggregates, tag, result)
+        pending = [event for aggregate in aggregates for event in aggregate.collect_events()]
+        if not pending:
             return self.recorder.max_notification_id() or 0
+        marks = [CommandMark(tag, 0, len(pending), result)] if tag is not None else []
+        recordings = self.save(*pending, commands=marks)
+        if self.repository.cache is not None:
+            for aggregate in aggregates:
+                self.repository.cache.put(aggregate.id, aggregate)
         return max(r.notification.id for r in recordings)
 
     def close(self) -> None:
-        if self._group is not None:
-            self._group.stop()
+        if self.committer is not None:
+            self.committer.stop()
         super().close()
 
     def _forget(self, *aggregate_ids: UUID) -> None:
@@ -144,7 +239,11 @@ class RightsLedger(Application[UUID]):
             aggregates = load()
             result = decide(*aggregates)
             try:
-                return result, self._commit(*aggregates)
+                return result, self._commit(*aggregates, result=result)
+            except CommandAlreadyRecordedError as recorded:
+                # A retry of a command already recorded: answer as the first attempt did.
+                first = UUID(recorded.result) if recorded.result else None
+                return cast("R", first), recorded.position
             except IntegrityError:
                 self._forget(*(aggregate.id for aggregate in aggregates))
         raise ConcurrentChangeError(f"{what} was changed concurrently; retry the command")
@@ -156,9 +255,14 @@ class RightsLedger(Application[UUID]):
             lambda: (self._load(kind, aggregate_id),), decide, f"{label} {aggregate_id}"
         )
 
-    def _add(self, aggregate: Aggregate) -> Outcome:
+    def _add(self, aggregate: Aggregate, *, tagged: bool = True) -> Outcome:
         try:
-            return Outcome(aggregate.id, self._commit(aggregate))
+            return Outcome(
+                aggregate.id, self._commit(aggregate, result=aggregate.id, tagged=tagged)
+            )
+        except CommandAlreadyRecordedError as recorded:
+            first = UUID(recorded.result) if recorded.result else aggregate.id
+            return Outcome(first, recorded.position)
         except IntegrityError:
             raise ConcurrentChangeError(f"{aggregate.id} already exists") from None
 
@@ -301,29 +405,42 @@ class RightsLedger(Application[UUID]):
         categories: list[str],
         what: str,
     ) -> Outcome:
-        """Record that personal data was read, by whom, for what, which categories."""
-
-        def decide(customer: Customer) -> None:
-            customer.record_access(
-                actor=actor, role=role, purpose=purpose, categories=categories, what=what
-            )
-
-        return Outcome(customer_id, self._change(Customer, customer_id, decide)[1])
+        """Record that personal data was read, by whom, for what, which categories: as an
+        ``AccessRecord`` of its own, so the customer's stream does not grow with reads."""
+        first = self.recorder.select_events(customer_id, limit=1)
+        if not first or not issubclass(resolve_topic(first[0].topic), Customer.Registered):
+            raise NotFoundError(f"no customer with id {customer_id}", field="id")
+        record = AccessRecord.accessed(
+            customer_id=customer_id,
+            actor=actor,
+            role=role,
+            purpose=purpose,
+            categories=categories,
+            what=what,
+        )
+        position = self._add(record, tagged=False).position  # a read, not the caller's command
+        self._forget(record.id)  # written once, never loaded: keep the cache for customers
+        return Outcome(customer_id, position)
 
     def record_refusal(
         self, customer_id: UUID, *, actor: str, role: str, purpose: str, what: str, reason: str
     ) -> Outcome | None:
-        """Record a refused read; unknown customers have nothing to record against."""
-
-        def decide(customer: Customer) -> None:
-            customer.record_refusal(
-                actor=actor, role=role, purpose=purpose, what=what, reason=reason
-            )
-
-        try:
-            return Outcome(customer_id, self._change(Customer, customer_id, decide)[1])
-        except NotFoundError:
+        """Record a refused read as an ``AccessRecord`` of its own; unknown customers have
+        nothing to record against (checked on the first stored event, without loading)."""
+        first = self.recorder.select_events(customer_id, limit=1)
+        if not first or not issubclass(resolve_topic(first[0].topic), Customer.Registered):
             return None
+        record = AccessRecord.refused(
+            customer_id=customer_id,
+            actor=actor,
+            role=role,
+            purpose=purpose,
+            what=what,
+            reason=reason,
+        )
+        position = self._add(record, tagged=False).position
+        self._forget(record.id)
+        return Outcome(customer_id, position)
 
     # ------------------------------------------------------------------ partners
 
@@ -605,92 +722,6 @@ class RightsLedger(Application[UUID]):
         if not isinstance(customer, Customer):
             raise NotFoundError(f"no customer with id {customer_id}", field="id")
         return customer
-
-
-class _Pending:
-    """One command's events waiting for the group commit."""
-
-    def __init__(self, events: list[Any], aggregates: tuple[Aggregate, ...]) -> None:
-        self.events = events
-        self.aggregates = aggregates
-        self.done = threading.Event()
-        self.position = 0
-        self.error: BaseException | None = None
-
-
-class GroupCommit:
-    """Writes the events of concurrent commands in one transaction: one table lock, one
-    commit and one notification for the lot. When any of them conflicts, each command is
-    written on its own, so only the conflicting one fails (and is decided again)."""
-
-    def __init__(self, ledger: RightsLedger, *, max_batch: int = 64) -> None:
-        self._ledger = ledger
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._max_batch = max_batch
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
-        self._thread.start()
-
-    def commit(self, aggregates: tuple[Aggregate, ...]) -> int:
-        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        if not events:
-            return self._ledger.recorder.max_notification_id() or 0
-        pending = _Pending(events, aggregates)
-        self._queue.put(pending)
-        pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        return pending.position
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._write(batch)
-                    return
-                batch.append(item)
-            self._write(batch)
-
-    def _write(self, batch: list[_Pending]) -> None:
-        try:
-            recordings = self._ledger.save(*(event for p in batch for event in p.events))
-        except IntegrityError as error:
-            if len(batch) > 1:
-                for pending in batch:
-                    self._write([pending])
-                return
-            batch[0].error = error
-            batch[0].done.set()
-            return
-        except BaseException as error:
-            for pending in batch:
-                pending.error = error
-                pending.done.set()
-            return
-        positions = {
-            (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
-            for r in recordings
-        }
-        cache = self._ledger.repository.cache
-        for pending in batch:
-            pending.position = max(
-                positions[(e.originator_id, e.originator_version)] for e in pending.events
-            )
-            if cache is not None:
-                for aggregate in pending.aggregates:
-                    cache.put(aggregate.id, aggregate)
-            pending.done.set()
 
 
 def recipients(customer: Customer, categories: set[str] | None) -> list[dict[str, Any]]:

@@ -3,6 +3,12 @@
 Summaries name what happened and which fields or categories were touched, never
 the customer's personal values themselves (names, contact details, addresses, free
 text), so the trail can be kept after a customer's data is erased.
+
+Reads of personal data are ``AccessRecord`` aggregates of their own; the trail files
+each under the customer it names (``customer_id``) with the type names reads always
+had (``Customer.DataAccessed``, ``Customer.AccessRefused``), and also keeps them, with
+role, categories, what was read and the reason of a refusal, in ``access_log``: the
+reads a customer's access export lists.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from uuid import UUID
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
+from rightsledger.domain.access import AccessRecord
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
@@ -24,6 +31,18 @@ from rightsledger.projections.base import Positioned, View, insert_rows
 def event_type(event: object) -> str:
     """``Aggregate.Event``, e.g. ``Customer.ConsentGranted``."""
     return type(event).__qualname__
+
+
+TRAIL_TYPES: dict[type, str] = {
+    AccessRecord.DataAccessed: "Customer.DataAccessed",
+    AccessRecord.AccessRefused: "Customer.AccessRefused",
+}
+"""Reads keep, in the customer's trail, the type names they had on the customer's stream."""
+
+
+def trail_type(event: object) -> str:
+    """The event's type as the trail shows it (``event_type``, but for reads)."""
+    return TRAIL_TYPES.get(type(event)) or event_type(event)
 
 
 @singledispatch
@@ -179,13 +198,13 @@ def _(_event: DataRightsRequest.Escalated) -> str:
 
 
 @describe.register
-def _(event: Customer.DataAccessed) -> str:
+def _(event: AccessRecord.DataAccessed | Customer.DataAccessed) -> str:
     shown = ", ".join(event.categories) or "nothing"
     return f"Personal data read ({event.what}) by a {event.role} for {event.purpose}: {shown}"
 
 
 @describe.register
-def _(event: Customer.AccessRefused) -> str:
+def _(event: AccessRecord.AccessRefused | Customer.AccessRefused) -> str:
     return (
         f"Read refused ({event.what}) to a {event.role} declaring {event.purpose}: {event.reason}"
     )
@@ -195,7 +214,9 @@ def customer_of(event: object) -> UUID | None:
     """The customer an event concerns, when the event itself says so."""
     if isinstance(event, Customer.Event | Customer.Registered):
         return event.originator_id
-    if isinstance(event, DataRightsRequest.Submitted):
+    if isinstance(
+        event, DataRightsRequest.Submitted | AccessRecord.DataAccessed | AccessRecord.AccessRefused
+    ):
         return event.customer_id
     return None
 
@@ -213,12 +234,27 @@ COLUMNS = {
     "summary": "text",
 }
 
+ACCESS_COLUMNS = {
+    "position": "bigint",
+    "record_id": "uuid",
+    "customer_id": "uuid",
+    "recorded_at": "timestamptz",
+    "actor": "text",
+    "role": "text",
+    "purpose": "text",
+    "categories": "jsonb",
+    "what": "text",
+    "refused": "boolean",
+    "reason": "text",
+}
+
 
 class AuditTrailView(View):
-    """``audit_trail``: one row per event with position, time, type, actor and purpose."""
+    """``audit_trail``: one row per event with position, time, type, actor and purpose;
+    ``access_log``: one row per ``AccessRecord`` (a read, answered or refused)."""
 
     name = "audit_trail"
-    tables = ("audit_trail",)
+    tables = ("audit_trail", "access_log")
 
     def create_statements(self) -> list[sql.Composed]:
         table = self.table("audit_trail")
@@ -241,6 +277,23 @@ class AuditTrailView(View):
             ),
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (aggregate_id, position)").format(
                 self.index("audit_trail_aggregate"), table
+            ),
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " position bigint PRIMARY KEY,"
+                " record_id uuid NOT NULL,"
+                " customer_id uuid NOT NULL,"
+                " recorded_at timestamptz NOT NULL,"
+                " actor text NOT NULL,"
+                " role text NOT NULL,"
+                " purpose text NOT NULL,"
+                " categories jsonb NOT NULL,"
+                " what text NOT NULL,"
+                " refused boolean NOT NULL,"
+                " reason text)"
+            ).format(self.table("access_log")),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (customer_id, position)").format(
+                self.index("access_log_customer"), self.table("access_log")
             ),
         ]
 
@@ -272,7 +325,7 @@ class AuditTrailView(View):
                 "aggregate_type": event_type(event).split(".")[0],
                 "customer_id": customers.get(event.originator_id),
                 "version": event.originator_version,
-                "event_type": event_type(event),
+                "event_type": trail_type(event),
                 "recorded_at": event.timestamp,
                 "actor": getattr(event, "actor", None),
                 "purpose": getattr(event, "purpose", None),
@@ -281,6 +334,32 @@ class AuditTrailView(View):
             for event, position in events
         ]
         insert_rows(curs, self.table("audit_trail"), COLUMNS, frozenset(), rows, ("position",))
+        reads = [
+            {
+                "position": position,
+                "record_id": event.originator_id,
+                "customer_id": event.customer_id,
+                "recorded_at": event.timestamp,
+                "actor": event.actor,
+                "role": event.role,
+                "purpose": event.purpose,
+                "categories": list(event.categories),
+                "what": event.what,
+                "refused": isinstance(event, AccessRecord.AccessRefused),
+                "reason": getattr(event, "reason", None),
+            }
+            for event, position in events
+            if isinstance(event, AccessRecord.DataAccessed | AccessRecord.AccessRefused)
+        ]
+        if reads:
+            insert_rows(
+                curs,
+                self.table("access_log"),
+                ACCESS_COLUMNS,
+                frozenset({"categories"}),
+                reads,
+                ("position",),
+            )
 
     def trail(
         self, customer_id: UUID | None, *, after: int = 0, limit: int = 100
@@ -296,4 +375,16 @@ class AuditTrailView(View):
                 " ORDER BY position LIMIT %(limit)s"
             ).format(self.table("audit_trail"), where),
             {"customer": customer_id, "after": after, "limit": limit},
+        )
+
+    def accesses(self, customer_id: UUID) -> tuple[list[dict[str, Any]], int]:
+        """Every ``AccessRecord`` of one customer, in log order, and the view's position
+        (reads recorded in the former form, on the customer's stream, are not here)."""
+        return self.fetch(
+            sql.SQL(
+                "SELECT position, record_id, recorded_at, actor, role, purpose, categories,"
+                " what, refused, reason FROM {} WHERE customer_id = %(customer)s"
+                " ORDER BY position"
+            ).format(self.table("access_log")),
+            {"customer": customer_id},
         )

@@ -61,7 +61,14 @@ def open_datastore(env: dict[str, str], *, pool_size: int = 4) -> PostgresDatast
     factory = InfrastructureFactory.construct(
         env=Environment(
             "projections",
-            {**env, "POSTGRES_POOL_SIZE": str(pool_size), "POSTGRES_MAX_OVERFLOW": str(pool_size)},
+            {
+                **env,
+                "POSTGRES_POOL_SIZE": str(pool_size),
+                "POSTGRES_MAX_OVERFLOW": str(pool_size),
+                # reads of views are not retried: a connection the server ended is replaced
+                # before use instead of failing the read
+                "POSTGRES_PRE_PING": "y",
+            },
         )
     )
     assert isinstance(factory, PostgresFactory)

@@ -16,6 +16,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from rightsledger.storage.invalidation import Invalidations, notify
+
 TOKEN_PREFIX = "rlk_"  # noqa: S105 - a prefix, not a secret
 
 
@@ -54,15 +56,58 @@ class KeyStoreError(Exception):
 
 
 class ApiKeyStore:
-    """Keys in their own table; lookups by digest, then a constant-time comparison."""
+    """Keys in their own table; lookups by digest, then a constant-time comparison.
 
-    def __init__(self, pool: ConnectionPool, schema: str, *, cache_seconds: float = 30.0) -> None:
+    Keys found valid are cached in the process, but only while ``invalidations`` is
+    listening: revoking a key announces it (NOTIFY, in the revoking transaction) and
+    every process drops it at once. Without a healthy listener every lookup goes to
+    the database.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        schema: str,
+        *,
+        invalidations: Invalidations | None = None,
+        cache_seconds: float = 300.0,
+    ) -> None:
         self._pool = pool
+        self._schema = schema
         self._table = sql.Identifier(schema, "api_keys")
         self._cache_seconds = cache_seconds
         self._cache: dict[bytes, tuple[Principal, float]] = {}
         self._unknown: dict[bytes, float] = {}
         self._lock = threading.Lock()
+        # Bumped by every invalidation: a lookup that raced one is not cached.
+        self._generation = 0
+        self._unknown_generation = 0
+        self._invalidations = invalidations
+        if invalidations is not None:
+            invalidations.subscribe("api-key", self._forget_key, self.clear_cache)
+            invalidations.subscribe(
+                "api-key-created", lambda _: self._forget_unknown(), self.clear_cache
+            )
+
+    def _trusted(self) -> bool:
+        return self._invalidations is not None and self._invalidations.healthy
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._unknown_generation += 1
+            self._cache.clear()
+            self._unknown.clear()
+
+    def _forget_key(self, key_id: str) -> None:
+        with self._lock:
+            self._generation += 1
+            self._cache = {k: v for k, v in self._cache.items() if str(v[0].key_id) != key_id}
+
+    def _forget_unknown(self) -> None:
+        with self._lock:
+            self._unknown_generation += 1
+            self._unknown.clear()
 
     def create_table(self) -> None:
         with self._pool.connection() as conn:
@@ -105,6 +150,8 @@ class ApiKeyStore:
                 ).format(self._table),
                 (uuid4(), name, role.value, digest(token), datetime.now(UTC)),
             )
+            with conn.cursor() as cur:
+                notify(cur, self._schema, "api-key-created", "")
 
     def _insert(
         self, key_id: UUID, name: str, role: Role, partner_id: UUID | None, key_digest: bytes
@@ -117,6 +164,8 @@ class ApiKeyStore:
                 ).format(self._table),
                 (key_id, name, role.value, partner_id, key_digest, datetime.now(UTC)),
             )
+            with conn.cursor() as cur:
+                notify(cur, self._schema, "api-key-created", "")
 
     def revoke(self, key_id: UUID) -> bool:
         with self._pool.connection() as conn:
@@ -127,12 +176,15 @@ class ApiKeyStore:
                 (datetime.now(UTC), key_id),
             )
             changed = cur.rowcount > 0
-        with self._lock:
-            self._cache = {k: v for k, v in self._cache.items() if v[0].key_id != key_id}
+            # Every process drops the key when this transaction commits.
+            notify(cur, self._schema, "api-key", str(key_id))
+        self._forget_key(str(key_id))
         return changed
 
     def cached(self, token: str) -> Principal | None:
         """The principal for a token seen recently, without touching the database."""
+        if not self._trusted():
+            return None
         key_digest = digest(token)
         with self._lock:
             cached = self._cache.get(key_digest)
@@ -144,12 +196,14 @@ class ApiKeyStore:
         """The principal for a bearer token, or None when it is unknown or revoked."""
         key_digest = digest(token)
         now = time.monotonic()
+        trusted = self._trusted()
         with self._lock:
-            cached = self._cache.get(key_digest)
+            generation = self._generation
+            unknown_generation = self._unknown_generation
+            cached = self._cache.get(key_digest) if trusted else None
+            unknown_until = self._unknown.get(key_digest) if trusted else None
         if cached is not None and cached[1] > now:
             return cached[0]
-        with self._lock:
-            unknown_until = self._unknown.get(key_digest)
         if unknown_until is not None and unknown_until > now:
             return None  # a key just found unknown is not looked up again for a while
         with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -163,6 +217,8 @@ class ApiKeyStore:
             row = cur.fetchone()
         if row is None or not hmac.compare_digest(bytes(row["digest"]), key_digest):
             with self._lock:
+                if not trusted or unknown_generation != self._unknown_generation:
+                    return None
                 if len(self._unknown) > 10_000:
                     self._unknown.clear()
                 self._unknown[key_digest] = now + 5.0
@@ -174,7 +230,8 @@ class ApiKeyStore:
             partner_id=row["partner_id"],
         )
         with self._lock:
-            self._cache[key_digest] = (principal, now + self._cache_seconds)
+            if trusted and generation == self._generation:
+                self._cache[key_digest] = (principal, now + self._cache_seconds)
         return principal
 
 

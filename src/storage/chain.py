@@ -15,6 +15,9 @@ notice a rewritten tail when it compares them with a copy kept elsewhere.
 from __future__ import annotations
 
 import hashlib
+import logging
+import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,12 +25,23 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
+from rightsledger.domain.ledger import CommandMark
+from rightsledger.storage.idempotency import record_commands
+
+log = logging.getLogger(__name__)
+
 GENESIS = b"\x00" * 32
+INSERT_ATTEMPTS = 10
 
 
 def link(
@@ -71,6 +85,91 @@ class ChainedRecorder(PostgresApplicationRecorder):
                 " hash bytea NOT NULL, taken_at timestamptz NOT NULL)"
             ).format(self.checkpoint_table)
         )
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """Insert events, their chain links and their commands' idempotency records in one
+        transaction. After a lost connection the insert is retried, but first the store is
+        asked whether the lost attempt committed (the same events with the same bytes are
+        there): then its positions are returned and nothing is written twice."""
+        marks: Sequence[CommandMark] = kwargs.get("commands") or ()
+        if not stored_events:
+            return None
+        attempts = 0
+        while True:
+            try:
+                return self._insert_once(stored_events, marks)
+            except (InterfaceError, OperationalError):
+                attempts += 1
+                if attempts >= INSERT_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * (1 + 0.2 * random.random()))  # noqa: S311 - jitter
+                ids = self._recorded_or_none(stored_events)
+                if ids is not None:
+                    return ids
+            except IntegrityError:
+                # After a lost connection, an integrity error can be our own earlier commit.
+                ids = self._recorded_or_none(stored_events) if attempts else None
+                if ids is not None:
+                    return ids
+                raise
+
+    def _insert_once(
+        self, stored_events: Sequence[StoredEvent], marks: Sequence[CommandMark]
+    ) -> Sequence[int]:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.pipeline() as pipeline,
+            conn.transaction(),
+            conn.cursor() as curs,
+        ):
+            self._insert_stored_events(curs, stored_events)
+            pipeline.sync()  # a constraint violation is raised here, before anything else
+            ids = self._fetch_ids_after_insert_events(curs, stored_events)
+            assert ids is not None
+            if marks:
+                record_commands(curs, self.datastore.schema, marks, ids)
+        return ids
+
+    def _recorded_or_none(self, stored_events: Sequence[StoredEvent]) -> list[int] | None:
+        """The positions of exactly these stored events, if they are in the log."""
+        try:
+            return self.recorded_positions(stored_events)
+        except (InterfaceError, OperationalError):
+            return None
+
+    def recorded_positions(self, stored_events: Sequence[StoredEvent]) -> list[int] | None:
+        """Positions of these very events (same aggregate, version and bytes), or None."""
+        events = sql.Identifier(self.datastore.schema, self.events_table_name)
+        query = sql.SQL(
+            "SELECT e.notification_id, e.state FROM unnest(%s::uuid[], %s::bigint[])"
+            " WITH ORDINALITY AS k(id, version, n) LEFT JOIN {} e"
+            " ON e.originator_id = k.id AND e.originator_version = k.version ORDER BY k.n"
+        ).format(events)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                query,
+                (
+                    [UUID(str(s.originator_id)) for s in stored_events],
+                    [s.originator_version for s in stored_events],
+                ),
+            )
+            rows = curs.fetchall()
+        if len(rows) != len(stored_events):
+            return None
+        positions: list[int] = []
+        for row, stored in zip(rows, stored_events, strict=True):
+            if row["notification_id"] is None or bytes(row["state"]) != stored.state:
+                return None
+            positions.append(int(row["notification_id"]))
+        log.warning(
+            "the store had committed a write whose acknowledgement was lost (positions %s-%s);"
+            " not writing it again",
+            positions[0],
+            positions[-1],
+        )
+        return positions
 
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any

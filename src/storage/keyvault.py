@@ -21,6 +21,8 @@ from uuid import UUID
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from rightsledger.storage.invalidation import Invalidations, notify
+
 PERSONAL = "personal"
 RETAINED = "retained"
 _RETAINED_NAMESPACE = uuid.UUID("0c4c0f3b-5a55-4a0f-9d3e-7c5b7a1f2e10")
@@ -44,14 +46,45 @@ class KeyVault(ABC):
 
 
 class PostgresKeyVault(KeyVault):
-    """Keys in table ``subject_keys``; a short in-process cache, cleared on destruction."""
+    """Keys in table ``subject_keys``, cached in the process while ``invalidations`` listens.
 
-    def __init__(self, pool: ConnectionPool, schema: str, *, cache_seconds: float = 5.0) -> None:
+    Destroying a customer's keys announces it in the destroying transaction; every
+    process drops that customer's cached keys when it commits. Without a healthy
+    listener no key is cached.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        schema: str,
+        *,
+        invalidations: Invalidations | None = None,
+        cache_seconds: float = 300.0,
+    ) -> None:
         self._pool = pool
+        self._schema = schema
         self._table = sql.Identifier(schema, "subject_keys")
-        self._cache: dict[UUID, tuple[bytes | None, float]] = {}
+        # key id -> (key or None once destroyed, customer id, expiry)
+        self._cache: dict[UUID, tuple[bytes | None, UUID, float]] = {}
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
+        self._generation = 0
+        self._invalidations = invalidations
+        if invalidations is not None:
+            invalidations.subscribe("customer-keys", self._forget_customer, self.clear_cache)
+
+    def _trusted(self) -> bool:
+        return self._invalidations is not None and self._invalidations.healthy
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._cache.clear()
+
+    def _forget_customer(self, customer_id: str) -> None:
+        with self._lock:
+            self._generation += 1
+            self._cache = {k: v for k, v in self._cache.items() if str(v[1]) != customer_id}
 
     def create_table(self) -> None:
         with self._pool.connection() as conn:
@@ -74,15 +107,15 @@ class PostgresKeyVault(KeyVault):
 
     def key(self, key_id: UUID, *, customer_id: UUID | None, kind: str) -> bytes | None:
         now = time.monotonic()
+        trusted = self._trusted()
         with self._lock:
-            cached = self._cache.get(key_id)
-        if cached is not None and cached[1] > now:
+            generation = self._generation
+            cached = self._cache.get(key_id) if trusted else None
+        if cached is not None and cached[2] > now:
             return cached[0]
+        select = sql.SQL("SELECT key, customer_id FROM {} WHERE key_id = %s").format(self._table)
         with self._pool.connection() as conn:
-            row = conn.execute(
-                sql.SQL("SELECT key, destroyed_at FROM {} WHERE key_id = %s").format(self._table),
-                (key_id,),
-            ).fetchone()
+            row = conn.execute(select, (key_id,)).fetchone()
             if row is None:
                 if customer_id is None:
                     msg = f"no data key {key_id} and no customer to create it for"
@@ -94,16 +127,12 @@ class PostgresKeyVault(KeyVault):
                     ).format(self._table),
                     (key_id, customer_id, kind, os.urandom(32), datetime.now(UTC)),
                 )
-                row = conn.execute(
-                    sql.SQL("SELECT key, destroyed_at FROM {} WHERE key_id = %s").format(
-                        self._table
-                    ),
-                    (key_id,),
-                ).fetchone()
+                row = conn.execute(select, (key_id,)).fetchone()
         assert row is not None
         value = bytes(row[0]) if row[0] is not None else None
         with self._lock:
-            self._cache[key_id] = (value, now + self._cache_seconds)
+            if trusted and generation == self._generation:
+                self._cache[key_id] = (value, row[1], now + self._cache_seconds)
         return value
 
     def destroy(self, customer_id: UUID, kind: str) -> int:
@@ -115,7 +144,8 @@ class PostgresKeyVault(KeyVault):
                 ).format(self._table),
                 (datetime.now(UTC), customer_id, kind),
             ).fetchall()
-        with self._lock:
-            for (key_id,) in rows:
-                self._cache[key_id] = (None, time.monotonic() + 3600)
+            with conn.cursor() as cur:
+                # Every process drops this customer's cached keys when this commits.
+                notify(cur, self._schema, "customer-keys", str(customer_id))
+        self._forget_customer(str(customer_id))
         return len(rows)

@@ -15,6 +15,7 @@ from functools import singledispatch
 from typing import Any
 from uuid import UUID
 
+from rightsledger.domain.access import AccessRecord
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
@@ -28,8 +29,16 @@ def event_id(originator_id: UUID, version: int) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"{originator_id}/{version}"))
 
 
+TOPIC_TYPES: dict[type, str] = {
+    AccessRecord.DataAccessed: "Customer.DataAccessed",
+    AccessRecord.AccessRefused: "Customer.AccessRefused",
+}
+"""Reads keep on the topic the type names they had when they were customer events."""
+
+
 def event_type(event: object) -> str:
-    return "rightsledger." + type(event).__qualname__
+    name = TOPIC_TYPES.get(type(event)) or type(event).__qualname__
+    return "rightsledger." + name
 
 
 def field_names(value: Any) -> list[str]:
@@ -273,6 +282,27 @@ def _(event: Customer.DataAccessed) -> dict[str, Any]:
 def _(event: Customer.AccessRefused) -> dict[str, Any]:
     return {
         "customer_id": str(event.originator_id),
+        "role": event.role,
+        "purpose": event.purpose,
+        "what": event.what,
+    }
+
+
+@public_data.register
+def _(event: AccessRecord.DataAccessed) -> dict[str, Any]:
+    return {
+        "customer_id": str(event.customer_id),
+        "role": event.role,
+        "purpose": event.purpose,
+        "categories": list(event.categories),
+        "what": event.what,
+    }
+
+
+@public_data.register
+def _(event: AccessRecord.AccessRefused) -> dict[str, Any]:
+    return {
+        "customer_id": str(event.customer_id),
         "role": event.role,
         "purpose": event.purpose,
         "what": event.what,

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
+from eventsourcing.utils import get_topic
+
+from rightsledger.domain.access import AccessRecord
 from rightsledger.domain.customer import Customer
+from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
+from rightsledger.projections.audit import AuditTrailView
 from rightsledger.projections.base import jsonable
 
 SOURCES = {
@@ -21,6 +28,82 @@ SOURCES = {
 }
 
 
+READ_TOPICS = (get_topic(AccessRecord.DataAccessed), get_topic(AccessRecord.AccessRefused))
+"""The log's topics of recorded reads."""
+
+
+def read_entry(
+    *,
+    actor: str,
+    role: str,
+    purpose: str,
+    categories: Iterable[str],
+    what: str,
+    at: datetime,
+    reason: str | None,
+) -> dict[str, Any]:
+    """One line of the access log, in the shape ``Customer.access_log`` has always had."""
+    entry: dict[str, Any] = {
+        "actor": actor,
+        "role": role,
+        "purpose": purpose,
+        "categories": list(categories),
+        "what": what,
+        "at": at.astimezone(UTC),
+        "refused": reason is not None,
+    }
+    if reason is not None:
+        entry["reason"] = reason
+    return entry
+
+
+def recorded_reads(
+    trail: AuditTrailView, ledger: RightsLedger, customer_id: UUID, *, page: int = 500
+) -> list[dict[str, Any]]:
+    """The customer's reads (``AccessRecord``s), answered and refused, in log order: those
+    the audit trail view holds, then any recorded since its position, from the log's tail
+    (only the reads' topics are read), so the export is complete even when the view lags."""
+    rows, position = trail.accesses(customer_id)
+    reads = [
+        read_entry(
+            actor=row["actor"],
+            role=row["role"],
+            purpose=row["purpose"],
+            categories=row["categories"],
+            what=row["what"],
+            at=row["recorded_at"],
+            reason=row["reason"] if row["refused"] else None,
+        )
+        for row in rows
+    ]
+    head = ledger.recorder.max_notification_id() or 0
+    while position < head:
+        notifications = ledger.recorder.select_notifications(
+            start=position, limit=page, stop=head, topics=READ_TOPICS, inclusive_of_start=False
+        )
+        if not notifications:
+            break
+        for notification in notifications:
+            event = ledger.mapper.to_domain_event(notification)
+            if (
+                isinstance(event, AccessRecord.DataAccessed | AccessRecord.AccessRefused)
+                and event.customer_id == customer_id
+            ):
+                reads.append(
+                    read_entry(
+                        actor=event.actor,
+                        role=event.role,
+                        purpose=event.purpose,
+                        categories=event.categories,
+                        what=event.what,
+                        at=event.timestamp,
+                        reason=getattr(event, "reason", None),
+                    )
+                )
+        position = notifications[-1].id
+    return reads
+
+
 def assemble(
     request: DataRightsRequest,
     customer: Customer,
@@ -28,8 +111,11 @@ def assemble(
     *,
     retention: str,
     generated_at: datetime,
+    reads: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The machine-readable export for an access request."""
+    """The machine-readable export for an access request. ``reads`` are the customer's
+    recorded reads (``recorded_reads``); the access log lists those recorded in the former
+    form, on the customer's own stream, first."""
     categories: dict[str, Any] = {}
     for category in customer.purposes:
         if not customer.holds_name(category):
@@ -67,7 +153,7 @@ def assemble(
             {"channel": channel, **state} for channel, state in sorted(customer.consents.items())
         ],
         "disclosures": disclosures,
-        "access_log": list(customer.access_log),
+        "access_log": [*customer.access_log, *(dict(read) for read in reads)],
         "retention": retention,
     }
     result: dict[str, Any] = jsonable(document)

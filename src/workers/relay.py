@@ -33,6 +33,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from psycopg import sql
 
+from rightsledger.domain.access import AccessRecord
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.partner import Partner
@@ -172,6 +173,8 @@ class Relay:
         """The partition key: the customer an event concerns (a partner's own: the partner)."""
         if isinstance(event, Customer.Event | Customer.Registered):
             return event.originator_id  # type: ignore[no-any-return]
+        if isinstance(event, AccessRecord.DataAccessed | AccessRecord.AccessRefused):
+            return event.customer_id  # a read: its customer's, not its own record's id
         if isinstance(event, DataRightsRequest.Submitted):
             self._customers[event.originator_id] = event.customer_id
             return event.customer_id

@@ -139,7 +139,12 @@ class RequestWorker:
             "compliance; everything else is erased on a deletion request."
         )
         document = export.assemble(
-            request, customer, partners, retention=retention, generated_at=self.clock()
+            request,
+            customer,
+            partners,
+            retention=retention,
+            generated_at=self.clock(),
+            reads=export.recorded_reads(self.views.audit_trail, self.ledger, customer.id),
         )
         digest = export.digest(document)
         self.exports.save(request.id, customer.id, digest, document)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from rightsledger.bootstrap import Container, build
 from rightsledger.security.keys import Role
 from rightsledger.storage.database import Database
 from tests.conftest import ADMIN_KEY, make_settings
+from tests.e2e.service import Service
 
 
 @pytest.fixture
@@ -79,3 +81,35 @@ EVIDENCE = {
     "wording_version": "mkt-v3",
     "captured_at": "2026-11-01T10:00:00Z",
 }
+
+
+# -- the service as `make run` starts it: `python -m rightsledger serve` with its followers ----
+
+
+@pytest.fixture
+def start_service(
+    database: Database, schema: str, tmp_path: Path
+) -> Iterator[Callable[..., Service]]:
+    """Start `rightsledger serve` processes on the test's schema: ``start_service(name, **kw)``
+    takes :class:`tests.e2e.service.Service`'s keywords (``workers``, ``run_followers``,
+    ``env``). All are stopped afterwards, and no process of theirs may survive."""
+    started: list[Service] = []
+
+    def start(name: str = "service", **options: Any) -> Service:
+        service = Service(database.url, schema, tmp_path / name, name=name, **options)
+        started.append(service)
+        return service.start()
+
+    try:
+        yield start
+    finally:
+        left: list[str] = []
+        for service in reversed(started):
+            left += [f"{service.name}: {p.pid} {p.command}" for p in service.stop()]
+        assert not left, "processes survived stop():\n  " + "\n  ".join(left)
+
+
+@pytest.fixture
+def service(start_service: Callable[..., Service]) -> Service:
+    """One `rightsledger serve` (API, projection worker, request workers, relay, broker)."""
+    return start_service("service")

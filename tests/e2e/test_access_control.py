@@ -48,6 +48,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/partners/{partner_id}"): {"auditor", "billing", "privacy_officer", "support"},
     ("GET", "/v1/partners/{partner_id}/disclosures"): {"auditor", "privacy_officer"},
     ("POST", "/v1/partners/{partner_id}/acknowledgements"): {"partner", "privacy_officer"},
+    ("POST", "/v1/partners/{partner_id}/contract"): {"privacy_officer"},
     ("POST", "/v1/requests"): {"intake", "privacy_officer"},
     ("GET", "/v1/requests"): {"auditor", "intake", "privacy_officer"},
     ("GET", "/v1/requests/{request_id}"): {"auditor", "intake", "privacy_officer"},

@@ -7,8 +7,15 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import pytest
+
 from rightsledger.bootstrap import Container
-from rightsledger.domain.ledger import ConcurrentChangeError
+from rightsledger.domain.ledger import (
+    CommitUnavailableError,
+    ConcurrentChangeError,
+    OutcomeUnknownError,
+)
+from rightsledger.storage.group_commit import GroupCommit
 from tests.conftest import EVIDENCE
 
 
@@ -23,7 +30,7 @@ def run_threads(count: int, body: Any) -> None:
 def test_concurrent_commands_each_get_their_own_position(container: Container) -> None:
     """Eight writers on their own customers: every command lands once, in order per customer."""
     ledger = container.ledger
-    assert ledger._group is not None
+    assert isinstance(ledger.committer, GroupCommit)
     customers = [
         ledger.register_customer(policy_version="v1", identity={"name": f"C{i}"}, actor="i").id
         for i in range(8)
@@ -83,3 +90,46 @@ def test_conflicting_commands_are_decided_again_not_lost(container: Container) -
     fresh = ledger.get_customer(customer)
     assert fresh.version == 1 + outcomes["ok"]
     assert len(fresh.activity) == outcomes["ok"]
+
+
+def test_a_command_gets_an_error_not_a_hang_when_the_writer_is_stopped(
+    container: Container,
+) -> None:
+    """Once the committer is stopped, a command is refused at once, and nothing is written."""
+    ledger = container.ledger
+    customer = ledger.register_customer(policy_version="v1", identity={"name": "S"}, actor="i").id
+    head = ledger.recorder.max_notification_id()
+    assert isinstance(ledger.committer, GroupCommit)
+    ledger.committer.stop()
+    with pytest.raises(CommitUnavailableError):
+        ledger.change_consent(
+            customer, channel="email", granted=True, evidence=EVIDENCE, actor="m"
+        )
+    assert ledger.recorder.max_notification_id() == head
+    ledger.committer = None  # the container closes a stopped committer without waiting
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_waiting_command_is_told_when_the_writer_thread_dies(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer thread that dies mid-write leaves no command waiting forever."""
+    ledger = container.ledger
+    customer = ledger.register_customer(policy_version="v1", identity={"name": "D"}, actor="i").id
+    committer = ledger.committer
+    assert isinstance(committer, GroupCommit)
+    entered = threading.Event()
+
+    def dying_save(*_: object, **__: object) -> None:
+        entered.set()
+        raise SystemExit  # ends the writer thread, as an interpreter shutdown would
+
+    monkeypatch.setattr(ledger, "save", dying_save)
+    monkeypatch.setattr(committer, "_write", lambda batch: ledger.save(batch))
+    with pytest.raises((OutcomeUnknownError, CommitUnavailableError, SystemExit)):
+        ledger.change_consent(
+            customer, channel="email", granted=True, evidence=EVIDENCE, actor="m"
+        )
+    assert entered.is_set()
+    assert not committer.alive
+    ledger.committer = None

@@ -59,6 +59,22 @@ def register_partner(body: s.PartnerIn, ledger: LedgerDep, who: Manager) -> s.Pa
     return s.PartnerCreated(partner_id=outcome.id, position=outcome.position)
 
 
+@router.post("/{partner_id}/contract", response_model=s.CommandAccepted)
+def renew_contract(
+    partner_id: UUID, body: s.ContractRenewal, ledger: LedgerDep, who: Manager
+) -> s.CommandAccepted:
+    """Renew (or shorten) the partner's contract and confidentiality agreement; every
+    disclosure from then on, through any API process, is decided on the new terms."""
+    outcome = ledger.renew_partner_contract(
+        partner_id,
+        contract_reference=body.contract_reference,
+        confidentiality_agreement=body.confidentiality_agreement,
+        valid_until=body.valid_until,
+        actor=who.actor,
+    )
+    return s.CommandAccepted(id=outcome.id, position=outcome.position)
+
+
 @router.get("/{partner_id}", response_model=s.PartnerOut)
 def get_partner(partner_id: UUID, ledger: LedgerDep, who: Reader) -> s.PartnerOut:
     """A partner and whether its confidentiality contract is valid today."""

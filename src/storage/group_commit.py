@@ -1,0 +1,170 @@
+"""Group commit: concurrent commands' events written in one transaction.
+
+One writer thread takes every command waiting to be written and saves their events
+together: one table lock, one commit and one notification for the lot. When any of
+them conflicts (another writer got there first), each command of that batch is
+written on its own, so only the conflicting one fails and is decided again.
+
+A waiting command never hangs: when the writer thread has died or the committer has
+been stopped it gets ``CommitUnavailableError`` at once (nothing was written), and
+when its batch takes longer than ``timeout`` it gets ``OutcomeUnknownError`` (the
+write may still complete; a retry with the same idempotency key is safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from rightsledger.domain.ledger import (
+    CommandMark,
+    CommandTag,
+    CommitUnavailableError,
+    OutcomeUnknownError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _Pending:
+    """One command's events waiting for the group commit."""
+
+    def __init__(
+        self,
+        events: list[Any],
+        aggregates: tuple[Aggregate, ...],
+        tag: CommandTag | None,
+        result: str | None,
+    ) -> None:
+        self.events = events
+        self.aggregates = aggregates
+        self.tag = tag
+        self.result = result
+        self.done = threading.Event()
+        self.position = 0
+        self.error: BaseException | None = None
+
+
+def command_marks(batch: Sequence[_Pending]) -> list[CommandMark]:
+    """Where each tagged command's events are in the batch, for the recorder."""
+    marks: list[CommandMark] = []
+    start = 0
+    for pending in batch:
+        if pending.tag is not None:
+            marks.append(CommandMark(pending.tag, start, len(pending.events), pending.result))
+        start += len(pending.events)
+    return marks
+
+
+class GroupCommit:
+    """The ledger's committer when group commit is on (see the module's docstring)."""
+
+    def __init__(
+        self, app: Application[Any], *, max_batch: int = 64, timeout: float = 30.0
+    ) -> None:
+        self._app = app
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._max_batch = max_batch
+        self._timeout = timeout
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stopped.is_set()
+
+    def commit(
+        self, aggregates: tuple[Aggregate, ...], tag: CommandTag | None, result: str | None
+    ) -> int:
+        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
+        if not events:
+            return self._app.recorder.max_notification_id() or 0
+        if not self.alive:
+            raise CommitUnavailableError("the event writer is not running; nothing was recorded")
+        pending = _Pending(events, aggregates, tag, result)
+        self._queue.put(pending)
+        waited = 0.0
+        while not pending.done.wait(0.5):
+            waited += 0.5
+            if not self._thread.is_alive():
+                raise OutcomeUnknownError(
+                    "the event writer stopped while this command was being written"
+                )
+            if waited >= self._timeout:
+                raise OutcomeUnknownError(
+                    f"the event store did not confirm the write within {self._timeout:g} s"
+                )
+        if pending.error is not None:
+            raise pending.error
+        return pending.position
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+        # Anything still queued is answered, never left waiting.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item.error = CommitUnavailableError("the ledger stopped; nothing was recorded")
+                item.done.set()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._write(batch)
+                    return
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: list[_Pending]) -> None:
+        try:
+            recordings = self._app.save(
+                *(event for p in batch for event in p.events), commands=command_marks(batch)
+            )
+        except IntegrityError as error:
+            if len(batch) > 1:
+                for pending in batch:
+                    self._write([pending])
+                return
+            batch[0].error = error
+            batch[0].done.set()
+            return
+        except BaseException as error:
+            for pending in batch:
+                pending.error = error
+                pending.done.set()
+            return
+        positions = {
+            (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
+            for r in recordings
+        }
+        cache = self._app.repository.cache
+        for pending in batch:
+            pending.position = max(
+                positions[(e.originator_id, e.originator_version)] for e in pending.events
+            )
+            if cache is not None:
+                for aggregate in pending.aggregates:
+                    cache.put(aggregate.id, aggregate)
+            pending.done.set()

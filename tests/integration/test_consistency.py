@@ -1,0 +1,273 @@
+"""Several containers on one store decide on its current state, and forget at once.
+
+Each container has its own aggregate cache, key caches and invalidation listener, as
+each process of a deployment does. (The same behaviours through HTTP on the
+multi-process service are in tests/e2e/test_processes.py.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import date, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+from eventsourcing.persistence import OperationalError
+from psycopg import sql
+
+from rightsledger.bootstrap import Container, build
+from rightsledger.config import Settings
+from rightsledger.domain.ledger import CommandSlot, CommandTag, current_command
+from rightsledger.security.keys import Role
+from rightsledger.storage.chain import ChainedRecorder
+from rightsledger.storage.database import Database
+from rightsledger.storage.idempotency import fingerprint
+from rightsledger.storage.keyvault import PERSONAL
+
+
+@pytest.fixture
+def other(settings: Settings, database: Database) -> Iterator[Container]:
+    """A second container on the same schema: another process's caches."""
+    built = build(settings, database=database)
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``condition``; the seconds it took, or fail naming ``what``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def register(container: Container, name: str = "Ada") -> UUID:
+    return container.ledger.register_customer(
+        policy_version="2026-01",
+        identity={"name": name, "email": f"{name.lower()}@example.org"},
+        payment_method={"processor": "Acme", "token": "tok_1"},
+        actor="intake:desk",
+    ).id
+
+
+def test_an_acknowledgement_is_decided_on_the_request_as_another_process_left_it(
+    container: Container, other: Container
+) -> None:
+    """A request cached here, then changed elsewhere: the next command here sees the change."""
+    customer = register(container)
+    partner = container.ledger.register_partner(
+        name="Acme Support",
+        kind="support_provider",
+        contract_reference="C-1",
+        confidentiality_agreement="NDA-1",
+        contract_valid_until=date.today() + timedelta(days=365),
+        actor="privacy_officer:p",
+    ).id
+    container.ledger.disclose(
+        customer,
+        partner_id=partner,
+        basis="service_provider",
+        categories=["identity_contact"],
+        purpose="support",
+        reference="ticket 1",
+        actor="support:s",
+    )
+    request = container.ledger.submit_request(
+        customer_id=customer,
+        request_type="deletion",
+        channel="email",
+        jurisdiction="gdpr",
+        statement="erase me",
+        actor="intake:desk",
+    ).id
+    container.ledger.verify_request(request, method="id_document", reference="r", actor="p")
+    assert container.ledger.get_request(request).status.value == "in_progress"  # cached here
+    other.ledger.start_deletion(request, retain_for=timedelta(days=10), actor="worker")
+    container.ledger.acknowledge(request, partner_id=partner, actor="partner:acme")
+    assert other.ledger.get_request(request).status.value == "fulfilled"
+
+
+def test_a_renewed_contract_is_honoured_by_another_process_at_once(
+    container: Container, other: Container
+) -> None:
+    """A partner loaded (and cached) here, renewed elsewhere: a disclosure here sees the renewal."""
+    customer = register(container)
+    partner = container.ledger.register_partner(
+        name="Acme Support",
+        kind="support_provider",
+        contract_reference="C-1",
+        confidentiality_agreement="NDA-1",
+        contract_valid_until=date.today() - timedelta(days=1),
+        actor="privacy_officer:p",
+    ).id
+    with pytest.raises(Exception, match="contract"):
+        container.ledger.disclose(
+            customer,
+            partner_id=partner,
+            basis="service_provider",
+            categories=["identity_contact"],
+            purpose="support",
+            reference="ticket 1",
+            actor="support:s",
+        )
+    other.ledger.renew_partner_contract(
+        partner,
+        contract_reference="C-2",
+        confidentiality_agreement="NDA-2",
+        valid_until=date.today() + timedelta(days=365),
+        actor="privacy_officer:p",
+    )
+    outcome = container.ledger.disclose(
+        customer,
+        partner_id=partner,
+        basis="service_provider",
+        categories=["identity_contact"],
+        purpose="support",
+        reference="ticket 2",
+        actor="support:s",
+    )
+    assert outcome.position > 0
+
+
+def test_a_revoked_key_is_refused_by_every_process_within_a_second(
+    container: Container, other: Container
+) -> None:
+    """Revoked through one container, the key is refused by the other, which had cached it."""
+    key_id, token = container.keys.create(Role.SUPPORT, "desk")
+    assert other.keys.authenticate(token) is not None
+    assert other.keys.cached(token) is not None  # cached in the other process
+    assert container.keys.revoke(key_id)
+    took = wait_until(
+        lambda: other.keys.cached(token) is None and other.keys.authenticate(token) is None,
+        1.0,
+        "the other process refuses the revoked key",
+    )
+    assert took < 1.0
+
+
+def test_destroyed_keys_are_forgotten_by_every_process(
+    container: Container, other: Container
+) -> None:
+    """After one process destroys a customer's keys, the other no longer decrypts their data."""
+    customer = register(container, "Grace")
+    assert other.ledger.get_customer(customer).data["identity_contact"]["name"] == "Grace"
+    container.vault.destroy(customer, PERSONAL)
+    wait_until(
+        lambda: other.ledger.get_customer(customer).data["identity_contact"]["name"]
+        == "[erased]",
+        1.0,
+        "the other process shows the customer as erased",
+    )
+    before = other.ledger.customer_as_of(customer, container.ledger.clock())
+    assert before is not None
+    assert before.data["identity_contact"]["name"] == "[erased]"
+
+
+def test_caches_are_bypassed_while_the_listener_is_down(
+    container: Container, other: Container
+) -> None:
+    """With its listener's connection terminated, a process trusts no cached key."""
+    key_id, token = container.keys.create(Role.SUPPORT, "desk")
+    assert other.keys.authenticate(token) is not None
+    other.invalidations.stop()  # as if its connection were gone
+    assert not other.invalidations.healthy
+    assert other.keys.cached(token) is None
+    container.keys.revoke(key_id)
+    assert other.keys.authenticate(token) is None
+
+
+def count_events(container: Container) -> int:
+    with psycopg.connect(container.database.url) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(
+                sql.Identifier(container.settings.database_schema, "rightsledger_events")
+            )
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_commit_whose_acknowledgement_is_lost_is_not_applied_twice(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The insert commits, the connection drops before the answer: the retry finds its own
+    events and answers with their positions instead of deciding the command again."""
+    customer = register(container)
+    before = count_events(container)
+    recorder = container.ledger.recorder
+    assert isinstance(recorder, ChainedRecorder)
+    real = recorder._insert_once
+    lost: list[int] = []
+
+    def commit_then_lose(stored_events: Any, marks: Any) -> Any:
+        ids = real(stored_events, marks)
+        if not lost:
+            lost.extend(ids)
+            raise OperationalError("server closed the connection unexpectedly")
+        return ids
+
+    monkeypatch.setattr(recorder, "_insert_once", commit_then_lose)
+    outcome = container.ledger.record_invoice(
+        customer,
+        amount="12.50",
+        currency="EUR",
+        status="issued",
+        issued_at=container.ledger.clock(),
+        actor="billing:b",
+    )
+    assert lost
+    assert outcome.position == max(lost)
+    assert count_events(container) == before + 1
+    invoices = container.ledger.get_customer(customer).invoices
+    assert list(invoices) == [str(outcome.id)]
+
+
+def test_a_tagged_command_retried_after_its_commit_is_answered_as_the_first(
+    container: Container,
+) -> None:
+    """The same idempotency tag on a second attempt: no new events, the first result."""
+    customer = register(container)
+    store = container.idempotency
+    print_ = fingerprint("POST", f"/v1/customers/{customer}/invoices", "", b"{}")
+    claim = store.claim("caller", "key-1", print_)
+    assert claim.tag is not None
+    tag: CommandTag = claim.tag
+
+    def invoice() -> Any:
+        token = current_command.set(CommandSlot(tag))
+        try:
+            return container.ledger.record_invoice(
+                customer,
+                amount="9.99",
+                currency="EUR",
+                status="issued",
+                issued_at=container.ledger.clock(),
+                actor="billing:b",
+            )
+        finally:
+            current_command.reset(token)
+
+    first = invoice()
+    events = count_events(container)
+    second = invoice()  # e.g. the attempt died after committing and the client retried
+    assert (second.id, second.position) == (first.id, first.position)
+    assert count_events(container) == events
+    assert store.position_of(tag) == first.position
+
+
+def test_the_same_key_with_another_request_is_a_mismatch(container: Container) -> None:
+    """A key is bound to the request it first came with."""
+    store = container.idempotency
+    first = store.claim("caller", "k", fingerprint("POST", "/v1/x", "", b"a"))
+    assert first.tag is not None
+    assert store.claim("caller", "k", fingerprint("POST", "/v1/x", "", b"b")).mismatch
+    assert store.claim("caller", "k", fingerprint("POST", "/v1/x", "", b"a")).in_progress
+    other_caller = store.claim("someone else", "k", fingerprint("POST", "/v1/x", "", b"b"))
+    assert other_caller.tag is not None

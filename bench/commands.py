@@ -583,6 +583,30 @@ class LoadResult:
     cpu: dict[str, float | None]
 
 
+COMMANDS = {
+    "consents": "POST /v1/customers/{id}/consents",
+    "requests": "POST /v1/requests",
+}
+
+
+def command(kind: str, customer: str, granted: bool) -> tuple[str, dict[str, Any]]:
+    """The path and body of one command of the chosen kind, never refused by a rule."""
+    if kind == "requests":
+        return "/v1/requests", {
+            "customer_id": customer,
+            "type": "access",
+            "channel": "email",
+            "jurisdiction": "gdpr",
+            "statement": "Please send me a copy of my personal data.",
+        }
+    return f"/v1/customers/{customer}/consents", {
+        "purpose": "marketing",
+        "channel": "email",
+        "granted": granted,
+        "evidence": EVIDENCE,
+    }
+
+
 def run_load(
     service: Service,
     customers: Sequence[str],
@@ -610,14 +634,9 @@ def run_load(
                 customer = worker.customers[position % len(worker.customers)]
                 position += 1
                 granted = not worker.held.get(customer, False)
-                body = {
-                    "purpose": "marketing",
-                    "channel": "email",
-                    "granted": granted,
-                    "evidence": EVIDENCE,
-                }
+                path, body = command(args.command, customer, granted)
                 start = time.perf_counter()
-                status, data = client.request("POST", f"/v1/customers/{customer}/consents", body)
+                status, data = client.request("POST", path, body)
                 worker.latencies.append(time.perf_counter() - start)
                 if 200 <= status < 300:
                     worker.ok += 1
@@ -640,7 +659,7 @@ def run_load(
             rate, when = (done - last[1]) / max(elapsed - last[0], 1e-9), "now"
             last[0], last[1] = elapsed, done
         goal = f"/{args.commands}" if args.commands else f" in {elapsed:.0f}/{seconds:.0f}s"
-        return f"consent commands: {done}{goal}  {rate:,.0f}/s {when}  errors {errors}"
+        return f"{args.command} commands: {done}{goal}  {rate:,.0f}/s {when}  errors {errors}"
 
     server_pid = service.process.pid if service.process else None
     before = CpuSample.take(server_pid)
@@ -757,6 +776,13 @@ def figures(
         "raw_errors": raw.errors if raw else None,
         "ratio": round(rate / raw_rate, 4) if raw_rate else None,
         **load.cpu,
+        "command": args.command,
+        "workers": args.workers or 1,
+        "service_cpu_ms_per_command": (
+            round(load.cpu["server_cores"] * load.elapsed * 1000.0 / load.ok, 3)
+            if load.cpu.get("server_cores") is not None and load.ok
+            else None
+        ),
         "target_commands_per_s": TARGET_COMMANDS_PER_S,
         "target_p99_ms": TARGET_P99_MS,
         "meets_targets": rate >= TARGET_COMMANDS_PER_S and p99 < TARGET_P99_MS,
@@ -775,7 +801,8 @@ def print_summary(
     lines = [
         "",
         "=" * 72,
-        "rightsledger command benchmark: POST /v1/customers/{id}/consents",
+        f"rightsledger command benchmark: {COMMANDS[args.command]}"
+        f" (API processes: {f['workers']})",
         "=" * 72,
         f"service          {service.base_url} ({where}, schema {service.schema})",
         f"load             {f['clients']} clients, keep-alive, {f['customers']} customers, "
@@ -812,6 +839,11 @@ def print_summary(
         f"{f['machine_busy_pct']:.0f}% busy of {os.cpu_count()} cores (~{f['other_cores']:.2f} "
         "cores used by other processes)"
     )
+    if f["service_cpu_ms_per_command"] is not None:
+        lines.append(
+            f"service CPU      {f['service_cpu_ms_per_command']:>10.3f} ms per command "
+            "(every process of the service: API, followers, broker)"
+        )
     if load.error_samples:
         lines.append("error samples    " + "\n                 ".join(load.error_samples))
     lines += ["=" * 72, ""]
@@ -848,6 +880,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     target.add_argument("--startup-timeout", type=float, default=120.0, metavar="SECONDS")
     load = parser.add_argument_group("load")
+    load.add_argument(
+        "--command",
+        choices=sorted(COMMANDS),
+        default="consents",
+        help="consents: consent changes (default); requests: data-rights requests (intake)",
+    )
     load.add_argument("--customers", type=int, default=200)
     load.add_argument("--clients", type=int, default=8)
     load.add_argument("--seconds", type=float, default=10.0, help="load duration (default 10)")

@@ -19,10 +19,12 @@ from rightsledger.security.keys import ApiKeyStore, AuthGuard
 from rightsledger.storage.chain import ChainedRecorder
 from rightsledger.storage.database import Database, open_database
 from rightsledger.storage.exports import ExportStore
+from rightsledger.storage.followers import FollowerBoard
 from rightsledger.storage.group_commit import GroupCommit
 from rightsledger.storage.idempotency import IdempotencyStore
 from rightsledger.storage.invalidation import Invalidations
 from rightsledger.storage.keyvault import KeyVault, PostgresKeyVault
+from rightsledger.storage.migrations import migrate
 from rightsledger.storage.sealing import SealingMapper
 from rightsledger.workers.relay import Relay, RelayConfig
 from rightsledger.workers.requests import RequestWorker, WorkerPolicy, open_tracking
@@ -46,13 +48,14 @@ class Container:
     env: dict[str, str]
     invalidations: Invalidations
     idempotency: IdempotencyStore
+    board: FollowerBoard
     owns_database: bool = True
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def projection_worker(self) -> ProjectionWorker:
-        return ProjectionWorker(self.ledger, list(self.views.views.values()))
+        return ProjectionWorker(self.ledger, list(self.views.views.values()), board=self.board)
 
     def start_projections(self) -> None:
         """Run the projection worker in a thread of this process (woken by LISTEN/NOTIFY)."""
@@ -85,7 +88,9 @@ class Container:
         )
         tracking = open_tracking(self.env, RequestWorker.name)
         self.closers.append(tracking.datastore.close)
-        return RequestWorker(self.ledger, tracking, self.exports, self.views, policy, self.vault)
+        return RequestWorker(
+            self.ledger, tracking, self.exports, self.views, policy, self.vault, board=self.board
+        )
 
     def relay(self, bootstrap: str) -> Relay:
         settings = self.settings
@@ -102,7 +107,7 @@ class Container:
         # reads the log without unsealing personal values; a small pool is enough
         reader = RightsLedger({**self.env, "POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "2"})
         self.closers.append(reader.close)
-        return Relay(self.ledger, tracking, config, reader=reader)
+        return Relay(self.ledger, tracking, config, reader=reader, board=self.board)
 
     def start_workers(self, bootstrap: str | None) -> None:
         """Run the request workers, and the relay when there is a broker, in this process."""
@@ -175,8 +180,12 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
         settings.data_dir,
     )
     try:
-        db.ensure_schema(settings.database_schema)
         env = ledger_env(settings, db)
+        # The schema and every table, created once under the migration lock (several processes
+        # creating tables at once fail); below, eventsourcing creates none and the views' own
+        # CREATE ... IF NOT EXISTS find theirs there.
+        migrate(db.url, settings.database_schema, env)
+        env["CREATE_TABLE"] = "n"
         # Keys, data keys, idempotency keys, exports: a connection is checked before use, so
         # one terminated by the server is replaced instead of failing a request.
         pool: ConnectionPool = ConnectionPool(
@@ -184,24 +193,20 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
         )
         invalidations = Invalidations(db.url, settings.database_schema)
         vault = PostgresKeyVault(pool, settings.database_schema, invalidations=invalidations)
-        vault.create_table()
         ledger = make_ledger(env, vault, settings)
         # An erasure anywhere drops every decrypted aggregate this process holds.
         invalidations.subscribe("customer-keys", lambda _: ledger.clear_cache(), ledger.clear_cache)
         views = ViewSet.open(env)
         keys = ApiKeyStore(pool, settings.database_schema, invalidations=invalidations)
-        keys.create_table()
         idempotency = IdempotencyStore(
             pool, settings.database_schema, ttl=timedelta(hours=settings.idempotency_ttl_hours)
         )
-        idempotency.create_table()
         invalidations.start()
         auth_guard = AuthGuard(
             pool, settings.database_schema, allowed=settings.auth_failures_allowed
         )
-        auth_guard.create_table()
         exports = ExportStore(pool, settings.database_schema)
-        exports.create_table()
+        board = FollowerBoard(pool, settings.database_schema)
         if settings.admin_key is not None:
             keys.seed(settings.admin_key.get_secret_value())
     except Exception:
@@ -221,5 +226,6 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
         env=env,
         invalidations=invalidations,
         idempotency=idempotency,
+        board=board,
         owns_database=database is None,
     )

@@ -8,11 +8,11 @@ import logging
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
@@ -29,9 +29,14 @@ from rich.progress import (
 
 from rightsledger.config import Settings
 from rightsledger.security.keys import KeyStoreError, Role
+from rightsledger.workers.supervisor import Supervisor, supervising_parent, watch_parent
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from rightsledger.bootstrap import Container
+    from rightsledger.storage.database import Database
+    from rightsledger.workers.broker import EmbeddedBroker
 
 VIEW_NAMES = (
     "customer_profile",
@@ -54,6 +59,10 @@ workers_app = typer.Typer(help="Request workers: fulfilment and deadlines.", no_
 app.add_typer(workers_app, name="workers")
 relay_app = typer.Typer(help="The Kafka relay.", no_args_is_help=True)
 app.add_typer(relay_app, name="relay")
+followers_app = typer.Typer(
+    help="The projection worker, request workers and relay: state, resume.", no_args_is_help=True
+)
+app.add_typer(followers_app, name="followers")
 
 
 def _logging() -> None:
@@ -105,6 +114,10 @@ def projections_run() -> None:
 def _run_until_signalled(body: Callable[[threading.Event], None]) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    parent = supervising_parent()
+    if parent is not None:  # started by serve: stop when serve is gone, however it ended
+        # an orphan gets a short grace: what it was waiting on (the store) may be going too
+        watch_parent(stop.set, parent=parent, grace=5.0)
     with contextlib.suppress(KeyboardInterrupt):
         body(stop)
 
@@ -169,6 +182,67 @@ def projections_status() -> None:
     for name, position in positions.items():
         typer.echo(f"{name:<20} {position:>10} {head - position:>10}")
     typer.echo(f"{'log head':<20} {head:>10}")
+    _print_followers(container, head, only="projections")
+
+
+def _print_followers(container: Container, head: int, only: str | None = None) -> bool:
+    """Each follower's state from ``follower_status``; False when any is not healthy."""
+    from rightsledger.api.routers.health import followers_health
+
+    health = followers_health(container, head)
+    statuses = [s for s in health.statuses if only is None or s.name == only]
+    if not statuses:
+        typer.echo("no follower has reported yet" if only is None else f"{only}: not reported")
+    for status in statuses:
+        detail = ""
+        if status.error:
+            detail = f"  at {status.error_position}: {status.error}"
+        typer.echo(
+            f"{status.name:<16} {status.state.value:<9} position {status.position:>10}"
+            f"  lag {max(0, head - status.position):>8}"
+            f"  last report {status.heartbeat_at:%Y-%m-%d %H:%M:%S%z} (pid {status.pid})"
+            f"{detail}"
+        )
+    problems = [p for p in health.problems if only is None or p.startswith(only)]
+    for problem in problems:
+        typer.echo(f"problem: {problem}", err=True)
+    return not problems
+
+
+@followers_app.command("status")
+def followers_status() -> None:
+    """Every follower's state (running, retrying, parked, stopped), position and lag; exit 1
+    when one is parked, stopped, silent or behind (what /ready reports)."""
+    container = _container()
+    try:
+        head = container.ledger.recorder.max_notification_id() or 0
+        ok = _print_followers(container, head)
+    finally:
+        container.close()
+    if not ok:
+        raise typer.Exit(1)
+
+
+@followers_app.command("resume")
+def followers_resume(
+    name: Annotated[str, typer.Argument(help="projections, request-workers or relay")],
+    skip: Annotated[
+        bool,
+        typer.Option(
+            help="Step over the event it is parked at (recorded in the log as a decision)."
+        ),
+    ] = False,
+) -> None:
+    """Make a parked follower retry the event it is parked at (after a fix), or skip it."""
+    container = _container()
+    try:
+        asked = container.board.request(name, "skip" if skip else "resume")
+    finally:
+        container.close()
+    if not asked:
+        typer.echo(f"error: {name} is not parked (see `rightsledger followers status`)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{name} will {'skip the event and go on' if skip else 'retry'} within a second")
 
 
 @projections_app.command("rebuild")
@@ -253,6 +327,10 @@ def audit_replay(
     typer.echo(json.dumps(summary.as_dict(), indent=2))
 
 
+class _Terminated(SystemExit):
+    """SIGTERM, raised in serve's main thread so that its clean-up runs before it exits."""
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (RIGHTSLEDGER_HOST).")] = None,
@@ -263,6 +341,27 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the HTTP API, with the projections, request workers and relay, until interrupted."""
+    # uvicorn handles SIGTERM while it serves, shuts down gracefully, then restores this
+    # handler and raises SIGTERM again: the clean-up below then runs (the default handler
+    # would end the process at once, leaving the broker behind), and serve ends by SIGTERM.
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, _: FrameType | None) -> None:
+        if not terminated:  # a second SIGTERM does not interrupt the clean-up
+            terminated.append(signum)
+            raise _Terminated(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    with contextlib.suppress(_Terminated):
+        _serve(host, port, workers)
+    if terminated:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+
+
+def _serve(host: str | None, port: int | None, workers: int | None) -> None:
     import uvicorn
 
     from rightsledger.api.app import create_app
@@ -281,14 +380,19 @@ def serve(
         generated = "rlk_local_" + secrets.token_urlsafe(24)
         settings.admin_key = SecretStr(generated)
     broker = None
-    if settings.run_workers and not settings.kafka_bootstrap:
-        from rightsledger.workers.broker import EmbeddedBroker
-
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        broker = EmbeddedBroker(settings.kafka_port, log_dir=settings.data_dir).start()
-        settings.kafka_bootstrap = broker.bootstrap
+    supervisor: Supervisor | None = None
+    container: Container | None = None
     try:
+        if settings.run_workers and not settings.kafka_bootstrap:
+            from rightsledger.workers.broker import EmbeddedBroker
+
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            broker = EmbeddedBroker(settings.kafka_port, log_dir=settings.data_dir).start()
+            settings.kafka_bootstrap = broker.bootstrap
         container = build(settings)
+        if broker is not None:
+            # closed with the container (the API's shutdown), after the followers that use it
+            container.closers.append(_stopper(broker))
         where = "embedded PostgreSQL under " + str(settings.data_dir.resolve())
         if not container.database.is_embedded:
             where = "the PostgreSQL server in RIGHTSLEDGER_DATABASE_URL"
@@ -304,13 +408,14 @@ def serve(
         if generated:
             typer.echo(f"  admin key for this run: {generated}")
         typer.echo("  create a key: rightsledger keys create --role intake --name front-desk")
-        followers = _start_followers(settings, container.database.url)
-        if followers:
+        supervisor = _followers(settings, container.database)
+        if supervisor is not None:
+            supervisor.start()
             settings.run_projections = False
             settings.run_workers = False
             os.environ["RIGHTSLEDGER_RUN_PROJECTIONS"] = "false"
             os.environ["RIGHTSLEDGER_RUN_WORKERS"] = "false"
-            container.closers.append(lambda: _stop_followers(followers))
+            container.closers.append(supervisor.stop)
         if settings.web_workers > 1:
             # Each process builds its own container from the environment; the store and the
             # broker started here are shared, and advisory locks keep one active follower each.
@@ -322,7 +427,7 @@ def serve(
             typer.echo(f"  {settings.web_workers} API processes")
             try:
                 uvicorn.run(
-                    "rightsledger.api.app:from_environment",
+                    "rightsledger.cli:api_process_app",
                     factory=True,
                     workers=settings.web_workers,
                     host=settings.host,
@@ -341,41 +446,86 @@ def serve(
                 access_log=False,
             )
     finally:
+        # Normally done already by the container's closers; here for a start-up cut short.
+        if supervisor is not None:
+            supervisor.stop()
         if broker is not None:
             broker.stop()
+        if container is not None:
+            container.database.close()
 
 
-def _start_followers(settings: Settings, database_url: str) -> list[subprocess.Popen[bytes]]:
+def _stopper(broker: EmbeddedBroker) -> Callable[[], None]:
+    def stop() -> None:
+        broker.stop()
+
+    return stop
+
+
+def api_process_app() -> FastAPI:
+    """The app of one of ``serve --workers N``'s API processes: built from the environment,
+    and shut down (SIGTERM to itself, which uvicorn handles) if serve is gone."""
+    from rightsledger.api.app import from_environment
+
+    parent = os.getppid()
+    watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM), parent=parent, grace=10.0)
+    return from_environment()
+
+
+def _followers(settings: Settings, database: Database) -> Supervisor | None:
     """The projection worker and the request workers (with the relay) as processes of their
-    own beside the API, as in production: the API's process keeps its core for requests."""
+    own beside the API, as in production (the API's process keeps its core for requests),
+    under a supervisor (to be started): restarted when they exit, stopped with serve, and
+    dying with it."""
     if not settings.follower_processes:
-        return []
+        return None
     env = {
         **os.environ,
-        "RIGHTSLEDGER_DATABASE_URL": database_url,
+        "RIGHTSLEDGER_DATABASE_URL": database.url,
         "RIGHTSLEDGER_DATABASE_SCHEMA": settings.database_schema,
     }
     if settings.kafka_bootstrap:
         env["RIGHTSLEDGER_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
-    commands: list[list[str]] = []
+    commands: dict[str, list[str]] = {}
     if settings.run_projections:
-        commands.append(["projections", "run"])
+        commands["projections run"] = ["projections", "run"]
     if settings.run_workers:
-        commands.append(["workers", "run"] + ([] if settings.kafka_bootstrap else ["--no-relay"]))
-    return [
-        subprocess.Popen([sys.executable, "-m", "rightsledger", *command], env=env)  # noqa: S603
-        for command in commands
-    ]
+        commands["workers run"] = ["workers", "run"] + (
+            [] if settings.kafka_bootstrap else ["--no-relay"]
+        )
+    if not commands:
+        return None
+    argv = {name: [sys.executable, "-m", "rightsledger", *args] for name, args in commands.items()}
+    # an embedded server is stopped after the followers if serve ends without stopping it
+    return Supervisor(argv, env, on_spawn=database.outlived_by)
 
 
-def _stop_followers(followers: list[subprocess.Popen[bytes]]) -> None:
-    for process in followers:
-        process.terminate()
-    for process in followers:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+@app.command("migrate")
+def migrate_command() -> None:
+    """Create the schema and apply the migrations it lacks (once, under a lock); print them."""
+    from rightsledger.bootstrap import ledger_env
+    from rightsledger.storage.database import open_database
+    from rightsledger.storage.migrations import applied, migrate
+
+    _logging()
+    settings = Settings()
+    database = open_database(
+        settings.database_url.get_secret_value() if settings.database_url else None,
+        settings.data_dir,
+    )
+    schema = settings.database_schema
+    try:
+        done = migrate(database.url, schema, ledger_env(settings, database))
+        recorded = applied(database.url, schema)
+    finally:
+        database.close()
+    for migration in done:
+        typer.echo(f"applied migration {migration.version}: {migration.name}")
+    version = recorded[-1].version if recorded else 0
+    if not done:
+        typer.echo(f"nothing to apply: schema {schema} is at migration {version}")
+    else:
+        typer.echo(f"schema {schema} is at migration {version}")
 
 
 @keys_app.command("create")

@@ -117,6 +117,16 @@ class Settings(BaseSettings):
         default=7, ge=0, description="Remind and escalate this many days before a due date."
     )
     sweep_seconds: float = Field(default=30.0, gt=0, description="Deadline sweep interval.")
+    ready_lag_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="`/ready` answers 503 when events have waited longer than this for a follower.",
+    )
+    ready_stale_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="`/ready` answers 503 when a follower has not reported for this long.",
+    )
 
     @field_validator("jurisdictions")
     @classmethod

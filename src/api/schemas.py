@@ -367,6 +367,9 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready"]
     position: int
+    followers: dict[str, int] = Field(
+        default_factory=dict, description="Each follower's position in the log."
+    )
 
 
 # ---------------------------------------------------------------------- audit

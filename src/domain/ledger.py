@@ -28,6 +28,7 @@ from rightsledger.domain.access import AccessRecord
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.deadlines import DeadlineRule
 from rightsledger.domain.errors import DomainError, InvalidCommandError, StateError
+from rightsledger.domain.operations import FollowerSkip
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
 
@@ -625,7 +626,13 @@ class RightsLedger(Application[UUID]):
         return Outcome(request_id, self._change_request_and_customer(request_id, decide)[1])
 
     def start_deletion(self, request_id: UUID, *, retain_for: timedelta, actor: str) -> Outcome:
-        """Erase the customer's personal data and notify every recipient; fulfil when none."""
+        """Erase the customer's personal data and notify every recipient; fulfil when none.
+
+        One transaction records the request's progress (``WorkDone``, then
+        ``PartnersNotified`` or ``Fulfilled``) with ``Customer.Erased``. Destroying the keys
+        and deleting the exports follow from ``Customer.Erased`` (the request worker reacts
+        to it), so they happen only once the erasure is recorded, and always then.
+        """
         now = self.clock()
 
         def decide(request: DataRightsRequest, customer: Customer) -> None:
@@ -654,35 +661,15 @@ class RightsLedger(Application[UUID]):
         return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
 
     def chase(self, request_id: UUID, *, remind_before: timedelta, actor: str) -> list[str]:
-        """Record reminders, overdue marks, escalations and expiries a request now needs."""
+        """Record the reminders, overdue marks, escalations and expiries a request now needs
+        (the rule is ``DataRightsRequest.chase``); the steps taken. Nothing due: no event."""
         now = self.clock()
-        done: list[str] = []
 
-        def decide(request: DataRightsRequest) -> None:
-            done.clear()
-            if request.status.is_final:
-                return
-            if now >= request.due_at - remind_before and not request.reminded:
-                request.remind(actor=actor)
-                done.append("reminded")
-            if request.awaiting and not request.escalated and now >= request.due_at - remind_before:
-                request.escalate(
-                    reason=f"{len(request.awaiting)} recipient(s) have not acknowledged the "
-                    "deletion and the due date is near",
-                    actor=actor,
-                )
-                done.append("escalated")
-            if now > request.due_at and not request.overdue_recorded:
-                request.mark_overdue(now=now, actor=actor)
-                done.append("overdue")
-            if now > request.due_at and request.status.value == "open":
-                request.expire(
-                    reason="identity was not verified before the due date", now=now, actor=actor
-                )
-                done.append("expired")
+        def decide(request: DataRightsRequest) -> list[str]:
+            return request.chase(now=now, remind_before=remind_before, actor=actor)
 
-        self._change(DataRightsRequest, request_id, decide)
-        return list(done)
+        done, _ = self._change(DataRightsRequest, request_id, decide)
+        return list(done or ())
 
     def purge_retained(self, customer_id: UUID, *, actor: str) -> Outcome:
         now = self.clock()
@@ -691,6 +678,11 @@ class RightsLedger(Application[UUID]):
             customer.purge_retained(now=now, actor=actor)
 
         return Outcome(customer_id, self._change(Customer, customer_id, decide)[1])
+
+    def record_skip(self, *, follower: str, position: int, reason: str, actor: str) -> Outcome:
+        """Record that ``follower`` stepped over the event at ``position`` on purpose."""
+        skip = FollowerSkip.record(follower=follower, position=position, reason=reason, actor=actor)
+        return self._add(skip, tagged=False)
 
     # ------------------------------------------------------------------ auditor replay
 

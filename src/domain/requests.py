@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -29,6 +31,8 @@ from rightsledger.domain.values import (
 )
 
 _TEXT_LIMIT = 10_000
+_NAMED_PARTNERS = 50
+"""Partners an expiry's reason names at most (the event's ``unacknowledged`` lists all)."""
 
 
 def _reason(reason: str, field: str = "reason") -> str:
@@ -38,6 +42,74 @@ def _reason(reason: str, field: str = "reason") -> str:
     if len(text) > _TEXT_LIMIT:
         raise InvalidCommandError(f"'{field}' is too long", field=field)
     return text
+
+
+class Attention(StrEnum):
+    """The clock a request's next chase step waits for."""
+
+    REMINDER = "reminder"
+    """The start of the reminder window: ``due_at`` minus the policy's ``remind_before``."""
+    DEADLINE = "deadline"
+    """The due date itself (which includes any extension granted)."""
+
+    def at(self, due_at: datetime, remind_before: timedelta) -> datetime:
+        """When this clock strikes for a request due at ``due_at``."""
+        return due_at - remind_before if self is Attention.REMINDER else due_at
+
+    def reached(self, now: datetime, due_at: datetime, remind_before: timedelta) -> bool:
+        """Reminders are due from the window's start; deadline steps once the date has passed."""
+        moment = self.at(due_at, remind_before)
+        return now >= moment if self is Attention.REMINDER else now > moment
+
+
+CHASE_STEPS: tuple[tuple[str, Attention], ...] = (
+    ("reminded", Attention.REMINDER),
+    ("escalated", Attention.REMINDER),
+    ("overdue", Attention.DEADLINE),
+    ("expired", Attention.DEADLINE),
+)
+"""The deadline chase's steps, in the order they are taken, with the clock each waits for."""
+
+
+@dataclass(frozen=True)
+class ChaseState:
+    """What the deadline chase knows of a request: the aggregate and the request queue
+    (``request_queue``) both hold these facts, and this is the one place that says which
+    steps are still to come and when the request next needs attention."""
+
+    status: RequestStatus
+    reminded: bool
+    escalated: bool
+    overdue_recorded: bool
+    awaiting: int
+    """Partners still awaited (a deletion's notified recipients yet to acknowledge)."""
+
+    def pending(self) -> tuple[str, ...]:
+        """The steps still to come, in order; none once the request is closed."""
+        if self.status.is_final:
+            return ()
+        open_ = self.status is RequestStatus.OPEN
+        still = {
+            "reminded": not self.reminded,
+            "escalated": self.awaiting > 0 and not self.escalated,
+            "overdue": not self.overdue_recorded,
+            # Past the due date (extension included) without completion: expired, as in
+            # the Data Rights Protocol; a request being worked on by us is only overdue.
+            "expired": open_ or self.awaiting > 0,
+        }
+        return tuple(step for step, _ in CHASE_STEPS if still[step])
+
+    def attention(self) -> Attention | None:
+        """The clock the next step waits for; None when nothing more can happen by the clock."""
+        pending = self.pending()
+        return _CLOCK[pending[0]] if pending else None
+
+    def next_attention_at(self, due_at: datetime, remind_before: timedelta) -> datetime | None:
+        attention = self.attention()
+        return attention.at(due_at, remind_before) if attention is not None else None
+
+
+_CLOCK = dict(CHASE_STEPS)
 
 
 class DataRightsRequest(Aggregate):
@@ -157,7 +229,17 @@ class DataRightsRequest(Aggregate):
             aggregate.escalated = True
 
     class Expired(Event):
+        """Past the due date (extension included) without being completed."""
+
+        class_version = 2
         reason: str
+        unacknowledged: list[str]
+        """Partners (ids) a deletion still awaited: not sealed, so still named after the
+        erasure has made ``reason`` unreadable. Version 1 events had none: read as []."""
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["unacknowledged"] = []
 
         def apply(self, aggregate: Any) -> None:
             aggregate.status = RequestStatus.EXPIRED
@@ -358,6 +440,13 @@ class DataRightsRequest(Aggregate):
         """The requester withdraws the request."""
         refuse_card_numbers(reason=reason or "")
         self._ensure_open()
+        if self.work_done is not None:
+            # A deletion awaiting its recipients' acknowledgements has already erased the
+            # customer: that cannot be undone, so the request cannot end as revoked.
+            raise IllegalTransitionError(
+                f"the request's work is already done ({self.work_done}); it can no longer be "
+                "revoked"
+            )
         self.trigger_event(self.Revoked, actor=actor, reason=(reason or "").strip() or None)
 
     def fulfil(self, *, summary: str, actor: str) -> None:
@@ -380,7 +469,12 @@ class DataRightsRequest(Aggregate):
             raise IllegalTransitionError(
                 f"the request is due at {self.due_at.isoformat()} and has not expired"
             )
-        self.trigger_event(self.Expired, actor=actor, reason=_reason(reason))
+        self.trigger_event(
+            self.Expired,
+            actor=actor,
+            reason=_reason(reason),
+            unacknowledged=sorted(str(partner) for partner in self.awaiting),
+        )
 
     def _ensure_in_progress(self) -> None:
         self._ensure_open()
@@ -457,7 +551,63 @@ class DataRightsRequest(Aggregate):
             raise IllegalTransitionError("the request was already escalated")
         self.trigger_event(self.Escalated, actor=actor, reason=_reason(reason))
 
+    def chase(self, *, now: datetime, remind_before: timedelta, actor: str) -> list[str]:
+        """Take every step of the deadline chase whose time has come (each at most once);
+        the steps taken, in order (see ``CHASE_STEPS``).
+
+        ``reminded`` and ``escalated`` (partners still awaited) from ``due_at`` minus
+        ``remind_before``; ``overdue`` once the due date has passed; then ``expired`` when
+        the request can no longer be completed in time: never verified, or a deletion
+        whose notified recipients have not all acknowledged.
+        """
+        done: list[str] = []
+        for step, clock in CHASE_STEPS:
+            due = clock.reached(now, self.due_at, remind_before)
+            if due and step in self.chase_state.pending():
+                self._take(step, now=now, actor=actor)
+                done.append(step)
+        return done
+
+    def _take(self, step: str, *, now: datetime, actor: str) -> None:
+        if step == "reminded":
+            self.remind(actor=actor)
+        elif step == "escalated":
+            self.escalate(
+                reason=f"{len(self.awaiting)} recipient(s) have not acknowledged the deletion "
+                "and the due date is near",
+                actor=actor,
+            )
+        elif step == "overdue":
+            self.mark_overdue(now=now, actor=actor)
+        elif self.status is RequestStatus.OPEN:
+            reason = "identity was not verified before the due date"
+            self.expire(reason=reason, now=now, actor=actor)
+        else:
+            awaited = sorted(str(partner) for partner in self.awaiting)
+            named = ", ".join(awaited[:_NAMED_PARTNERS])
+            if len(awaited) > _NAMED_PARTNERS:
+                named += f" and {len(awaited) - _NAMED_PARTNERS} more"  # all in the event
+            self.expire(
+                reason=f"expired: {len(awaited)} recipient(s) never acknowledged: {named}",
+                now=now,
+                actor=actor,
+            )
+
     # ------------------------------------------------------------------ queries
+
+    @property
+    def chase_state(self) -> ChaseState:
+        return ChaseState(
+            status=self.status,
+            reminded=self.reminded,
+            escalated=self.escalated,
+            overdue_recorded=self.overdue_recorded,
+            awaiting=len(self.awaiting),
+        )
+
+    def next_attention_at(self, remind_before: timedelta) -> datetime | None:
+        """When the deadline chase next has something to do; None when it never will."""
+        return self.chase_state.next_attention_at(self.due_at, remind_before)
 
     def is_overdue(self, now: datetime) -> bool:
         return not self.status.is_final and now > self.due_at

@@ -23,6 +23,7 @@ from psycopg.rows import DictRow
 
 from rightsledger.domain.access import AccessRecord
 from rightsledger.domain.customer import Customer
+from rightsledger.domain.operations import FollowerSkip
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.projections.base import Positioned, View, insert_rows
@@ -145,6 +146,14 @@ def _(_event: DataRightsRequest.Fulfilled) -> str:
 @describe.register
 def _(_event: DataRightsRequest.Expired) -> str:
     return "Request expired"
+
+
+@describe.register
+def _(event: FollowerSkip.Recorded) -> str:
+    return (
+        f"Operator {event.actor} had the {event.follower} follower skip position "
+        f"{event.position}: {event.reason}"
+    )
 
 
 @describe.register

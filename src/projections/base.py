@@ -151,18 +151,35 @@ class View(PostgresTrackingRecorder):
         return rows, position or 0
 
 
-def _unnest(
+_STATEMENTS: dict[tuple[Any, ...], bytes] = {}
+
+
+def _statement(
+    curs: Cursor[DictRow], key: tuple[Any, ...], build: Callable[[], sql.Composable]
+) -> bytes:
+    """A statement composed once per process and reused (composing costs more than running
+    it for small batches)."""
+    found = _STATEMENTS.get(key)
+    if found is None:
+        found = _STATEMENTS[key] = build().as_bytes(curs)
+    return found
+
+
+def _arrays(
     columns: dict[str, str], json_columns: frozenset[str], rows: Sequence[dict[str, Any]]
-) -> tuple[sql.Composed, list[list[Any]]]:
+) -> list[list[Any]]:
+    """The rows as one array per column, for ``_unnest``."""
+    return [[Jsonb(row[c]) if c in json_columns else row[c] for row in rows] for c in columns]
+
+
+def _unnest(columns: dict[str, str]) -> sql.Composed:
     """``SELECT * FROM unnest(...)``: many rows as one statement with one array per column."""
-    arrays = [[Jsonb(row[c]) if c in json_columns else row[c] for row in rows] for c in columns]
-    select = sql.SQL("SELECT * FROM unnest({arrays}) AS r({names})").format(
+    return sql.SQL("SELECT * FROM unnest({arrays}) AS r({names})").format(
         arrays=sql.SQL(", ").join(
             sql.SQL("%b::{}[]").format(sql.SQL(pg_type)) for pg_type in columns.values()
         ),
         names=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
     )
-    return select, arrays
 
 
 class _Dispatching:
@@ -211,7 +228,13 @@ class RowView(View, _Dispatching):
         table = self.table(self.table_base)
         keys = list({key for key, _, _ in touched})
         curs.execute(
-            sql.SQL("SELECT * FROM {} WHERE {} = ANY(%s)").format(table, sql.Identifier(self.key)),
+            _statement(
+                curs,
+                ("select", table.as_string(), self.key),
+                lambda: sql.SQL("SELECT * FROM {} WHERE {} = ANY(%s)").format(
+                    table, sql.Identifier(self.key)
+                ),
+            ),
             (keys,),
         )
         rows: dict[Any, dict[str, Any]] = {row[self.key]: dict(row) for row in curs.fetchall()}
@@ -222,20 +245,24 @@ class RowView(View, _Dispatching):
                 rows[key] = changed[key] = new
         if not changed:
             return
-        select, arrays = _unnest(self.columns, self.json_columns, list(changed.values()))
-        updates = sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-            for c in self.columns
-            if c != self.key
-        )
-        curs.execute(
-            sql.SQL("INSERT INTO {} ({}) {} ON CONFLICT ({}) DO UPDATE SET {}").format(
+        arrays = _arrays(self.columns, self.json_columns, list(changed.values()))
+
+        def upsert() -> sql.Composable:
+            updates = sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+                for c in self.columns
+                if c != self.key
+            )
+            return sql.SQL("INSERT INTO {} ({}) {} ON CONFLICT ({}) DO UPDATE SET {}").format(
                 table,
                 sql.SQL(", ").join(sql.Identifier(c) for c in self.columns),
-                select,
+                _unnest(self.columns),
                 sql.Identifier(self.key),
                 updates,
-            ),
+            )
+
+        curs.execute(
+            _statement(curs, ("upsert", table.as_string(), tuple(self.columns)), upsert),
             arrays,
             binary=True,
         )
@@ -280,13 +307,17 @@ def insert_rows(
     conflict: tuple[str, ...],
 ) -> None:
     """Insert many rows in one statement; rows already there (by ``conflict``) are kept."""
-    select, arrays = _unnest(columns, json_columns, rows)
+    arrays = _arrays(columns, json_columns, rows)
     curs.execute(
-        sql.SQL("INSERT INTO {} ({}) {} ON CONFLICT ({}) DO NOTHING").format(
-            table,
-            sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-            select,
-            sql.SQL(", ").join(sql.Identifier(c) for c in conflict),
+        _statement(
+            curs,
+            ("insert", table.as_string(), tuple(columns.items()), conflict),
+            lambda: sql.SQL("INSERT INTO {} ({}) {} ON CONFLICT ({}) DO NOTHING").format(
+                table,
+                sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+                _unnest(columns),
+                sql.SQL(", ").join(sql.Identifier(c) for c in conflict),
+            ),
         ),
         arrays,
         binary=True,

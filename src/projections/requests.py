@@ -1,9 +1,25 @@
-"""The request queue: every data-rights request with its status and legal deadlines."""
+"""The request queue: every data-rights request with its status and legal deadlines.
+
+Besides what the API lists, each row holds the facts the deadline chase decides on
+(``reminded``, ``escalated``, ``overdue_recorded``, ``awaiting``: the partners still
+awaited) and ``attention``: the clock the request's next chase step waits for
+(``reminder``, ``deadline``, or NULL once closed or once nothing more can happen),
+computed by the domain's ``ChaseState`` as each event is folded. The reminder window is a
+policy setting of the request worker, not of this view, so the time a request next needs
+attention is computed when the sweep asks (``needing_attention``):
+``next_attention_at`` = ``due_at`` - remind_before for ``reminder``, ``due_at`` for
+``deadline``.
+
+Rows projected before these columns existed hold NULL facts (the columns are added with
+``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``): ``rightsledger projections rebuild
+request_queue`` fills them; until then the sweep chases such rows by the former rule
+(open or in progress, due within the reminder window).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import singledispatchmethod
 from typing import Any
 from uuid import UUID
@@ -12,14 +28,50 @@ from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
 from rightsledger.domain.customer import Customer
-from rightsledger.domain.requests import DataRightsRequest
+from rightsledger.domain.requests import Attention, ChaseState, DataRightsRequest
+from rightsledger.domain.values import RequestStatus
 from rightsledger.projections.base import Positioned, RowView
 
 OPEN_STATUSES = sql.SQL("status IN ('open', 'in_progress')")
 
+CHASE_FACTS = ("reminded", "escalated", "overdue_recorded", "awaiting")
+"""The columns the deadline chase decides on; NULL in rows projected before they existed."""
+
+_LEGACY = sql.SQL(
+    "attention IS NULL AND status IN ('open', 'in_progress') AND due_at <= %(now)s + %(window)s"
+    " AND (reminded IS NULL OR escalated IS NULL OR overdue_recorded IS NULL OR awaiting IS NULL)"
+)
+"""Rows whose chase facts predate the columns: chased by the former rule until rebuilt."""
+
+NEXT_ATTENTION_AT = sql.SQL(
+    "CASE WHEN attention = %(deadline)s THEN due_at ELSE due_at - %(window)s END"
+)
+"""``Attention.at`` in SQL: the reminder clock strikes ``remind_before`` before the due date
+(legacy rows too, as before), the deadline clock at the due date."""
+
+
+def chase_attention(row: dict[str, Any]) -> str | None:
+    """The row's ``attention``, from its facts; None while any fact is unknown (legacy)."""
+    if any(row.get(fact) is None for fact in CHASE_FACTS):
+        return None
+    state = ChaseState(
+        status=RequestStatus(row["status"]),
+        reminded=row["reminded"],
+        escalated=row["escalated"],
+        overdue_recorded=row["overdue_recorded"],
+        awaiting=len(row["awaiting"]),
+    )
+    attention = state.attention()
+    return attention.value if attention is not None else None
+
+
+def _settled(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "attention": chase_attention(row)}
+
 
 class RequestQueueView(RowView):
-    """``request_queue``: status, type, jurisdiction, received/verified/due/closed times."""
+    """``request_queue``: status, type, jurisdiction, received/verified/due/closed times,
+    and what the deadline chase needs (see the module's documentation)."""
 
     name = "request_queue"
     tables = ("request_queue",)
@@ -40,7 +92,22 @@ class RequestQueueView(RowView):
         "reason": "text",
         "closed_at": "timestamptz",
         "position": "bigint",
+        "reminded": "boolean",
+        "escalated": "boolean",
+        "overdue_recorded": "boolean",
+        "awaiting": "jsonb",
+        "attention": "text",
     }
+    json_columns = frozenset({"awaiting"})
+
+    ADDED_COLUMNS = (
+        ("reminded", "boolean"),
+        ("escalated", "boolean"),
+        ("overdue_recorded", "boolean"),
+        ("awaiting", "jsonb"),
+        ("attention", "text"),
+    )
+    """Columns added after the table's first version; nullable, so older rows read NULL."""
 
     def create_statements(self) -> list[sql.Composed]:
         table = self.table("request_queue")
@@ -62,12 +129,33 @@ class RequestQueueView(RowView):
                 " closed_at timestamptz,"
                 " position bigint NOT NULL)"
             ).format(table),
+            *self.added_column_statements(),
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (status, due_at)").format(
                 self.index("request_queue_status_due"), table
             ),
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (customer_id)").format(
                 self.index("request_queue_customer"), table
             ),
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} (attention, due_at)"
+                " WHERE attention IS NOT NULL"
+            ).format(self.index("request_queue_attention"), table),
+            # The sweep's look for legacy rows (see _LEGACY) reads only open rows with no
+            # attention, not every open row due within the window.
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} (due_at)"
+                " WHERE attention IS NULL AND status IN ('open', 'in_progress')"
+            ).format(self.index("request_queue_unscheduled"), table),
+        ]
+
+    def added_column_statements(self) -> list[sql.Composed]:
+        """``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` for each column added since (safe to
+        run again; for a migration step too)."""
+        return [
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                self.table("request_queue"), sql.Identifier(column), sql.SQL(pg_type)
+            )
+            for column, pg_type in self.ADDED_COLUMNS
         ]
 
     def key_of(self, event: Any) -> UUID | None:
@@ -82,45 +170,91 @@ class RequestQueueView(RowView):
 
     @fold.register
     def _(self, event: DataRightsRequest.Submitted, row: None, position: int) -> dict[str, Any]:
-        return {
-            "request_id": event.originator_id,
-            "customer_id": event.customer_id,
-            "type": event.request_type,
-            "status": "open",
-            "channel": event.channel,
-            "jurisdiction": event.jurisdiction,
-            "received_at": event.received_at,
-            "verified_at": None,
-            "due_at": event.due_at,
-            "extended": False,
-            "extension_reason": None,
-            "reason": None,
-            "closed_at": None,
-            "position": position,
-        }
+        return _settled(
+            {
+                "request_id": event.originator_id,
+                "customer_id": event.customer_id,
+                "type": event.request_type,
+                "status": "open",
+                "channel": event.channel,
+                "jurisdiction": event.jurisdiction,
+                "received_at": event.received_at,
+                "verified_at": None,
+                "due_at": event.due_at,
+                "extended": False,
+                "extension_reason": None,
+                "reason": None,
+                "closed_at": None,
+                "position": position,
+                "reminded": False,
+                "escalated": False,
+                "overdue_recorded": False,
+                "awaiting": [],
+            }
+        )
 
     @fold.register
     def _(
         self, event: DataRightsRequest.IdentityVerified, row: dict[str, Any], position: int
     ) -> dict[str, Any]:
-        return {
-            **row,
-            "status": "in_progress",
-            "verified_at": event.timestamp,
-            "position": position,
-        }
+        return _settled(
+            {
+                **row,
+                "status": "in_progress",
+                "verified_at": event.timestamp,
+                "position": position,
+            }
+        )
 
     @fold.register
     def _(
         self, event: DataRightsRequest.DeadlineExtended, row: dict[str, Any], position: int
     ) -> dict[str, Any]:
-        return {
-            **row,
-            "extended": True,
-            "due_at": event.due_at,
-            "extension_reason": event.reason,
-            "position": position,
-        }
+        return _settled(
+            {
+                **row,
+                "extended": True,
+                "due_at": event.due_at,
+                "extension_reason": event.reason,
+                "position": position,
+            }
+        )
+
+    @fold.register
+    def _(
+        self, event: DataRightsRequest.DeadlineApproaching, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        return _settled({**row, "reminded": True, "position": position})
+
+    @fold.register
+    def _(
+        self, event: DataRightsRequest.Escalated, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        return _settled({**row, "escalated": True, "position": position})
+
+    @fold.register
+    def _(
+        self, event: DataRightsRequest.Overdue, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        return _settled({**row, "overdue_recorded": True, "position": position})
+
+    @fold.register
+    def _(
+        self, event: DataRightsRequest.PartnersNotified, row: dict[str, Any], position: int
+    ) -> dict[str, Any] | None:
+        if not event.awaiting_acknowledgement:
+            return None
+        awaited = sorted({str(n["partner_id"]) for n in event.notifications})
+        return _settled({**row, "awaiting": awaited, "position": position})
+
+    @fold.register
+    def _(
+        self, event: DataRightsRequest.PartnerAcknowledged, row: dict[str, Any], position: int
+    ) -> dict[str, Any] | None:
+        if row.get("awaiting") is None:
+            return None  # projected before the column existed: still unknown
+        awaited = [p for p in row["awaiting"] if p != str(event.partner_id)]
+        return _settled({**row, "awaiting": awaited, "position": position})
 
     @fold.register
     def _(
@@ -154,13 +288,15 @@ class RequestQueueView(RowView):
         status: str,
         reason: str | None,
     ) -> dict[str, Any]:
-        return {
-            **row,
-            "status": status,
-            "reason": reason,
-            "closed_at": event.timestamp,
-            "position": position,
-        }
+        return _settled(
+            {
+                **row,
+                "status": status,
+                "reason": reason,
+                "closed_at": event.timestamp,
+                "position": position,
+            }
+        )
 
     def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
         """Requests fold by id; a customer's erasure also clears the free text of their requests."""
@@ -219,3 +355,42 @@ class RequestQueueView(RowView):
             " ORDER BY due_at, request_id LIMIT %(limit)s OFFSET %(offset)s"
         ).format(open=OPEN_STATUSES, table=self.table("request_queue"), where=where)
         return self.fetch(query, params)
+
+    def needing_attention(
+        self,
+        *,
+        now: datetime,
+        remind_before: timedelta,
+        limit: int,
+        after: tuple[datetime, UUID] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Requests whose next chase step is due by ``now``: ``request_id``,
+        ``next_attention_at`` and ``legacy`` (facts unknown, see the module), ordered by
+        ``next_attention_at`` then id, starting after the key ``after`` (keyset pages)."""
+        params: dict[str, Any] = {
+            "now": now,
+            "window": remind_before,
+            "limit": limit,
+            "reminder": Attention.REMINDER.value,
+            "deadline": Attention.DEADLINE.value,
+        }
+        page = sql.SQL("")
+        if after is not None:
+            page = sql.SQL(" WHERE (next_attention_at, request_id) > (%(after_at)s, %(after_id)s)")
+            params["after_at"], params["after_id"] = after
+        query = sql.SQL(
+            "SELECT request_id, next_attention_at, legacy FROM ("
+            " SELECT request_id, {next} AS next_attention_at, attention IS NULL AS legacy"
+            " FROM {table}"
+            " WHERE (attention = %(reminder)s AND due_at <= %(now)s + %(window)s)"
+            " OR (attention = %(deadline)s AND due_at <= %(now)s)"
+            " OR ({legacy})"
+            ") AS due{page} ORDER BY next_attention_at, request_id LIMIT %(limit)s"
+        ).format(
+            next=NEXT_ATTENTION_AT,
+            table=self.table("request_queue"),
+            legacy=_LEGACY,
+            page=page,
+        )
+        rows, _ = self.fetch(query, params)
+        return rows

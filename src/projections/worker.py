@@ -11,16 +11,18 @@ PostgreSQL advisory lock); a second one waits as a standby.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 import psycopg
-from eventsourcing.persistence import InfrastructureFactory, IntegrityError
+from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment
 from psycopg import sql
@@ -32,8 +34,12 @@ from rightsledger.projections.base import APPLICATION_NAME, Positioned, View
 from rightsledger.projections.customers import ConsentLedgerView, CustomerProfileView
 from rightsledger.projections.disclosures import DisclosuresView
 from rightsledger.projections.requests import RequestQueueView
+from rightsledger.storage.followers import FollowerBoard, FollowerRunner, is_transient
 
 log = logging.getLogger(__name__)
+
+FOLLOWER = "projections"
+"""This follower's name in ``follower_status``."""
 
 GATHER = 0.01
 """Seconds to wait after a wake-up before reading, so batches hold more than one event."""
@@ -156,6 +162,7 @@ class ProjectionWorker:
         views: Sequence[View],
         *,
         batch_size: int = 1000,
+        board: FollowerBoard | None = None,
     ) -> None:
         if not views:
             msg = "a worker needs at least one view"
@@ -168,14 +175,17 @@ class ProjectionWorker:
         self.views = list(views)
         self.datastore = views[0].datastore
         self.batch_size = batch_size
+        self.board = board
+        self.retry_delay = 0.5
+        """First back-off after a failure (doubling to 30 s)."""
         self.positions = {view.name: view.position() for view in self.views}
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
 
-    def _decode(self, start: int, until: int | None) -> list[Positioned]:
+    def _decode(self, start: int, until: int | None, size: int | None = None) -> list[Positioned]:
         notifications = self.app.recorder.select_notifications(
-            start=start, limit=self.batch_size, stop=until, inclusive_of_start=False
+            start=start, limit=size or self.batch_size, stop=until, inclusive_of_start=False
         )
         return [(self.app.mapper.to_domain_event(n), n.id) for n in notifications]
 
@@ -193,8 +203,16 @@ class ProjectionWorker:
                     advanced[view.name] = last
         self.positions.update(advanced)
 
-    def catch_up(self, until: int | None = None, progress: Progress | None = None) -> int:
-        """Apply everything up to ``until`` (default: the head now); the position reached.
+    def catch_up(
+        self,
+        until: int | None = None,
+        progress: Progress | None = None,
+        *,
+        batches: int | None = None,
+        batch_size: int | None = None,
+    ) -> int:
+        """Apply everything up to ``until`` (default: the head now), or ``batches`` batches
+        of ``batch_size`` events; the position reached.
 
         The next batch is read and decoded in a second thread while the current one is
         written, so decoding overlaps with PostgreSQL's work.
@@ -203,14 +221,21 @@ class ProjectionWorker:
         start = min(self.positions.values())
         if start >= target:
             return start
+        size = batch_size or self.batch_size
+        left = batches
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projection-reader") as reader:
-            pending: Future[list[Positioned]] | None = reader.submit(self._decode, start, target)
+            pending: Future[list[Positioned]] | None = reader.submit(
+                self._decode, start, target, size
+            )
             while pending is not None:
                 events = pending.result()
                 if not events:
                     break
                 last = events[-1][1]
-                pending = reader.submit(self._decode, last, target) if last < target else None
+                if left is not None:
+                    left -= 1
+                more = last < target and (left is None or left > 0)
+                pending = reader.submit(self._decode, last, target, size) if more else None
                 try:
                     self.apply(events)
                 except IntegrityError:
@@ -221,38 +246,113 @@ class ProjectionWorker:
                     progress(max(min(self.positions.values()), last), target)
         return min(self.positions.values())
 
-    def run_forever(self, database_url: str, stop: threading.Event, *, poll: float = 0.5) -> None:
-        """Follow the log until ``stop`` is set; wakes on NOTIFY, polls as a fallback."""
+    def next_position(self, after: int) -> int | None:
+        """The position of the first event after ``after``, if any."""
+        found = self.app.recorder.select_notifications(
+            start=after, limit=1, inclusive_of_start=False
+        )
+        return found[0].id if found else None
+
+    def skip(self, position: int, actor: str) -> None:
+        """Step every view over the event at ``position`` without applying it, recording
+        the decision in the log first (``FollowerSkip``)."""
+        self.app.record_skip(
+            follower=FOLLOWER, position=position, reason="skipped by an operator", actor=actor
+        )
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as curs,
+        ):
+            for view in self.views:
+                if self.positions[view.name] < position:
+                    view._insert_tracking(curs, Tracking(APPLICATION_NAME, position))
+                    self.positions[view.name] = position
+
+    def run_forever(
+        self,
+        database_url: str,
+        stop: threading.Event,
+        *,
+        poll: float = 0.5,
+        board: FollowerBoard | None = None,
+    ) -> None:
+        """Follow the log until ``stop`` is set; wakes on NOTIFY, polls as a fallback. Failures
+        are handled by ``FollowerRunner`` (retried, or parked at the failing event)."""
         channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
-        with exclusive(database_url, self.datastore.schema, stop) as acquired:
-            if not acquired:
-                return
-            self.positions = {view.name: view.position() for view in self.views}
-            with psycopg.connect(database_url, autocommit=True) as listener:
-                listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                while not stop.is_set():
-                    self.catch_up()
-                    for _ in listener.notifies(timeout=poll, stop_after=1):
-                        pass
+        board = board or self.board
+        runner = (
+            FollowerRunner(FOLLOWER, board, first_delay=self.retry_delay)
+            if board is not None
+            else None
+        )
+        while not stop.is_set():
+            try:
+                with exclusive(database_url, self.datastore.schema, stop) as listener:
+                    if listener is None:
+                        return
+                    self.positions = {view.name: view.position() for view in self.views}
+                    # the lock's connection also listens for new events: one connection
+                    listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    broken: list[BaseException] = []
+
+                    def wait(seconds: float, broken: list[BaseException] = broken) -> None:
+                        try:
+                            for _ in listener.notifies(timeout=min(seconds, poll), stop_after=1):
+                                pass
+                        except psycopg.Error as error:
+                            broken.append(error)  # the lock went with it: retake both
+
+                    if runner is None:
+                        while not stop.is_set() and not broken:
+                            self.catch_up()
+                            wait(poll)
+                    else:
+                        runner.run(
+                            step=lambda limit: self.catch_up(
+                                batches=1 if limit else 10, batch_size=limit or None
+                            ),
+                            position=lambda: min(self.positions.values()),
+                            wait=wait,
+                            stop=stop,
+                            skip=self.skip,
+                            locate=self.next_position,
+                            alive=partial(operator.not_, broken),
+                        )
+                    if not broken:
+                        return
+                    raise broken[0]
+            except Exception as error:
+                if runner is None or not is_transient(error):
+                    raise
+                # the lock's or the listener's connection was lost: retake both
+                log.warning("projection worker lost its connection (%s); reconnecting", error)
+                runner.note_transient(error, min(self.positions.values()))
+                stop.wait(1.0)
 
 
 @contextmanager
 def exclusive(
     database_url: str, schema: str, stop: threading.Event, role: str = "projections"
-) -> Iterator[bool]:
-    """Hold the schema's lock for ``role`` (advisory) while working; standby until it is free."""
+) -> Iterator[psycopg.Connection[Any] | None]:
+    """Hold the schema's lock for ``role`` (advisory) while working; standby until it is free.
+
+    Yields the connection that holds the lock (the follower may LISTEN on it too, so one
+    connection serves both), or None when ``stop`` was set while standing by."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         key = f"rightsledger.{role}.{schema}"
         while not stop.is_set():
             row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
             if row and row[0]:
                 try:
-                    yield True
+                    yield conn
                 finally:
-                    conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+                    if not conn.closed:
+                        with suppress(psycopg.Error):
+                            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
                 return
             stop.wait(1.0)
-        yield False
+        yield None
 
 
 def rebuild(

@@ -29,6 +29,7 @@ from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
     OperationalError,
+    ProgrammingError,
     StoredEvent,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
@@ -85,6 +86,48 @@ class ChainedRecorder(PostgresApplicationRecorder):
                 " hash bytea NOT NULL, taken_at timestamptz NOT NULL)"
             ).format(self.checkpoint_table)
         )
+        # One round trip per write: lock, notify, insert and link in a server-side function
+        # (the same link as ``link`` computes; ``verify`` recomputes it in Python).
+        self.insert_function = sql.Identifier(
+            self.datastore.schema, f"{self.events_table_name}_insert_linked"
+        )
+        self.sql_create_statements.append(
+            sql.SQL(
+                "CREATE OR REPLACE FUNCTION {fn}(events {schema}.{type}[]) RETURNS SETOF bigint"
+                " LANGUAGE plpgsql AS $body$"
+                " DECLARE previous bytea; r record; encoded bytea;"
+                " BEGIN"
+                "  SET LOCAL lock_timeout = '{timeout}s';"
+                "  LOCK TABLE {events} IN EXCLUSIVE MODE;"
+                "  NOTIFY {channel};"
+                "  SELECT hash INTO previous FROM {chain} ORDER BY position DESC LIMIT 1;"
+                "  previous := coalesce(previous, decode(repeat('00', 32), 'hex'));"
+                "  FOR r IN WITH inserted AS ("
+                "    INSERT INTO {events} (originator_id, originator_version, topic, state)"
+                "    SELECT originator_id, originator_version, topic, state FROM unnest(events)"
+                "    RETURNING notification_id, originator_id, originator_version, topic, state)"
+                "   SELECT * FROM inserted ORDER BY notification_id"
+                "  LOOP"
+                "   encoded := convert_to(r.topic, 'UTF8');"
+                "   previous := sha256(previous || int8send(r.notification_id)"
+                "    || uuid_send(r.originator_id) || int8send(r.originator_version::bigint)"
+                "    || int4send(octet_length(encoded)) || encoded"
+                "    || int8send(octet_length(r.state)::bigint) || r.state);"
+                "   INSERT INTO {chain} (position, hash) VALUES (r.notification_id, previous);"
+                "   RETURN NEXT r.notification_id;"
+                "  END LOOP;"
+                " END $body$"
+            ).format(
+                fn=self.insert_function,
+                schema=sql.Identifier(self.datastore.schema),
+                type=sql.Identifier(self.stored_event_type_name),
+                timeout=sql.SQL(str(int(self.datastore.lock_timeout or 0))),
+                events=sql.Identifier(self.datastore.schema, self.events_table_name),
+                channel=sql.Identifier(self.channel_name),
+                chain=self.chain_table,
+            )
+        )
+        self._linked_function = True
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -118,6 +161,13 @@ class ChainedRecorder(PostgresApplicationRecorder):
     def _insert_once(
         self, stored_events: Sequence[StoredEvent], marks: Sequence[CommandMark]
     ) -> Sequence[int]:
+        if not marks and self._linked_function:
+            try:
+                return self._insert_linked(stored_events)
+            except ProgrammingError:
+                # a store created before the function existed: write from Python instead
+                log.warning("no %s function in the store; linking in Python", self.insert_function)
+                self._linked_function = False
         with (
             self.datastore.get_connection() as conn,
             conn.pipeline() as pipeline,
@@ -131,6 +181,21 @@ class ChainedRecorder(PostgresApplicationRecorder):
             if marks:
                 record_commands(curs, self.datastore.schema, marks, ids)
         return ids
+
+    def _insert_linked(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+        events = [
+            self.construct_pg_stored_event(
+                e.originator_id, e.originator_version, e.topic, e.state
+            )
+            for e in stored_events
+        ]
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                sql.SQL("SELECT id FROM {}(%s) AS id").format(self.insert_function),
+                (events,),
+                prepare=True,
+            )
+            return [int(row["id"]) for row in curs.fetchall()]
 
     def _recorded_or_none(self, stored_events: Sequence[StoredEvent]) -> list[int] | None:
         """The positions of exactly these stored events, if they are in the log."""

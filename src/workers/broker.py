@@ -5,23 +5,34 @@ The broker is Tansu (Apache-2.0, Kafka-compatible, written in Rust) as shipped i
 and offset is gone when the process ends. It listens on 127.0.0.1 only and starts in tens of
 milliseconds, which makes a fresh broker per test affordable.
 
+The broker dies with the process that started it: on Linux it is started with a death signal
+(``prctl(PR_SET_PDEATHSIG, SIGTERM)``, when started from the main thread), and with ``log_dir``
+its pid is recorded in ``tansu-<port>.pid`` there, so that a broker orphaned anyway (its parent
+was SIGKILLed on another platform) is stopped by the next start on that port and directory.
+
 Production talks to Apache Kafka; nothing here is meant for it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
+
+from rightsledger.workers.supervisor import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +188,7 @@ class EmbeddedBroker:
         for attempt in range(1, attempts + 1):
             port = self._requested_port or free_port()
             try:
+                self._stop_orphan(port)
                 if self._accepts_connections(port):
                     raise PortInUseError(f"port {port} is already in use")
                 self._launch(binary, port)
@@ -213,6 +225,7 @@ class EmbeddedBroker:
                     process.kill()
                     process.wait()
             code = process.returncode
+            self._forget_pid(process.pid)
         if self._output is not None:
             self._output.close()
             self._output = None
@@ -260,6 +273,9 @@ class EmbeddedBroker:
             self.log_path = None
             self._output = tempfile.TemporaryFile(prefix="tansu-")  # noqa: SIM115 - closed in stop()
         self._port = port
+        # The death signal follows the thread that forks: only the main thread lives as long
+        # as the process (a broker started from a worker thread would die with that thread).
+        main = threading.current_thread() is threading.main_thread()
         try:
             self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 command,
@@ -267,10 +283,68 @@ class EmbeddedBroker:
                 stdout=self._output,
                 stderr=subprocess.STDOUT,
                 env=env,
+                preexec_fn=die_with_parent() if main else None,
             )
         except OSError as exc:
             raise BrokerError(f"cannot run {binary}: {exc}") from exc
         self._pid = self._process.pid
+        self._record_pid(port, self._pid)
+
+    # -- the pid file: finding a broker a previous process left behind ------------------------
+
+    def _pid_path(self, port: int) -> Path | None:
+        return self._log_dir / f"tansu-{port}.pid" if self._log_dir is not None else None
+
+    def _record_pid(self, port: int, pid: int) -> None:
+        path = self._pid_path(port)
+        if path is None:
+            return
+        owner = os.getpid()
+        record = {"pid": pid, "port": port, "owner": owner, "owner_started": _started(owner)}
+        with contextlib.suppress(OSError):
+            path.write_text(json.dumps(record))
+
+    def _forget_pid(self, pid: int) -> None:
+        path = self._pid_path(self._port) if self._port is not None else None
+        if path is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == pid:
+                path.unlink()
+
+    def _stop_orphan(self, port: int) -> None:
+        """Stop the broker recorded in this directory's pid file for ``port`` when the process
+        that started it is gone (a broker whose owner still runs is left alone)."""
+        path = self._pid_path(port)
+        if path is None:
+            return
+        try:
+            record = json.loads(path.read_text())
+            pid, owner = int(record["pid"]), int(record["owner"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        owner_started = record.get("owner_started")
+        if _started(owner) is not None and _started(owner) == owner_started:
+            return  # its owner still runs (perhaps this process): not an orphan
+        if _is_broker(pid, port):
+            log.warning(
+                "stopping embedded broker pid %d, left on port %d by process %d that is gone",
+                pid,
+                port,
+                owner,
+            )
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + self.stop_timeout
+            while _is_broker(pid, port) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if _is_broker(pid, port):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                while _is_broker(pid, port) and time.monotonic() < deadline + 5:
+                    time.sleep(0.02)
+        with contextlib.suppress(OSError):
+            path.unlink()
 
     def _wait_ready(self, deadline: float) -> None:
         # First plain TCP connects, which are cheap and make kafka-python log nothing while the
@@ -351,3 +425,45 @@ class EmbeddedBroker:
                 self._output.seek(max(0, self._output.seek(0, os.SEEK_END) - limit))
                 return self._output.read().decode(errors="replace")
         return ""
+
+
+def _command_line(pid: int) -> str | None:
+    """The process's command line, or None when there is no such (live) process."""
+    proc = Path(f"/proc/{pid}/cmdline")
+    if sys.platform.startswith("linux"):
+        try:
+            raw = proc.read_bytes()
+        except OSError:
+            return None
+        return raw.replace(b"\0", b" ").decode(errors="replace").strip() or None
+    try:
+        found = subprocess.run(  # noqa: S603
+            ["ps", "-o", "command=", "-p", str(pid)],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return found.stdout.strip() or None
+
+
+def _started(pid: int) -> str | None:
+    """Something that tells the process ``pid`` apart from a later one given the same pid:
+    its start time (Linux) or its command line; None when no such process runs."""
+    if sys.platform.startswith("linux"):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return None if fields[0] in ("Z", "X") else fields[19]
+    return _command_line(pid)
+
+
+def _is_broker(pid: int, port: int) -> bool:
+    """Whether ``pid`` is a Tansu broker listening on ``port`` (as :class:`EmbeddedBroker`
+    starts it)."""
+    command = _command_line(pid)
+    return command is not None and " broker " in command and f"tcp://{HOST}:{port} " in command

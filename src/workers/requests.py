@@ -4,19 +4,29 @@ The worker follows the event log from its own tracked position (a tracking table
 PostgreSQL). When a request's requester is verified it does the request's work through
 the ledger's commands, which record what was done as events on the request itself; a
 request that already records its work is left alone, so an event seen twice (after a
-crash between the work and the tracking write) does nothing new. A periodic sweep
-chases deadlines (reminders, overdue marks, escalations, expiry) and purges retained
-billing records whose retention date has passed.
+crash between the work and the tracking write) does nothing new.
+
+A deletion is recorded first (``Customer.Erased``, with the request's progress, in one
+transaction); destroying the customer's keys and deleting their exports follow from that
+event, which the worker also reacts to. Both are idempotent and the tracked position moves
+only after them, so a crash at any point is completed when the event is handled again:
+the erasure is either recorded and carried out, or neither.
+
+A periodic sweep chases deadlines (reminders, overdue marks, escalations, expiry) of the
+requests that need attention by now, and purges retained billing records whose retention
+date has passed.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +36,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.utils import Environment, get_topic
 from psycopg import sql
 
+from rightsledger.domain.customer import Customer
 from rightsledger.domain.errors import DomainError
 from rightsledger.domain.ledger import ConcurrentChangeError, RightsLedger
 from rightsledger.domain.partner import Partner
@@ -35,6 +46,7 @@ from rightsledger.projections.base import APPLICATION_NAME
 from rightsledger.projections.worker import ViewSet, exclusive
 from rightsledger.storage import chain
 from rightsledger.storage.exports import ExportStore
+from rightsledger.storage.followers import FollowerBoard, FollowerRunner, is_transient
 from rightsledger.storage.keyvault import PERSONAL, RETAINED, KeyVault
 from rightsledger.workers import export
 
@@ -44,6 +56,8 @@ GATHER = 0.01
 """Seconds to wait after a wake-up before reading, so batches hold more than one event."""
 
 ACTOR = "worker:requests"
+FOLLOWER = "request-workers"
+"""This follower's name in ``follower_status``."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,10 @@ class WorkerPolicy:
     retain_billing_for: timedelta
     remind_before: timedelta
     sweep_every: float = 30.0
+    sweep_page: int = 500
+    """Requests read from ``request_queue`` at a time by the sweep."""
+    sweep_cap: int = 5000
+    """Requests chased by one sweep at most; the rest (a genuine backlog) wait for the next."""
 
 
 def open_tracking(env: dict[str, str], name: str) -> PostgresTrackingRecorder:
@@ -77,6 +95,7 @@ class RequestWorker:
         vault: KeyVault,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        board: FollowerBoard | None = None,
     ) -> None:
         self.ledger = ledger
         self.tracking = tracking
@@ -85,6 +104,9 @@ class RequestWorker:
         self.policy = policy
         self.vault = vault
         self.clock = clock
+        self.board = board
+        self.retry_delay = 0.5
+        """First back-off after a failure (doubling to 30 s)."""
 
     def position(self) -> int:
         return self.tracking.max_tracking_id(APPLICATION_NAME) or 0
@@ -95,6 +117,8 @@ class RequestWorker:
         """Do what an event calls for; anything already done is left alone."""
         if isinstance(event, DataRightsRequest.IdentityVerified):
             self._fulfil(event.originator_id)
+        elif isinstance(event, Customer.Erased):
+            self._carry_out_erasure(event.originator_id, event.request_id)
 
     def _fulfil(self, request_id: UUID) -> None:
         request = self.ledger.get_request(request_id)
@@ -108,10 +132,8 @@ class RequestWorker:
             elif request.request_type is RequestType.OPT_OUT:
                 self.ledger.fulfil_opt_out(request_id, actor=ACTOR)
             elif request.request_type is RequestType.DELETION:
-                # Keys and exports go first: if the worker dies before the erasure is recorded,
-                # the event is handled again and the erasure recorded then.
-                self.exports.delete_for_customer(request.customer_id)
-                self._shred(request.customer_id, PERSONAL, request_id)
+                # The erasure is recorded first; keys and exports go when the worker handles
+                # the Customer.Erased event this records (next in the log it follows).
                 self.ledger.start_deletion(
                     request_id, retain_for=self.policy.retain_billing_for, actor=ACTOR
                 )
@@ -156,30 +178,66 @@ class RequestWorker:
             actor=ACTOR,
         )
 
+    def _carry_out_erasure(self, customer_id: UUID, request_id: UUID) -> None:
+        """What a recorded erasure calls for, each step idempotent: destroy the customer's
+        personal keys (their own and their requests'), delete their access exports, drop
+        every decrypted copy held here. Handled again after a crash, it completes."""
+        self.vault.destroy(customer_id, PERSONAL)
+        self.exports.delete_for_customer(customer_id)
+        self._evict(customer_id, request_id)
+
     def _shred(self, customer_id: UUID, kind: str, *request_ids: UUID) -> None:
         """Destroy the customer's keys of that kind; drop every decrypted copy held here."""
         self.vault.destroy(customer_id, kind)
+        self._evict(customer_id, *request_ids)
+
+    def _evict(self, customer_id: UUID, *request_ids: UUID) -> None:
         requests, _ = self.views.request_queue.search(
             customer_id=customer_id, now=self.clock(), limit=500
         )
         self.ledger.evict(customer_id, *request_ids, *(row["request_id"] for row in requests))
 
-    TOPICS = (get_topic(DataRightsRequest.IdentityVerified),)
+    TOPICS = (get_topic(DataRightsRequest.IdentityVerified), get_topic(Customer.Erased))
     """The only events the worker reacts to; PostgreSQL filters the log by them."""
 
     def catch_up(self, limit: int = 200) -> int:
         """Handle every relevant event past the tracked position; returns the new position."""
+        return self.scan(limit)[0]
+
+    def scan(self, limit: int = 200, *, pages: int | None = None) -> tuple[int, int]:
+        """Handle relevant events past the tracked position (``pages`` pages of ``limit`` at
+        most); the tracked position, and how far the log has been looked through (the head
+        when everything relevant is handled: the events in between need nothing)."""
+        head = self.ledger.recorder.max_notification_id() or 0
         position = self.position()
-        while True:
+        left = pages
+        while left is None or left > 0:
             notifications = self.ledger.recorder.select_notifications(
                 start=position, limit=limit, topics=self.TOPICS, inclusive_of_start=False
             )
             if not notifications:
-                return position
+                return position, max(position, head)
             for notification in notifications:
                 self.handle(self.ledger.mapper.to_domain_event(notification))
                 self.tracking.insert_tracking(Tracking(APPLICATION_NAME, notification.id))
                 position = notification.id
+            if left is not None:
+                left -= 1
+        return position, position
+
+    def next_position(self, after: int) -> int | None:
+        """The next event this worker reacts to after ``after``."""
+        found = self.ledger.recorder.select_notifications(
+            start=after, limit=1, topics=self.TOPICS, inclusive_of_start=False
+        )
+        return found[0].id if found else None
+
+    def skip(self, position: int, actor: str) -> None:
+        """Step over the event at ``position`` on an operator's decision, recorded first."""
+        self.ledger.record_skip(
+            follower=FOLLOWER, position=position, reason="skipped by an operator", actor=actor
+        )
+        self.tracking.insert_tracking(Tracking(APPLICATION_NAME, position))
 
     # ---------------------------------------------------------------- sweeping
 
@@ -187,19 +245,7 @@ class RequestWorker:
         """Chase deadlines and purge expired retained records; counts of what was done."""
         now = self.clock()
         counts: dict[str, int] = {}
-        due, _ = self.views.request_queue.search(
-            due_before=now + self.policy.remind_before, open_only=True, now=now, limit=500
-        )
-        for row in due:
-            if row["status"] not in ("open", "in_progress"):
-                continue
-            try:
-                for action in self.ledger.chase(
-                    row["request_id"], remind_before=self.policy.remind_before, actor=ACTOR
-                ):
-                    counts[action] = counts.get(action, 0) + 1
-            except DomainError as error:
-                log.warning("could not chase %s: %s", row["request_id"], error.detail)
+        self._chase_deadlines(now, counts)
         for customer_id in self.views.customer_profile.retention_ended(now):
             try:
                 self.ledger.purge_retained(customer_id, actor=ACTOR)
@@ -211,23 +257,116 @@ class RequestWorker:
                 log.warning("could not purge %s: %s", customer_id, error.detail)
         return counts
 
-    def run_forever(self, database_url: str, stop: threading.Event, *, poll: float = 0.5) -> None:
-        """Follow the log until ``stop`` is set, sweeping every ``policy.sweep_every`` seconds."""
+    def _chase_deadlines(self, now: datetime, counts: dict[str, int]) -> None:
+        """Chase every request whose next step is due by ``now`` (``next_attention_at``),
+        soonest first, in pages, up to ``policy.sweep_cap``; nothing else is read."""
+        policy = self.policy
+        chased = legacy = 0
+        after: tuple[datetime, UUID] | None = None
+        while chased < policy.sweep_cap:
+            rows = self.views.request_queue.needing_attention(
+                now=now,
+                remind_before=policy.remind_before,
+                limit=min(policy.sweep_page, policy.sweep_cap - chased),
+                after=after,
+            )
+            if not rows:
+                break
+            for row in rows:
+                legacy += row["legacy"]
+                try:
+                    for action in self.ledger.chase(
+                        row["request_id"], remind_before=policy.remind_before, actor=ACTOR
+                    ):
+                        counts[action] = counts.get(action, 0) + 1
+                except DomainError as error:
+                    log.warning("could not chase %s: %s", row["request_id"], error.detail)
+            chased += len(rows)
+            after = (rows[-1]["next_attention_at"], rows[-1]["request_id"])
+        else:
+            log.warning(
+                "deadline sweep stopped at its cap of %d requests; the rest wait for the next",
+                policy.sweep_cap,
+            )
+        if legacy:
+            log.warning(
+                "%d requests were chased by the former rule: their request_queue rows predate "
+                "next-attention facts; run `rightsledger projections rebuild request_queue`",
+                legacy,
+            )
+
+    def run_forever(
+        self,
+        database_url: str,
+        stop: threading.Event,
+        *,
+        poll: float = 0.5,
+        board: FollowerBoard | None = None,
+    ) -> None:
+        """Follow the log until ``stop`` is set, sweeping every ``policy.sweep_every`` seconds.
+        Failures are handled by ``FollowerRunner`` (retried, or parked at the failing event)."""
         channel = self.ledger.recorder.channel_name  # type: ignore[attr-defined]
-        next_sweep = 0.0
         schema = self.tracking.datastore.schema
-        with (
-            exclusive(database_url, schema, stop, "request-workers") as acquired,
-            psycopg.connect(database_url, autocommit=True) as listener,
-        ):
-            if not acquired:
+        board = board or self.board
+        runner = FollowerRunner(FOLLOWER, board, first_delay=self.retry_delay) if board else None
+        next_sweep = [0.0]
+
+        def sweep_when_due() -> None:
+            if time.monotonic() < next_sweep[0]:
                 return
-            listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-            while not stop.is_set():
-                self.catch_up()
-                if time.monotonic() >= next_sweep:
-                    self.sweep()
-                    chain.checkpoint(database_url, self.tracking.datastore.schema)
-                    next_sweep = time.monotonic() + self.policy.sweep_every
-                for _ in listener.notifies(timeout=poll, stop_after=1):
-                    stop.wait(GATHER)  # let a few more commits arrive: bigger, cheaper batches
+            try:
+                self.sweep()
+                chain.checkpoint(database_url, schema)
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                # a sweep failure is not the log's: report it, and go on following the log
+                log.exception("the deadline sweep failed; next attempt in %s s", 30)
+                next_sweep[0] = time.monotonic() + 30
+                return
+            next_sweep[0] = time.monotonic() + self.policy.sweep_every
+
+        def step(limit: int) -> int:
+            _, scanned = self.scan(limit or 200, pages=1 if limit else 20)
+            sweep_when_due()
+            return scanned
+
+        while not stop.is_set():
+            try:
+                with exclusive(database_url, schema, stop, "request-workers") as listener:
+                    if listener is None:
+                        return
+                    # the lock's connection also listens for new events: one connection
+                    listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    broken: list[BaseException] = []
+
+                    def wait(seconds: float, broken: list[BaseException] = broken) -> None:
+                        try:
+                            for _ in listener.notifies(timeout=min(seconds, poll), stop_after=1):
+                                stop.wait(GATHER)  # a few more commits: bigger, cheaper batches
+                        except psycopg.Error as error:
+                            broken.append(error)  # the lock went with it: retake both
+
+                    if runner is None:
+                        while not stop.is_set() and not broken:
+                            step(0)
+                            wait(poll)
+                    else:
+                        runner.run(
+                            step=step,
+                            position=self.position,
+                            wait=wait,
+                            stop=stop,
+                            skip=self.skip,
+                            locate=self.next_position,
+                            alive=partial(operator.not_, broken),
+                        )
+                    if not broken:
+                        return
+                    raise broken[0]
+            except Exception as error:
+                if runner is None or not is_transient(error):
+                    raise
+                log.warning("request worker lost its connection (%s); reconnecting", error)
+                runner.note_transient(error, -1)
+                stop.wait(1.0)

@@ -131,12 +131,6 @@ class OrphanedError(AssertionError):
     """Processes that serve started outlived it."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OrphanedError,
-    reason="serve stops the embedded broker in a `finally` that never runs: uvicorn re-raises"
-    " SIGTERM after its graceful shutdown, so the Tansu process is orphaned",
-)
 def test_sigterm_to_serve_alone_stops_every_process_it_started(service: Service) -> None:
     """A supervisor signals only the main process (docker stop, systemd): on SIGTERM serve
     stops its followers and its broker before it exits, and leaves no orphan behind."""

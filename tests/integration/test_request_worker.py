@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
+
+import psycopg
+from psycopg import sql
 
 from rightsledger.bootstrap import Container
 from rightsledger.domain.ledger import RightsLedger
+from rightsledger.domain.requests import DataRightsRequest
+from rightsledger.storage.sealing import ERASED
 from rightsledger.workers.requests import RequestWorker
 
 
@@ -113,3 +118,57 @@ def test_a_request_that_cannot_be_carried_out_is_denied_with_the_reason(
     request = ledger.get_request(second)
     assert request.status.value == "denied"
     assert "erased" in (request.reason or "")
+
+
+def test_a_deletion_never_acknowledged_expires_naming_the_partners(container: Container) -> None:
+    """Carried out by the worker (keys destroyed), awaited partners never answer: escalated,
+    then past the due date overdue and expired. The reason is sealed with the request's key,
+    gone with the erasure, so it reads as the placeholder; the partners are still named by
+    the event's unsealed ``unacknowledged`` and in the request queue's ``awaiting``."""
+    ledger = container.ledger
+    partner = ledger.register_partner(
+        name="Helpdesk Ltd",
+        kind="support_provider",
+        contract_reference="C",
+        confidentiality_agreement="NDA",
+        contract_valid_until=date(2099, 1, 1),
+        actor="po",
+    ).id
+    customer = ledger.register_customer(policy_version="v1", identity={"name": "Ann"}, actor="i").id
+    ledger.disclose(
+        customer,
+        partner_id=partner,
+        basis="service_provider",
+        categories=["identity_contact"],
+        purpose="support",
+        reference="ticket",
+        actor="s",
+    )
+    request = submit(ledger, customer, "deletion")
+    ledger.verify_request(request, method="m", reference="r", actor="po")
+    container.request_worker().catch_up()
+    assert ledger.get_customer(customer).erased_at is not None
+    assert ledger.get_request(request).awaiting == {partner}
+    container.projection_worker().catch_up()
+    due = ledger.get_request(request).due_at
+    ledger.clock = lambda: due + timedelta(days=1)
+    assert worker_at(container, due + timedelta(days=1)).sweep() == {
+        "reminded": 1,
+        "escalated": 1,
+        "overdue": 1,
+        "expired": 1,
+    }
+    expired = list(ledger.events.get(request))[-1]
+    assert isinstance(expired, DataRightsRequest.Expired)
+    assert expired.unacknowledged == [str(partner)]
+    assert expired.reason == ERASED
+    assert ledger.get_request(request).status.value == "expired"
+    container.projection_worker().catch_up()
+    with psycopg.connect(container.database.url) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT status, awaiting, attention FROM {} WHERE request_id = %s").format(
+                sql.Identifier(container.settings.database_schema, "request_queue")
+            ),
+            (request,),
+        ).fetchone()
+    assert row == ("expired", [str(partner)], None)

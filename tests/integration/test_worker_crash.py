@@ -1,4 +1,9 @@
-"""The projection worker killed mid-stream and restarted loses and duplicates nothing."""
+"""Followers killed mid-work and restarted lose, duplicate and leave half-done nothing.
+
+The projection worker killed with SIGKILL mid-stream; the request worker crashing between
+any two steps of a deletion (an exception from a monkeypatched step, then a fresh process
+handles the log again): the end is always the erasure recorded and carried out, or neither.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,21 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
-from rightsledger.bootstrap import Container
+from rightsledger.bootstrap import Container, build
+from rightsledger.config import Settings
+from rightsledger.domain.errors import IllegalTransitionError
 from rightsledger.projections.worker import VIEW_CLASSES
+from rightsledger.storage.database import Database
+from rightsledger.storage.sealing import ERASED
+from rightsledger.workers.requests import RequestWorker
 from tests.conftest import EVIDENCE, spawn
 
 
@@ -91,3 +105,244 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
         assert profile["version"] == 41
         assert profile["consents"]["email"]["granted"] is False
     assert history_rows == 800
+
+
+# ------------------------------------------------------------------ the request worker
+
+
+class CrashError(Exception):
+    """The worker process dies here."""
+
+
+@pytest.fixture
+def restart(settings: Settings, database: Database) -> Iterator[Callable[[], Container]]:
+    """Containers as fresh processes would build them: no cache of the crashed one."""
+    built: list[Container] = []
+
+    def make() -> Container:
+        built.append(build(settings, database=database))
+        return built[-1]
+
+    try:
+        yield make
+    finally:
+        for container in built:
+            container.close()
+
+
+def after(target: Any, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Crash right after ``target.name`` has done its work."""
+    real = getattr(target, name)
+
+    def crashing(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)
+        raise CrashError(name)
+
+    monkeypatch.setattr(target, name, crashing)
+
+
+def before(target: Any, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def crashing(*args: Any, **kwargs: Any) -> Any:
+        raise CrashError(name)
+
+    monkeypatch.setattr(target, name, crashing)
+
+
+CRASHES: dict[str, Callable[[Container, RequestWorker, pytest.MonkeyPatch], None]] = {
+    "before recording the erasure": lambda c, w, m: before(c.ledger, "start_deletion", m),
+    # Customer.Erased, WorkDone and PartnersNotified are one transaction: recording the
+    # erasure is notifying the partners (the relay delivers from the log).
+    "after recording the erasure and notifying partners": lambda c, w, m: after(
+        c.ledger, "start_deletion", m
+    ),
+    "after destroying keys": lambda c, w, m: after(c.vault, "destroy", m),
+    "after deleting exports": lambda c, w, m: after(c.exports, "delete_for_customer", m),
+    "after dropping cached copies, before the tracking write": lambda c, w, m: after(
+        w, "_evict", m
+    ),
+}
+
+
+def deletion_case(container: Container) -> dict[str, Any]:
+    """A customer with a partner, an access export, and a verified deletion request."""
+    ledger = container.ledger
+    partner = ledger.register_partner(
+        name="Helpdesk Ltd",
+        kind="support_provider",
+        contract_reference="C",
+        confidentiality_agreement="NDA",
+        contract_valid_until=date(2099, 1, 1),
+        actor="po",
+    ).id
+    customer = ledger.register_customer(
+        policy_version="v1",
+        identity={"name": "Quentin Marlowe", "email": "q@hidden.example"},
+        actor="intake:i",
+    ).id
+    ledger.disclose(
+        customer,
+        partner_id=partner,
+        basis="service_provider",
+        categories=["identity_contact"],
+        purpose="support",
+        reference="ticket",
+        actor="s",
+    )
+    access = ledger.submit_request(
+        customer_id=customer,
+        request_type="access",
+        channel="email",
+        jurisdiction="gdpr",
+        statement="send me my data",
+        actor="intake:i",
+    ).id
+    ledger.verify_request(access, method="id", reference="passport", actor="po")
+    container.request_worker().catch_up()
+    assert container.exports.get(access) is not None
+    moment = datetime.now(UTC)
+    deletion = ledger.submit_request(
+        customer_id=customer,
+        request_type="deletion",
+        channel="email",
+        jurisdiction="gdpr",
+        statement="erase me, Quentin",
+        actor="intake:i",
+    ).id
+    ledger.verify_request(deletion, method="id", reference="passport", actor="po")
+    return {
+        "customer": customer,
+        "partner": partner,
+        "access": access,
+        "deletion": deletion,
+        "moment": moment,
+    }
+
+
+def outcome(container: Container, case: dict[str, Any]) -> str:
+    """``erased`` (recorded, keys destroyed, exports gone, nothing decryptable) or
+    ``intact`` (none of it); anything else fails the test."""
+    ledger = container.ledger
+    ledger.clear_cache()  # read from the store, not from what this process holds
+    container.vault.clear_cache()
+    with psycopg.connect(container.database.url) as conn:
+        destroyed = [
+            row[0] is not None
+            for row in conn.execute(
+                sql.SQL(
+                    "SELECT destroyed_at FROM {} WHERE customer_id = %s AND kind = 'personal'"
+                ).format(sql.Identifier(container.settings.database_schema, "subject_keys")),
+                (case["customer"],),
+            ).fetchall()
+        ]
+    assert len(destroyed) == 3  # the customer's key and their two requests' keys
+    recorded = ledger.get_customer(case["customer"]).erased_at is not None
+    then = ledger.customer_as_of(case["customer"], case["moment"])
+    assert then is not None
+    name = then.data["identity_contact"]["name"]
+    statement = ledger.get_request(case["deletion"]).statement
+    export = container.exports.get(case["access"])
+    if recorded and all(destroyed) and export is None:
+        assert name == ERASED
+        assert statement == ERASED
+        return "erased"
+    if not recorded and not any(destroyed) and export is not None:
+        assert name == "Quentin Marlowe"
+        assert statement == "erase me, Quentin"
+        return "intact"
+    pytest.fail(
+        f"half an erasure: recorded={recorded}, keys destroyed={destroyed}, "
+        f"export kept={export is not None}"
+    )
+
+
+@pytest.mark.parametrize("crash", list(CRASHES))
+def test_a_deletion_crashed_at_any_step_is_completed_by_the_next_worker(
+    container: Container,
+    restart: Callable[[], Container],
+    monkeypatch: pytest.MonkeyPatch,
+    crash: str,
+) -> None:
+    """Whichever step the worker dies after, a fresh worker handling the log again ends
+    with the erasure recorded, the keys destroyed and the exports deleted."""
+    case = deletion_case(container)
+    worker = container.request_worker()
+    with monkeypatch.context() as patch:
+        CRASHES[crash](container, worker, patch)
+        with pytest.raises(CrashError):
+            worker.catch_up()
+    fresh = restart()
+    fresh.request_worker().catch_up()
+    assert outcome(fresh, case) == "erased"
+    request = fresh.ledger.get_request(case["deletion"])
+    assert request.status.value == "in_progress"
+    assert request.awaiting == {case["partner"]}
+    assert [n["partner_id"] for n in request.notified] == [str(case["partner"])]
+
+
+def test_a_revoke_racing_the_worker_ends_with_the_erasure_complete_or_not_started(
+    container: Container, restart: Callable[[], Container], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Revoked before the erasure is recorded: nothing is erased. Once it is recorded the
+    revocation is refused, and the erasure is carried out."""
+    first = deletion_case(container)
+    worker = container.request_worker()
+    with monkeypatch.context() as patch:
+        before(container.ledger, "start_deletion", patch)
+        with pytest.raises(CrashError):
+            worker.catch_up()
+    container.ledger.revoke_request(first["deletion"], reason="changed my mind", actor="i")
+    fresh = restart()
+    fresh.request_worker().catch_up()
+    assert outcome(fresh, first) == "intact"
+    assert fresh.ledger.get_request(first["deletion"]).status.value == "revoked"
+
+    second = deletion_case(container)
+    worker = container.request_worker()
+    with monkeypatch.context() as patch:
+        after(container.ledger, "start_deletion", patch)
+        with pytest.raises(CrashError):
+            worker.catch_up()
+    with pytest.raises(IllegalTransitionError):
+        container.ledger.revoke_request(second["deletion"], reason="too late", actor="i")
+    fresh = restart()
+    fresh.request_worker().catch_up()
+    assert outcome(fresh, second) == "erased"
+    assert fresh.ledger.get_request(second["deletion"]).status.value == "in_progress"
+
+
+def test_events_after_the_erasure_are_still_sealed_and_read(
+    container: Container, restart: Callable[[], Container]
+) -> None:
+    """Once the keys are gone the customer's later events are still written and read: the
+    last acknowledgement fulfils the request, a consent withdrawal is recorded, and a new
+    request's free text is sealed with a key of its own (destroyed by the purge later)."""
+    case = deletion_case(container)
+    ledger = container.ledger
+    ledger.change_consent(
+        case["customer"], channel="email", granted=True, evidence=EVIDENCE, actor="m"
+    )
+    container.request_worker().catch_up()
+    ledger.change_consent(
+        case["customer"], channel="email", granted=False, evidence=EVIDENCE, actor="m"
+    )
+    ledger.acknowledge(case["deletion"], partner_id=case["partner"], actor="partner:p")
+    later = ledger.submit_request(
+        customer_id=case["customer"],
+        request_type="access",
+        channel="email",
+        jurisdiction="gdpr",
+        statement="what do you still hold?",
+        actor="intake:i",
+    ).id
+    ledger.deny_request(later, reason="nothing but billing records", actor="po")
+    fresh = restart()
+    assert fresh.ledger.get_request(case["deletion"]).status.value == "fulfilled"
+    assert fresh.ledger.get_request(later).statement == "what do you still hold?"
+    assert fresh.ledger.get_request(later).reason == "nothing but billing records"
+    assert (
+        fresh.ledger.customer_as_of(case["customer"], case["moment"]).data[  # type: ignore[union-attr]
+            "identity_contact"
+        ]["name"]
+        == ERASED
+    )
+    assert len(fresh.ledger.log_page(0, 1000)) == fresh.ledger.recorder.max_notification_id()

@@ -43,25 +43,53 @@ def resolve(argv: list[str]) -> Any:
     return command
 
 
+ONE_SHOT = {"migrate"}
+"""Services that run once and exit; the others wait for them to complete."""
+
+
 def test_the_production_shape_has_every_process() -> None:
-    """PostgreSQL, Kafka in KRaft mode, and the api, projections, relay and workers processes."""
+    """PostgreSQL, Kafka in KRaft mode, the api, projections, relay and workers processes, and
+    the one-shot migrate step; each long-running service has a health check."""
     services = compose()["services"]
-    assert {"postgres", "kafka", "api", "projections", "relay", "workers"} <= set(services)
+    assert {"postgres", "kafka", "migrate", "api", "projections", "relay", "workers"} <= set(
+        services
+    )
     assert services["kafka"]["image"].startswith("apache/kafka")
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no health check"
+        if name not in ONE_SHOT:
+            assert "test" in service["healthcheck"], f"{name} has no health check"
 
 
 def test_every_service_command_exists_in_the_cli() -> None:
     """Each rightsledger service runs a real command with real options."""
     services = rightsledger_services()
-    assert len(services) == 4
-    for service in services.values():
+    assert len(services) == 5
+    for name, service in services.items():
         resolve(service["command"])
-        health = service["healthcheck"]["test"]
+        health = service["healthcheck"].get("test", [])
+        if name in ONE_SHOT:
+            assert service["healthcheck"] == {"disable": True}, f"{name} is a one-shot step"
         if health[:2] == ["CMD", "rightsledger"]:
             resolve(health[2:])
+
+
+def test_the_schema_is_migrated_once_before_any_rightsledger_process_starts() -> None:
+    """`migrate` runs `rightsledger migrate` once (restarted only on failure) after PostgreSQL
+    is healthy, and every other rightsledger service waits for it to complete successfully,
+    so no two processes create the schema at once."""
+    services = rightsledger_services()
+    migrate = services["migrate"]
+    assert migrate["command"] == ["migrate"]
+    assert migrate["restart"] == "on-failure"
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    for name, service in services.items():
+        if name in ONE_SHOT:
+            continue
+        assert service["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"
+        }, f"{name} does not wait for the migrations"
 
 
 def test_the_image_runs_the_cli() -> None:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    JSONTranscoder,
+    Mapper,
+    StoredEvent,
+    UUIDAsHex,
+)
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -13,13 +21,14 @@ from rightsledger.domain.deadlines import DeadlineRule, Period
 from rightsledger.domain.errors import (
     DomainError,
     ExtensionError,
+    IllegalTransitionError,
     InvalidCommandError,
     NotInWritingError,
     NotVerifiedError,
     RequestClosedError,
     UnknownJurisdictionError,
 )
-from rightsledger.domain.requests import DataRightsRequest
+from rightsledger.domain.requests import Attention, DataRightsRequest
 from rightsledger.domain.values import FINAL_STATUSES, RequestStatus
 
 RULES = {
@@ -27,6 +36,8 @@ RULES = {
     "ccpa": DeadlineRule(Period(days=45), Period(days=45)),
 }
 RECEIVED = datetime(2026, 1, 31, 9, tzinfo=UTC)
+WINDOW = timedelta(days=7)
+"""The reminder window (the policy's ``remind_before``)."""
 
 
 def submit(**kwargs: object) -> DataRightsRequest:
@@ -95,6 +106,121 @@ def test_no_extension_after_the_due_date() -> None:
     request = submit()
     with pytest.raises(ExtensionError):
         request.extend(reason="late", now=request.due_at, actor="po")
+
+
+def deletion_awaiting(*partners: UUID) -> DataRightsRequest:
+    """A verified deletion, carried out, whose recipients have not acknowledged yet."""
+    request = submit(request_type="deletion")
+    request.verify_identity(method="id_document", reference="doc-1", actor="po")
+    request.record_work(action="personal data erased", actor="worker")
+    request.notify_partners(
+        notifications=[{"partner_id": p, "categories": ["identity_contact"]} for p in partners],
+        await_acknowledgement=True,
+        actor="worker",
+    )
+    return request
+
+
+def chase(request: DataRightsRequest, now: datetime) -> list[str]:
+    return request.chase(now=now, remind_before=WINDOW, actor="worker")
+
+
+def test_a_deletion_awaiting_partners_is_escalated_then_expires_naming_them() -> None:
+    """Reminder and escalation in the window; past the due date: overdue, then expired,
+    with the partners still awaited named in the reason and listed on the event."""
+    first, second, answered = sorted([uuid4(), uuid4(), uuid4()], key=str)
+    request = deletion_awaiting(first, second, answered)
+    request.acknowledge(partner_id=answered, actor="partner:x")
+    due = request.due_at
+    assert request.next_attention_at(WINDOW) == due - WINDOW
+    assert chase(request, due - WINDOW - timedelta(seconds=1)) == []
+    assert chase(request, due - WINDOW) == ["reminded", "escalated"]
+    assert request.next_attention_at(WINDOW) == due
+    assert chase(request, due - timedelta(days=1)) == []
+    assert chase(request, due) == []  # the due date itself is not past it
+    assert chase(request, due + timedelta(seconds=1)) == ["overdue", "expired"]
+    assert request.status is RequestStatus.EXPIRED
+    assert request.reason == f"expired: 2 recipient(s) never acknowledged: {first}, {second}"
+    expired = request._pending_events[-1]
+    assert isinstance(expired, DataRightsRequest.Expired)
+    assert expired.unacknowledged == [str(first), str(second)]
+    assert request.next_attention_at(WINDOW) is None
+    assert chase(request, due + timedelta(days=400)) == []
+
+
+def test_an_extension_moves_the_expiry_of_a_deletion_awaiting_partners() -> None:
+    """The due date includes the extension: no expiry until that date has passed."""
+    request = submit(request_type="deletion")
+    request.extend(reason="many recipients", now=RECEIVED, actor="po")
+    request.verify_identity(method="id_document", reference="doc-1", actor="po")
+    request.record_work(action="personal data erased", actor="worker")
+    request.notify_partners(
+        notifications=[{"partner_id": uuid4(), "categories": ["billing"]}],
+        await_acknowledgement=True,
+        actor="worker",
+    )
+    extended_due = request.due_at
+    assert extended_due == datetime(2026, 4, 28, 9, tzinfo=UTC)
+    assert chase(request, datetime(2026, 3, 1, tzinfo=UTC)) == []
+    assert chase(request, extended_due + timedelta(hours=1)) == [
+        "reminded",
+        "escalated",
+        "overdue",
+        "expired",
+    ]
+
+
+def test_a_request_being_worked_on_is_marked_overdue_and_then_left_alone() -> None:
+    """Verified, not awaiting anyone: overdue once; nothing more can happen by the clock."""
+    request = submit()
+    request.verify_identity(method="id_document", reference="doc-1", actor="po")
+    due = request.due_at
+    assert chase(request, due + timedelta(days=1)) == ["reminded", "overdue"]
+    assert request.status is RequestStatus.IN_PROGRESS
+    assert request.next_attention_at(WINDOW) is None
+
+
+def test_an_unverified_request_expires_after_its_due_date() -> None:
+    """The rule that was there before: never verified by the due date, expired."""
+    request = submit()
+    due = request.due_at
+    assert chase(request, due - timedelta(days=3)) == ["reminded"]
+    assert request.next_attention_at(WINDOW) == due
+    assert chase(request, due + timedelta(minutes=1)) == ["overdue", "expired"]
+    assert request.reason == "identity was not verified before the due date"
+    assert request.next_attention_at(WINDOW) is None
+
+
+def test_a_deletion_carried_out_can_no_longer_be_revoked() -> None:
+    """Once the erasure is recorded it cannot be undone, so the request cannot end revoked."""
+    request = deletion_awaiting(uuid4())
+    with pytest.raises(IllegalTransitionError):
+        request.revoke(reason="changed my mind", actor="intake:desk")
+    assert request.status is RequestStatus.IN_PROGRESS
+
+
+def test_a_version_1_expiry_reads_with_no_unacknowledged_partners() -> None:
+    """Expiries recorded before the field existed load (upcast) with an empty list."""
+    transcoder = JSONTranscoder()
+    transcoder.register(UUIDAsHex())
+    transcoder.register(DatetimeAsISO())
+    mapper: Mapper[UUID] = Mapper(transcoder=transcoder)
+    request = submit()
+    request.expire(reason="late", now=request.due_at, actor="po")
+    stored = mapper.to_stored_event(request._pending_events[-1])
+    state = json.loads(stored.state)
+    assert state.pop("class_version") == 2
+    del state["unacknowledged"]
+    old = StoredEvent(
+        originator_id=stored.originator_id,
+        originator_version=stored.originator_version,
+        topic=stored.topic,
+        state=json.dumps(state).encode(),
+    )
+    event = mapper.to_domain_event(old)
+    assert isinstance(event, DataRightsRequest.Expired)
+    assert event.unacknowledged == []
+    assert event.reason == "late"
 
 
 class RequestLifecycle(RuleBasedStateMachine):
@@ -179,6 +305,28 @@ class RequestLifecycle(RuleBasedStateMachine):
             self.final_status = RequestStatus.EXPIRED
         else:
             assert self.final_status is not None or self.now < due
+
+    @rule()
+    def chase(self) -> None:
+        """The deadline chase takes what is due, once, and leaves nothing due behind it."""
+        due = self.request.due_at
+        done = chase(self.request, self.now)
+        if self.final_status is not None:
+            assert done == []
+        if "expired" in done:
+            assert not self.verified, "a request being worked on (no partner awaited) stays"
+            assert self.now > due
+            self.final_status = RequestStatus.EXPIRED
+        assert chase(self.request, self.now) == []
+        attention = self.request.chase_state.attention()
+        if attention is None:
+            assert self.request.next_attention_at(WINDOW) is None
+        else:
+            assert not attention.reached(self.now, due, WINDOW)
+            assert self.request.next_attention_at(WINDOW) == attention.at(due, WINDOW)
+            assert attention is (
+                Attention.REMINDER if not self.request.reminded else Attention.DEADLINE
+            )
 
     @precondition(lambda self: self.final_status is not None)
     @rule()

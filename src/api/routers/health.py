@@ -2,28 +2,71 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from fastapi import APIRouter
 
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import ContainerDep
 from rightsledger.api.problems import ApiProblemError
+from rightsledger.bootstrap import Container
+from rightsledger.storage.followers import Health, assess
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=s.Health)
 def health() -> s.Health:
-    """The process is up."""
+    """The process is up (liveness only: says nothing of the store or the followers)."""
     return s.Health(status="ok")
+
+
+def followers_health(container: Container, head: int) -> Health:
+    """Every follower that has reported: alive, not parked, not too far behind."""
+    ledger = container.ledger
+    settings = container.settings
+
+    def oldest_waiting(position: int) -> datetime | None:
+        found = ledger.recorder.select_notifications(
+            start=position, limit=1, inclusive_of_start=False
+        )
+        if not found:
+            return None
+        recorded = ledger.mapper.transcoder.decode(found[0].state).get("timestamp")
+        return recorded if isinstance(recorded, datetime) else None
+
+    return assess(
+        container.board.statuses(),
+        head=head,
+        oldest_waiting=oldest_waiting,
+        now=datetime.now(UTC),
+        stale_after=timedelta(seconds=settings.ready_stale_seconds),
+        lag_limit=timedelta(seconds=settings.ready_lag_seconds),
+    )
 
 
 @router.get("/ready", response_model=s.Ready)
 def ready(container: ContainerDep) -> s.Ready:
-    """The event store is reachable; answers with the log's head position."""
+    """Ready to serve: the event store is reachable and every follower (projection worker,
+    request workers, relay) is alive, not parked, and has no event waiting for it longer
+    than `RIGHTSLEDGER_READY_LAG_SECONDS`. Otherwise 503 naming what is wrong."""
     try:
         position = container.ledger.recorder.max_notification_id() or 0
+        state = followers_health(container, position)
     except Exception as error:
         raise ApiProblemError(
-            503, "Not ready", f"the event store is unreachable: {error}"
+            503, "Not ready", f"the event store is unreachable: {error}", slug="not-ready"
         ) from None
-    return s.Ready(status="ready", position=position)
+    if not state.ok:
+        raise ApiProblemError(
+            503,
+            "Not ready",
+            "; ".join(state.problems),
+            slug="not-ready",
+            headers={"Retry-After": "5"},
+        )
+    return s.Ready(
+        status="ready",
+        position=position,
+        followers={status.name: status.position for status in state.statuses},
+    )

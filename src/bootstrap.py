@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.utils import get_topic
 from psycopg_pool import ConnectionPool
 
@@ -27,7 +28,7 @@ from rightsledger.storage.keyvault import KeyVault, PostgresKeyVault
 from rightsledger.storage.migrations import migrate
 from rightsledger.storage.sealing import SealingMapper
 from rightsledger.workers.relay import Relay, RelayConfig
-from rightsledger.workers.requests import RequestWorker, WorkerPolicy, open_tracking
+from rightsledger.workers.requests import RequestWorker, WorkerPolicy
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +87,14 @@ class Container:
             remind_before=timedelta(days=settings.remind_before_days),
             sweep_every=settings.sweep_seconds,
         )
-        tracking = open_tracking(self.env, RequestWorker.name)
-        self.closers.append(tracking.datastore.close)
+        tracking = self.tracking(RequestWorker.name)
         return RequestWorker(
             self.ledger, tracking, self.exports, self.views, policy, self.vault, board=self.board
         )
 
     def relay(self, bootstrap: str) -> Relay:
         settings = self.settings
-        tracking = open_tracking(self.env, Relay.name)
-        self.closers.append(tracking.datastore.close)
+        tracking = self.tracking(Relay.name)
         config = RelayConfig(
             bootstrap=bootstrap,
             events_topic=settings.events_topic,
@@ -104,10 +103,16 @@ class Container:
             replication_factor=settings.topic_replication_factor,
             source=f"/rightsledger/{settings.database_schema}",
         )
-        # reads the log without unsealing personal values; a small pool is enough
-        reader = RightsLedger({**self.env, "POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "2"})
+        # reads the log without unsealing personal values; one connection is enough
+        reader = RightsLedger({**self.env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "0"})
         self.closers.append(reader.close)
         return Relay(self.ledger, tracking, config, reader=reader, board=self.board)
+
+    def tracking(self, name: str) -> PostgresTrackingRecorder:
+        """A follower's tracking table (created by the migrations), on the views' connections."""
+        return PostgresTrackingRecorder(
+            datastore=self.views.datastore, tracking_table_name=f"{name.lower()}_tracking"
+        )
 
     def start_workers(self, bootstrap: str | None) -> None:
         """Run the request workers, and the relay when there is a broker, in this process."""
@@ -140,12 +145,17 @@ class Container:
             self.database.close()
 
 
-def ledger_env(settings: Settings, database: Database) -> dict[str, str]:
+def ledger_env(
+    settings: Settings, database: Database, *, pool_size: int | None = None
+) -> dict[str, str]:
+    """The event store's environment; its pool keeps one connection open and grows to
+    ``pool_size`` (the API's ``RIGHTSLEDGER_POOL_SIZE`` unless given)."""
+    size = pool_size or settings.pool_size
     env = database.eventsourcing_env(settings.database_schema)
     env.update(
         {
-            "POSTGRES_POOL_SIZE": str(settings.pool_size),
-            "POSTGRES_MAX_OVERFLOW": str(settings.pool_size),
+            "POSTGRES_POOL_SIZE": "1",
+            "POSTGRES_MAX_OVERFLOW": str(size - 1),
             "POSTGRES_LOCK_TIMEOUT": "5",
             "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
             # A cached aggregate is brought up to date (one query for newer events) on every
@@ -173,14 +183,34 @@ def make_ledger(env: dict[str, str], vault: KeyVault, settings: Settings) -> Rig
     return ledger
 
 
-def build(settings: Settings, *, database: Database | None = None) -> Container:
-    """Open the store, build the application and the views; seed the admin key if set."""
+@dataclass(frozen=True)
+class Budget:
+    """PostgreSQL connections of one process: each pool keeps one open and grows to its size
+    (see docs/architecture.md, "Connection budget")."""
+
+    event_store: int
+    views: int
+    small: int
+
+
+def budget(settings: Settings, role: str) -> Budget:
+    """An API process takes commands and reads; a follower process (``projections run``,
+    ``workers run``, ``relay run``) or a CLI command needs few connections."""
+    if role == "api":
+        return Budget(event_store=settings.pool_size, views=2, small=2)
+    return Budget(event_store=settings.follower_pool_size, views=2, small=2)
+
+
+def build(settings: Settings, *, database: Database | None = None, role: str = "api") -> Container:
+    """Open the store, build the application and the views; seed the admin key if set.
+    ``role`` (``api`` or ``follower``) sets the connection budget."""
+    connections = budget(settings, role)
     db = database or open_database(
         settings.database_url.get_secret_value() if settings.database_url else None,
         settings.data_dir,
     )
     try:
-        env = ledger_env(settings, db)
+        env = ledger_env(settings, db, pool_size=connections.event_store)
         # The schema and every table, created once under the migration lock (several processes
         # creating tables at once fail); below, eventsourcing creates none and the views' own
         # CREATE ... IF NOT EXISTS find theirs there.
@@ -189,14 +219,18 @@ def build(settings: Settings, *, database: Database | None = None) -> Container:
         # Keys, data keys, idempotency keys, exports: a connection is checked before use, so
         # one terminated by the server is replaced instead of failing a request.
         pool: ConnectionPool = ConnectionPool(
-            db.url, min_size=1, max_size=4, open=True, check=ConnectionPool.check_connection
+            db.url,
+            min_size=1,
+            max_size=connections.small,
+            open=True,
+            check=ConnectionPool.check_connection,
         )
         invalidations = Invalidations(db.url, settings.database_schema)
         vault = PostgresKeyVault(pool, settings.database_schema, invalidations=invalidations)
         ledger = make_ledger(env, vault, settings)
         # An erasure anywhere drops every decrypted aggregate this process holds.
         invalidations.subscribe("customer-keys", lambda _: ledger.clear_cache(), ledger.clear_cache)
-        views = ViewSet.open(env)
+        views = ViewSet.open(env, pool_size=connections.views)
         keys = ApiKeyStore(pool, settings.database_schema, invalidations=invalidations)
         idempotency = IdempotencyStore(
             pool, settings.database_schema, ttl=timedelta(hours=settings.idempotency_ttl_hours)

@@ -72,9 +72,10 @@ def _logging() -> None:
 
 
 def _container() -> Container:
+    """A follower's or a CLI command's container (a small connection budget)."""
     from rightsledger.bootstrap import build
 
-    return build(Settings())
+    return build(Settings(), role="follower")
 
 
 @contextlib.contextmanager

@@ -72,7 +72,18 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(
         default=None, description="Seeds an admin API key at start, for local use."
     )
-    pool_size: int = Field(default=8, ge=1, le=200)
+    pool_size: int = Field(
+        default=4,
+        ge=1,
+        le=200,
+        description="Event-store connections of an API process at most (one kept when idle).",
+    )
+    follower_pool_size: int = Field(
+        default=2,
+        ge=1,
+        le=50,
+        description="Event-store connections of a follower process or a CLI command at most.",
+    )
     aggregate_cache_size: int = Field(default=20_000, ge=0)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     idempotency_ttl_hours: float = Field(

@@ -6,9 +6,13 @@ import logging
 import re
 from typing import Any
 
+import psycopg
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rightsledger.domain.errors import DomainError, StateError
@@ -167,6 +171,22 @@ def install(app: FastAPI) -> None:
             "Service unavailable",
             f"{exc}; retry shortly",
             type_="/problems/unavailable",
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(StoreOperationalError)
+    @app.exception_handler(StoreInterfaceError)
+    async def _store_away(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem(
+            503,
+            "Store unavailable",
+            "the event store could not be reached (connection refused, lost or none free); "
+            "nothing was recorded: retry shortly",
+            type_="/problems/store-unavailable",
             instance=request.url.path,
             headers={"Retry-After": "1"},
         )

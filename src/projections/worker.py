@@ -69,8 +69,9 @@ def open_datastore(env: dict[str, str], *, pool_size: int = 4) -> PostgresDatast
             "projections",
             {
                 **env,
-                "POSTGRES_POOL_SIZE": str(pool_size),
-                "POSTGRES_MAX_OVERFLOW": str(pool_size),
+                # one connection kept open, up to ``pool_size`` when busy
+                "POSTGRES_POOL_SIZE": "1",
+                "POSTGRES_MAX_OVERFLOW": str(max(0, pool_size - 1)),
                 # reads of views are not retried: a connection the server ended is replaced
                 # before use instead of failing the read
                 "POSTGRES_PRE_PING": "y",

@@ -177,13 +177,13 @@ def projections_status() -> None:
     try:
         head = container.ledger.recorder.max_notification_id() or 0
         positions = container.views.positions()
+        typer.echo(f"{'view':<20} {'position':>10} {'lag':>10}")
+        for name, position in positions.items():
+            typer.echo(f"{name:<20} {position:>10} {head - position:>10}")
+        typer.echo(f"{'log head':<20} {head:>10}")
+        _print_followers(container, head, only="projections")
     finally:
         container.close()
-    typer.echo(f"{'view':<20} {'position':>10} {'lag':>10}")
-    for name, position in positions.items():
-        typer.echo(f"{name:<20} {position:>10} {head - position:>10}")
-    typer.echo(f"{'log head':<20} {head:>10}")
-    _print_followers(container, head, only="projections")
 
 
 def _print_followers(container: Container, head: int, only: str | None = None) -> bool:

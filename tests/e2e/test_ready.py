@@ -47,3 +47,19 @@ def test_a_frozen_projection_worker_makes_ready_fail_until_it_catches_up(
             return bool(body["followers"]["projections"] >= body["position"])
 
         assert wait_until(caught_up, 60, "/ready to answer 200 with the worker caught up")
+
+
+def test_followers_status_lists_every_follower_of_the_service(service: Service) -> None:
+    """`rightsledger followers status` shows the three followers running (exit 0), and
+    `followers resume` refuses a follower that is not parked (exit 1, saying so)."""
+    shown = wait_until(
+        lambda: (done := service.spawn_cli("followers", "status")).returncode == 0
+        and all(name in done.stdout for name in ("projections", "request-workers", "relay"))
+        and done,
+        60,
+        "every follower to report",
+    )
+    assert "running" in shown.stdout
+    refused = service.spawn_cli("followers", "resume", "projections")
+    assert refused.returncode == 1
+    assert "not parked" in refused.stderr

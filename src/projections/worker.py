@@ -11,17 +11,13 @@ PostgreSQL advisory lock); a second one waits as a standby.
 from __future__ import annotations
 
 import logging
-import operator
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import psycopg
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment
@@ -34,7 +30,7 @@ from rightsledger.projections.base import APPLICATION_NAME, Positioned, View
 from rightsledger.projections.customers import ConsentLedgerView, CustomerProfileView
 from rightsledger.projections.disclosures import DisclosuresView
 from rightsledger.projections.requests import RequestQueueView
-from rightsledger.storage.followers import FollowerBoard, FollowerRunner, is_transient
+from rightsledger.storage.followers import FollowerBoard, FollowerRunner, follow_log
 
 log = logging.getLogger(__name__)
 
@@ -280,80 +276,24 @@ class ProjectionWorker:
     ) -> None:
         """Follow the log until ``stop`` is set; wakes on NOTIFY, polls as a fallback. Failures
         are handled by ``FollowerRunner`` (retried, or parked at the failing event)."""
-        channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
-        board = board or self.board
-        runner = (
-            FollowerRunner(FOLLOWER, board, first_delay=self.retry_delay)
-            if board is not None
-            else None
+
+        def reload() -> None:
+            self.positions = {view.name: view.position() for view in self.views}
+
+        follow_log(
+            FollowerRunner(FOLLOWER, board or self.board, first_delay=self.retry_delay),
+            database_url=database_url,
+            schema=self.datastore.schema,
+            role="projections",
+            channel=self.app.recorder.channel_name,  # type: ignore[attr-defined]
+            stop=stop,
+            step=lambda limit: self.catch_up(batches=1 if limit else 10, batch_size=limit or None),
+            position=lambda: min(self.positions.values()),
+            skip=self.skip,
+            locate=self.next_position,
+            poll=poll,
+            on_lock=reload,
         )
-        while not stop.is_set():
-            try:
-                with exclusive(database_url, self.datastore.schema, stop) as listener:
-                    if listener is None:
-                        return
-                    self.positions = {view.name: view.position() for view in self.views}
-                    # the lock's connection also listens for new events: one connection
-                    listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                    broken: list[BaseException] = []
-
-                    def wait(seconds: float, broken: list[BaseException] = broken) -> None:
-                        try:
-                            for _ in listener.notifies(timeout=min(seconds, poll), stop_after=1):
-                                pass
-                        except psycopg.Error as error:
-                            broken.append(error)  # the lock went with it: retake both
-
-                    if runner is None:
-                        while not stop.is_set() and not broken:
-                            self.catch_up()
-                            wait(poll)
-                    else:
-                        runner.run(
-                            step=lambda limit: self.catch_up(
-                                batches=1 if limit else 10, batch_size=limit or None
-                            ),
-                            position=lambda: min(self.positions.values()),
-                            wait=wait,
-                            stop=stop,
-                            skip=self.skip,
-                            locate=self.next_position,
-                            alive=partial(operator.not_, broken),
-                        )
-                    if not broken:
-                        return
-                    raise broken[0]
-            except Exception as error:
-                if runner is None or not is_transient(error):
-                    raise
-                # the lock's or the listener's connection was lost: retake both
-                log.warning("projection worker lost its connection (%s); reconnecting", error)
-                runner.note_transient(error, min(self.positions.values()))
-                stop.wait(1.0)
-
-
-@contextmanager
-def exclusive(
-    database_url: str, schema: str, stop: threading.Event, role: str = "projections"
-) -> Iterator[psycopg.Connection[Any] | None]:
-    """Hold the schema's lock for ``role`` (advisory) while working; standby until it is free.
-
-    Yields the connection that holds the lock (the follower may LISTEN on it too, so one
-    connection serves both), or None when ``stop`` was set while standing by."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        key = f"rightsledger.{role}.{schema}"
-        while not stop.is_set():
-            row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
-            if row and row[0]:
-                try:
-                    yield conn
-                finally:
-                    if not conn.closed:
-                        with suppress(psycopg.Error):
-                            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
-                return
-            stop.wait(1.0)
-        yield None
 
 
 def rebuild(

@@ -22,14 +22,17 @@ tracked position. They all run their batches through ``FollowerRunner``:
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -270,7 +273,7 @@ class FollowerRunner:
     def __init__(
         self,
         name: str,
-        board: FollowerBoard,
+        board: FollowerBoard | None,
         *,
         park_after: int = 5,
         first_delay: float = 0.5,
@@ -289,7 +292,10 @@ class FollowerRunner:
 
     def _report(self, state: State, position: int, **details: Any) -> None:
         now = time.monotonic()
-        if state is self.state and not details and now - self._reported < self.heartbeat:
+        if self.board is None or (
+            state is self.state and not details and now - self._reported < self.heartbeat
+        ):
+            self.state = state
             return
         try:
             self.board.report(self.name, state, position, **details)
@@ -331,7 +337,7 @@ class FollowerRunner:
             try:
                 current = position()
                 if self.state is State.PARKED:
-                    action = self.board.take_request(self.name)
+                    action = self.board.take_request(self.name) if self.board else None
                     if action is None:
                         self._report(
                             State.PARKED,
@@ -418,3 +424,90 @@ def _safe(position: Callable[[], int]) -> int:
         return position()
     except Exception:  # the store may be away
         return -1
+
+
+@contextmanager
+def exclusive(
+    database_url: str, schema: str, stop: threading.Event, role: str
+) -> Iterator[psycopg.Connection[Any] | None]:
+    """Hold the schema's advisory lock for ``role`` while working; stand by until it is free.
+
+    Yields the connection that holds the lock (the follower LISTENs on it too, so one
+    connection serves both), or None when ``stop`` was set while standing by."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        key = f"rightsledger.{role}.{schema}"
+        while not stop.is_set():
+            row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
+            if row and row[0]:
+                try:
+                    yield conn
+                finally:
+                    if not conn.closed:
+                        with suppress(psycopg.Error):
+                            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+                return
+            stop.wait(1.0)
+        yield None
+
+
+def follow_log(
+    runner: FollowerRunner,
+    *,
+    database_url: str,
+    schema: str,
+    role: str,
+    channel: str,
+    stop: threading.Event,
+    step: Callable[[int], int],
+    position: Callable[[], int],
+    skip: Callable[[int, str], None] | None = None,
+    locate: Callable[[int], int | None] | None = None,
+    poll: float = 0.5,
+    gather: float = 0.0,
+    on_lock: Callable[[], None] | None = None,
+) -> None:
+    """The loop every follower runs: hold its advisory lock (standing by while another
+    process holds it), LISTEN for new events on the lock's connection, and run its batches
+    through ``runner`` until ``stop``. A lost connection (the lock went with it) retakes
+    both; ``on_lock`` runs each time the lock is taken (e.g. to reload positions)."""
+    while not stop.is_set():
+        try:
+            with exclusive(database_url, schema, stop, role) as listener:
+                if listener is None:
+                    return
+                if on_lock is not None:
+                    on_lock()
+                listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                broken: list[BaseException] = []
+
+                def wait(
+                    seconds: float,
+                    listener: psycopg.Connection[Any] = listener,
+                    broken: list[BaseException] = broken,
+                ) -> None:
+                    try:
+                        for _ in listener.notifies(timeout=min(seconds, poll), stop_after=1):
+                            if gather:
+                                stop.wait(gather)  # a few more commits: bigger, cheaper batches
+                    except psycopg.Error as error:
+                        broken.append(error)
+
+                runner.run(
+                    step=step,
+                    position=position,
+                    wait=wait,
+                    stop=stop,
+                    skip=skip,
+                    locate=locate,
+                    alive=partial(operator.not_, broken),
+                )
+                if not broken:
+                    return
+                log.warning(
+                    "%s lost its lock's connection (%s); retaking it", runner.name, broken[0]
+                )
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            runner.note_transient(error, _safe(position))
+        stop.wait(1.0)

@@ -77,18 +77,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import operator
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from psycopg import sql
@@ -99,8 +96,7 @@ from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.projections.base import APPLICATION_NAME
-from rightsledger.projections.worker import exclusive
-from rightsledger.storage.followers import FollowerBoard, FollowerRunner
+from rightsledger.storage.followers import FollowerBoard, FollowerRunner, follow_log
 from rightsledger.workers import cloudevents
 
 with warnings.catch_warnings():
@@ -836,13 +832,9 @@ class Relay:
         (``FollowerRunner``'s policy when a board is given: a broker away is retried without
         end; an event that cannot be published parks the relay at it)."""
         channel = self.ledger.recorder.channel_name  # type: ignore[attr-defined]
-        backoff = BACKOFF[0]
         schema = self.tracking.datastore.schema
-        board = board or self.board
-        runner = (
-            FollowerRunner(FOLLOWER, board, first_delay=BACKOFF[0], max_delay=BACKOFF[1])
-            if board is not None
-            else None
+        runner = FollowerRunner(
+            FOLLOWER, board or self.board, first_delay=BACKOFF[0], max_delay=BACKOFF[1]
         )
         started = [False]
 
@@ -864,62 +856,18 @@ class Relay:
             page = self.reader.log_page(after, 1)
             return page[0][0] if page else None
 
-        def follow() -> bool:
-            """One spell holding the relay's lock; False when the relay should stop."""
-            nonlocal backoff
-            with exclusive(
-                database_url, schema, stop, f"relay.{self.config.events_topic}"
-            ) as listener:
-                if listener is None:
-                    return False
-                # the lock's connection also listens for new events: one connection
-                listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                broken: list[BaseException] = []
-
-                def wait(seconds: float) -> None:
-                    try:
-                        for _ in listener.notifies(timeout=min(seconds, poll), stop_after=1):
-                            stop.wait(GATHER)  # a few more commits: bigger, cheaper batches
-                    except psycopg.Error as error:
-                        broken.append(error)  # the lock went with it: retake both
-
-                if runner is not None:
-                    runner.run(
-                        step=step,
-                        position=lambda: self.position,
-                        wait=wait,
-                        stop=stop,
-                        skip=self.skip,
-                        locate=locate,
-                        alive=partial(operator.not_, broken),
-                    )
-                else:
-                    while not stop.is_set() and not broken:
-                        try:
-                            step(0)
-                            backoff = BACKOFF[0]
-                        except Exception as error:  # the broker failed us: retry
-                            log.warning(
-                                "relay paused (%s: %s); new producer, retrying in %.1f s",
-                                type(error).__name__,
-                                error,
-                                backoff,
-                            )
-                            stop.wait(backoff)
-                            backoff = min(backoff * 2, BACKOFF[1])
-                            continue
-                        wait(poll)
-                if broken:
-                    log.warning("relay lost its lock's connection (%s); retaking it", broken[0])
-            return True
-
-        while not stop.is_set():
-            try:
-                if not follow():
-                    break
-            except psycopg.Error as error:  # the store is away: retry, as for any follower
-                if runner is not None:
-                    runner.note_transient(error, self.position)
-                log.warning("relay cannot reach the store (%s); retrying", error)
-            stop.wait(1.0)
+        follow_log(
+            runner,
+            database_url=database_url,
+            schema=schema,
+            role=f"relay.{self.config.events_topic}",
+            channel=channel,
+            stop=stop,
+            step=step,
+            position=lambda: self.position,
+            skip=self.skip,
+            locate=locate,
+            poll=poll,
+            gather=GATHER,
+        )
         self.close()

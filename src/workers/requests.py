@@ -20,21 +20,17 @@ date has passed.
 from __future__ import annotations
 
 import logging
-import operator
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.utils import Environment, get_topic
-from psycopg import sql
 
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.errors import DomainError
@@ -43,10 +39,15 @@ from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.values import RequestType
 from rightsledger.projections.base import APPLICATION_NAME
-from rightsledger.projections.worker import ViewSet, exclusive
+from rightsledger.projections.worker import ViewSet
 from rightsledger.storage import chain
 from rightsledger.storage.exports import ExportStore
-from rightsledger.storage.followers import FollowerBoard, FollowerRunner, is_transient
+from rightsledger.storage.followers import (
+    FollowerBoard,
+    FollowerRunner,
+    follow_log,
+    is_transient,
+)
 from rightsledger.storage.keyvault import PERSONAL, RETAINED, KeyVault
 from rightsledger.workers import export
 
@@ -307,8 +308,7 @@ class RequestWorker:
         Failures are handled by ``FollowerRunner`` (retried, or parked at the failing event)."""
         channel = self.ledger.recorder.channel_name  # type: ignore[attr-defined]
         schema = self.tracking.datastore.schema
-        board = board or self.board
-        runner = FollowerRunner(FOLLOWER, board, first_delay=self.retry_delay) if board else None
+        runner = FollowerRunner(FOLLOWER, board or self.board, first_delay=self.retry_delay)
         next_sweep = [0.0]
 
         def sweep_when_due() -> None:
@@ -331,42 +331,17 @@ class RequestWorker:
             sweep_when_due()
             return scanned
 
-        while not stop.is_set():
-            try:
-                with exclusive(database_url, schema, stop, "request-workers") as listener:
-                    if listener is None:
-                        return
-                    # the lock's connection also listens for new events: one connection
-                    listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                    broken: list[BaseException] = []
-
-                    def wait(seconds: float, broken: list[BaseException] = broken) -> None:
-                        try:
-                            for _ in listener.notifies(timeout=min(seconds, poll), stop_after=1):
-                                stop.wait(GATHER)  # a few more commits: bigger, cheaper batches
-                        except psycopg.Error as error:
-                            broken.append(error)  # the lock went with it: retake both
-
-                    if runner is None:
-                        while not stop.is_set() and not broken:
-                            step(0)
-                            wait(poll)
-                    else:
-                        runner.run(
-                            step=step,
-                            position=self.position,
-                            wait=wait,
-                            stop=stop,
-                            skip=self.skip,
-                            locate=self.next_position,
-                            alive=partial(operator.not_, broken),
-                        )
-                    if not broken:
-                        return
-                    raise broken[0]
-            except Exception as error:
-                if runner is None or not is_transient(error):
-                    raise
-                log.warning("request worker lost its connection (%s); reconnecting", error)
-                runner.note_transient(error, -1)
-                stop.wait(1.0)
+        follow_log(
+            runner,
+            database_url=database_url,
+            schema=schema,
+            role="request-workers",
+            channel=channel,
+            stop=stop,
+            step=step,
+            position=self.position,
+            skip=self.skip,
+            locate=self.next_position,
+            poll=poll,
+            gather=GATHER,
+        )

@@ -626,12 +626,13 @@ class RightsLedger(Application[UUID]):
         return Outcome(request_id, self._change_request_and_customer(request_id, decide)[1])
 
     def start_deletion(self, request_id: UUID, *, retain_for: timedelta, actor: str) -> Outcome:
-        """Erase the customer's personal data and notify every recipient; fulfil when none.
+        """Erase the customer's personal data and notify every recipient.
 
-        One transaction records the request's progress (``WorkDone``, then
-        ``PartnersNotified`` or ``Fulfilled``) with ``Customer.Erased``. Destroying the keys
-        and deleting the exports follow from ``Customer.Erased`` (the request worker reacts
-        to it), so they happen only once the erasure is recorded, and always then.
+        One transaction records the request's progress (``WorkDone``, and ``PartnersNotified``
+        when anyone received the data) with ``Customer.Erased``. Destroying the keys and
+        deleting the exports follow from ``Customer.Erased`` (the request worker reacts to it),
+        so they happen only once the erasure is recorded, and always then; ``confirm_erasure``
+        records that they are done, and only then is the deletion fulfilled.
         """
         now = self.clock()
 
@@ -643,17 +644,24 @@ class RightsLedger(Application[UUID]):
                 request.notify_partners(
                     notifications=notifications, await_acknowledgement=True, actor=actor
                 )
-            else:
-                request.fulfil(summary="personal data erased; no recipient to notify", actor=actor)
 
         return Outcome(request_id, self._change_request_and_customer(request_id, decide)[1])
+
+    def confirm_erasure(self, request_id: UUID, *, actor: str) -> Outcome:
+        """The erasure's keys and exports are gone: recorded; the deletion is fulfilled when no
+        recipient is awaited (otherwise by the last acknowledgement). Repeats record nothing."""
+
+        def decide(request: DataRightsRequest) -> None:
+            request.confirm_erasure(actor=actor)
+
+        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
 
     def acknowledge(self, request_id: UUID, *, partner_id: UUID, actor: str) -> Outcome:
         """A partner's acknowledgement; the last one fulfils the request."""
 
         def decide(request: DataRightsRequest) -> None:
             request.acknowledge(partner_id=partner_id, actor=actor)
-            if not request.awaiting and request.work_done is not None:
+            if not request.awaiting and request.erasure_carried_out:
                 request.fulfil(
                     summary="personal data erased; every recipient acknowledged", actor=actor
                 )

@@ -210,6 +210,13 @@ class DataRightsRequest(Aggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate.work_done = self.action
 
+    class ErasureCarriedOut(Event):
+        """The erasure's consequences are done: the customer's keys destroyed and their
+        exports deleted. Only then can a deletion be fulfilled."""
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.erasure_carried_out = True
+
     class DeadlineApproaching(Event):
         due_at: datetime
 
@@ -284,6 +291,7 @@ class DataRightsRequest(Aggregate):
         self.awaiting: set[UUID] = set()
         self.acknowledged: set[UUID] = set()
         self.work_done: str | None = None
+        self.erasure_carried_out = False
         self.reminded = False
         self.overdue_recorded = False
         self.escalated = False
@@ -487,6 +495,21 @@ class DataRightsRequest(Aggregate):
         if self.work_done is not None:
             raise IllegalTransitionError(f"the work was already done: {self.work_done}")
         self.trigger_event(self.WorkDone, actor=actor, action=_reason(action, "action"))
+
+    def confirm_erasure(self, *, actor: str) -> bool:
+        """Record that the erasure's keys and exports are gone, and fulfil the deletion when
+        no recipient is awaited; False when there was nothing left to record."""
+        if self.status.is_final or self.erasure_carried_out or self.work_done is None:
+            return False
+        self.trigger_event(self.ErasureCarriedOut, actor=actor)
+        if not self.awaiting:
+            summary = (
+                "personal data erased; every recipient acknowledged"
+                if self.notified
+                else "personal data erased; no recipient to notify"
+            )
+            self.fulfil(summary=summary, actor=actor)
+        return True
 
     def record_export(self, *, digest: str, categories: list[str], items: int, actor: str) -> None:
         """Record the access export's digest and contents summary."""

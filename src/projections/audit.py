@@ -149,6 +149,11 @@ def _(_event: DataRightsRequest.Expired) -> str:
 
 
 @describe.register
+def _(_event: DataRightsRequest.ErasureCarriedOut) -> str:
+    return "Erasure carried out: the customer's keys destroyed and their exports deleted"
+
+
+@describe.register
 def _(event: FollowerSkip.Recorded) -> str:
     return (
         f"Operator {event.actor} had the {event.follower} follower skip position "

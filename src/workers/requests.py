@@ -182,10 +182,13 @@ class RequestWorker:
     def _carry_out_erasure(self, customer_id: UUID, request_id: UUID) -> None:
         """What a recorded erasure calls for, each step idempotent: destroy the customer's
         personal keys (their own and their requests'), delete their access exports, drop
-        every decrypted copy held here. Handled again after a crash, it completes."""
+        every decrypted copy held here, then record it (which fulfils the deletion when no
+        recipient is awaited). Handled again after a crash, it completes."""
         self.vault.destroy(customer_id, PERSONAL)
         self.exports.delete_for_customer(customer_id)
         self._evict(customer_id, request_id)
+        # only now may the deletion read fulfilled: nothing erased is readable any more
+        self.ledger.confirm_erasure(request_id, actor=ACTOR)
 
     def _shred(self, customer_id: UUID, kind: str, *request_ids: UUID) -> None:
         """Destroy the customer's keys of that kind; drop every decrypted copy held here."""

@@ -377,3 +377,24 @@ class RequestLifecycle(RuleBasedStateMachine):
 
 
 TestRequestLifecycle = RequestLifecycle.TestCase
+
+
+def test_a_deletion_is_fulfilled_only_once_its_erasure_is_carried_out() -> None:
+    """Recording the erasure does not fulfil a deletion with no recipients; confirming that
+    the keys and exports are gone does, once (a repeat records nothing)."""
+    request = submit(request_type="deletion")
+    request.verify_identity(method="id_document", reference="doc-1", actor="po")
+    request.record_work(action="personal data erased", actor="worker")
+    assert request.status is RequestStatus.IN_PROGRESS
+    assert request.confirm_erasure(actor="worker")
+    assert request.status is RequestStatus.FULFILLED
+    assert not request.confirm_erasure(actor="worker")
+
+
+def test_recipients_still_awaited_keep_the_deletion_open_after_its_erasure() -> None:
+    """With a partner still awaited, the carried-out erasure leaves the deletion in progress."""
+    partner = uuid4()
+    request = deletion_awaiting(partner)
+    assert request.confirm_erasure(actor="worker")
+    assert request.status is RequestStatus.IN_PROGRESS
+    assert request.awaiting == {partner}

@@ -35,6 +35,14 @@ TARGET_RATIO = 1.2
 
 def read_many(service: base.Service, customer: str, reads: int, clients: int) -> float:
     """``reads`` purpose-bound reads of one customer; reads per second."""
+    probe = base.HttpClient(service.base_url, service.admin_key, 30.0)
+    probe._headers["X-Purpose"] = "account"
+    deadline = time.monotonic() + 30
+    while probe.request("GET", f"/v1/customers/{customer}")[0] != 200:  # the view caught up
+        if time.monotonic() > deadline:
+            raise SystemExit("the customer never became readable")
+        time.sleep(0.05)
+    probe.close()
     quotas = base.split_quota(reads, clients)
     done = [0] * clients
     errors: list[str] = []

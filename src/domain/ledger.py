@@ -408,8 +408,7 @@ class RightsLedger(Application[UUID]):
     ) -> Outcome:
         """Record that personal data was read, by whom, for what, which categories: as an
         ``AccessRecord`` of its own, so the customer's stream does not grow with reads."""
-        first = self.recorder.select_events(customer_id, limit=1)
-        if not first or not issubclass(resolve_topic(first[0].topic), Customer.Registered):
+        if not self._is_customer(customer_id):
             raise NotFoundError(f"no customer with id {customer_id}", field="id")
         record = AccessRecord.accessed(
             customer_id=customer_id,
@@ -419,17 +418,14 @@ class RightsLedger(Application[UUID]):
             categories=categories,
             what=what,
         )
-        position = self._add(record, tagged=False).position  # a read, not the caller's command
-        self._forget(record.id)  # written once, never loaded: keep the cache for customers
-        return Outcome(customer_id, position)
+        return Outcome(customer_id, self._record_read(record))
 
     def record_refusal(
         self, customer_id: UUID, *, actor: str, role: str, purpose: str, what: str, reason: str
     ) -> Outcome | None:
         """Record a refused read as an ``AccessRecord`` of its own; unknown customers have
         nothing to record against (checked on the first stored event, without loading)."""
-        first = self.recorder.select_events(customer_id, limit=1)
-        if not first or not issubclass(resolve_topic(first[0].topic), Customer.Registered):
+        if not self._is_customer(customer_id):
             return None
         record = AccessRecord.refused(
             customer_id=customer_id,
@@ -439,9 +435,18 @@ class RightsLedger(Application[UUID]):
             what=what,
             reason=reason,
         )
+        return Outcome(customer_id, self._record_read(record))
+
+    def _is_customer(self, customer_id: UUID) -> bool:
+        """Whether the id is a customer's, from its first stored event (no load, no unsealing)."""
+        first = self.recorder.select_events(customer_id, limit=1)
+        return bool(first) and issubclass(resolve_topic(first[0].topic), Customer.Registered)
+
+    def _record_read(self, record: AccessRecord) -> int:
+        """Write an access record; it is a read, never the caller's tagged command."""
         position = self._add(record, tagged=False).position
-        self._forget(record.id)
-        return Outcome(customer_id, position)
+        self._forget(record.id)  # written once, never loaded: keep the cache for customers
+        return position
 
     # ------------------------------------------------------------------ partners
 

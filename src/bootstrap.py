@@ -158,9 +158,10 @@ def ledger_env(
             "POSTGRES_MAX_OVERFLOW": str(size - 1),
             "POSTGRES_LOCK_TIMEOUT": "5",
             "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
-            # A cached aggregate is brought up to date (one query for newer events) on every
-            # load, so each process decides on the store's current state.
-            "AGGREGATE_CACHE_FASTFORWARD": "y",
+            # Commands decide on the cached copy: an accepted one on a stale copy fails the
+            # version check at insert and is decided again, a refusal is checked against the
+            # stored version first, reads fast-forward (RightsLedger._read, _decide).
+            "AGGREGATE_CACHE_FASTFORWARD": "n",
             "IS_SNAPSHOTTING_ENABLED": "n",
             "CREATE_TABLE": "y",
             "APPLICATION_RECORDER_TOPIC": get_topic(ChainedRecorder),

@@ -11,6 +11,7 @@ notification id) of the last event written, so readers can wait for it.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -166,9 +167,27 @@ class RightsLedger(Application[UUID]):
                 cache.full = False
 
     def _read(self, kind: type[A], aggregate_id: UUID) -> A:
-        """Load for a read: as for a command, the cached copy is brought up to date first
-        (one query for newer events), so another process's writes show."""
-        return self._load(kind, aggregate_id)
+        """Load for a read (and for what a decision takes as given, such as a partner's
+        contract): the cached copy is brought up to date first (one query for newer
+        events), so another process's writes show."""
+        aggregate = self._load(kind, aggregate_id)
+        newer = list(self.events.get(aggregate_id, gt=aggregate.version))
+        if newer:
+            for event in newer:
+                assert isinstance(event, Aggregate.Event)
+                event.mutate(aggregate)
+            cache = self.repository.cache
+            if cache is not None:
+                cache.put(aggregate_id, copy.deepcopy(aggregate))
+        return aggregate
+
+    def _stale(self, aggregates: tuple[Aggregate, ...]) -> bool:
+        """Whether the store holds a newer version of any of these (another process wrote)."""
+        for aggregate in aggregates:
+            last = self.recorder.select_events(aggregate.id, desc=True, limit=1)
+            if last and last[0].originator_version != aggregate.version:
+                return True
+        return False
 
     def _load(self, kind: type[A], aggregate_id: UUID) -> A:
         label = _LABELS.get(kind, kind.__name__.lower())
@@ -236,9 +255,20 @@ class RightsLedger(Application[UUID]):
     ) -> tuple[R, int]:
         """Load, decide, save in one transaction; reload and decide again when another
         writer got there first."""
+        checked = False
         for _ in range(_CONFLICT_RETRIES):
             aggregates = load()
-            result = decide(*aggregates)
+            try:
+                result = decide(*aggregates)
+            except DomainError:
+                # A refusal is answered only when decided on the store's current state: a
+                # cached copy another process has moved on from is reloaded and decided again.
+                # (An accepted command on a stale copy fails the version check at insert.)
+                if checked or not self._stale(aggregates):
+                    raise
+                checked = True
+                self._forget(*(aggregate.id for aggregate in aggregates))
+                continue
             try:
                 return result, self._commit(*aggregates, result=result)
             except CommandAlreadyRecordedError as recorded:
@@ -376,7 +406,7 @@ class RightsLedger(Application[UUID]):
         reference: str,
         actor: str,
     ) -> Outcome:
-        partner = self._load(Partner, partner_id)
+        partner = self._read(Partner, partner_id)  # the contract as it stands in the store
         wanted = list(categories)
 
         def decide(customer: Customer) -> UUID:

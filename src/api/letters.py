@@ -90,6 +90,19 @@ def _day(value: Any) -> str:
     return _when(value, with_time=False)
 
 
+CATEGORY_NAMES = {
+    "identity_contact": "identity and contact details",
+    "account_service": "account and service",
+    "payment_method": "payment method",
+    "billing": "billing records",
+    "activity": "network and account activity",
+}
+
+
+def _category(value: Any) -> str:
+    return CATEGORY_NAMES.get(str(value), _label(value))
+
+
 def _label(value: Any) -> str:
     """A machine name as words: 'identity_contact' -> 'identity contact'."""
     return str(value).replace("_", " ")
@@ -106,6 +119,7 @@ def environment() -> Environment:
     env.filters["when"] = _when
     env.filters["day"] = _day
     env.filters["label"] = _label
+    env.filters["category"] = _category
     return env
 
 

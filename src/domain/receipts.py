@@ -37,8 +37,8 @@ RECORD_FIELDS: Mapping[str, str] = {
 """Categories held as records rather than fields: the name a receipt gives their records."""
 
 ERASED_WITH_REQUESTS = (
-    "the words of the customer's data-rights requests (statements, document references, "
-    "verification references, reasons) and their access exports were erased with their data"
+    "the words of the data-rights requests (statements, document references, verification "
+    "references, reasons) and the access exports were erased with the personal data"
 )
 
 

@@ -492,3 +492,95 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         }
         for code in codes
     }
+
+
+# -- answers in writing: receipts (built by rightsledger.domain.receipts) ---------------------
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErasedOut(Answer):
+    category: Category
+    field: str = Field(description="A field of the category, or `invoices` / `entries`.")
+    items: int | None = Field(default=None, description="For records: how many.")
+
+
+class KeptOut(Answer):
+    category: Category
+    field: str = Field(description="A field of the category, or `invoices` / `entries`.")
+    ground: str = Field(description="The legal ground on which it is kept.")
+    until: datetime = Field(description="When it will be purged.")
+    items: int | None = Field(default=None, description="For records: how many.")
+    purged_at: datetime | None = Field(
+        default=None, description="When it was purged, once the retention has ended."
+    )
+
+
+class PartnerToldOut(Answer):
+    partner_id: UUID
+    name: str | None
+    categories: list[Category]
+    told_at: datetime
+    acknowledged_at: datetime | None = None
+
+
+class ExportedOut(Answer):
+    categories: list[Category]
+    items: int
+    digest: str = Field(description="SHA-256 of the export as delivered (`ExportPrepared`).")
+    prepared_at: datetime
+    deleted_at: datetime | None = Field(
+        default=None, description="When the export was deleted (the customer's erasure)."
+    )
+
+
+class ChangedOut(Answer):
+    category: Category
+    fields: list[str]
+    changed_at: datetime
+
+
+class CorrectedOut(Answer):
+    changes: list[ChangedOut]
+    partners_told: list[PartnerToldOut]
+
+
+class WithdrawnOut(Answer):
+    channel: Channel
+    withdrawn_at: datetime
+
+
+class OptedOutOut(Answer):
+    withdrawn: list[WithdrawnOut]
+
+
+class DeletedOut(Answer):
+    erased_at: datetime
+    erased: list[ErasedOut]
+    kept: list[KeptOut]
+    partners_told: list[PartnerToldOut]
+
+
+class ReceiptOut(Answer):
+    """What a fulfilled request did, rebuilt from the events; no personal value in it."""
+
+    request_id: UUID
+    customer_id: UUID
+    type: RequestType
+    status: RequestStatus
+    channel: str
+    jurisdiction: str
+    received_at: datetime
+    due_at: datetime
+    verified_at: datetime | None
+    fulfilled_at: datetime
+    summary: str
+    request_version: int = Field(description="The request's version the receipt was built at.")
+    customer_version: int = Field(description="The customer's version it was built at.")
+    access: ExportedOut | None = None
+    correction: CorrectedOut | None = None
+    opt_out: OptedOutOut | None = None
+    deletion: DeletedOut | None = None
+    notes: list[str] = []

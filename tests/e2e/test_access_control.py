@@ -57,6 +57,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/requests/{request_id}/deny"): {"privacy_officer"},
     ("POST", "/v1/requests/{request_id}/revoke"): {"intake", "privacy_officer"},
     ("GET", "/v1/requests/{request_id}/export"): {"privacy_officer"},
+    ("GET", "/v1/requests/{request_id}/receipt"): {"auditor", "intake", "privacy_officer"},
     ("GET", "/v1/audit/events"): {"auditor", "privacy_officer"},
     ("GET", "/v1/audit/customers/{customer_id}/state"): {"auditor", "privacy_officer"},
     ("GET", "/v1/audit/customers/{customer_id}/trail"): {"auditor", "privacy_officer"},

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
+from rightsledger.api import letters
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import (
     ContainerDep,
@@ -18,6 +19,7 @@ from rightsledger.api.deps import (
     allow,
     declared_purpose,
 )
+from rightsledger.domain import receipts
 from rightsledger.domain.ledger import NotFoundError, Outcome, RightsLedger
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.values import RequestStatus, RequestType
@@ -30,6 +32,13 @@ Intake = Annotated[Principal, Depends(allow(Role.INTAKE, Role.PRIVACY_OFFICER))]
 Officer = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER))]
 ExportReader = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER))]
 Reader = Annotated[Principal, Depends(allow(Role.INTAKE, Role.PRIVACY_OFFICER, Role.AUDITOR))]
+AcceptHeader = Annotated[
+    str | None,
+    Header(alias="Accept", description="`text/html` for the letter; JSON otherwise."),
+]
+Download = Annotated[
+    bool, Query(description="Answer as a file to save (`Content-Disposition: attachment`).")
+]
 
 
 def request_out(request: DataRightsRequest) -> s.RequestOut:
@@ -182,13 +191,22 @@ def revoke_request(
     return _changed(ledger, ledger.revoke_request(request_id, reason=body.reason, actor=who.actor))
 
 
-@router.get("/{request_id}/export", response_model=s.ExportOut)
+@router.get("/{request_id}/export", response_model=s.ExportOut, responses=letters.RESPONSES)
 def get_export(
-    request_id: UUID, container: ContainerDep, who: ExportReader, x_purpose: PurposeHeader = None
-) -> s.ExportOut:
+    request_id: UUID,
+    container: ContainerDep,
+    who: ExportReader,
+    response: Response,
+    x_purpose: PurposeHeader = None,
+    accept: AcceptHeader = None,
+    download: Download = False,
+) -> s.ExportOut | Response:
     """The access export the worker assembled: every piece of personal data held, why,
     its source, consents with evidence, disclosures, who read the data, and retention.
-    Declare X-Purpose: legal; the read is recorded."""
+    Declare X-Purpose: legal; the read is recorded. `Accept: text/html` answers the letter
+    to the customer instead; `?download=true` makes either a file
+    (`rightsledger-access-<request id>.json` or `.html`)."""
+    representation = letters.negotiate(accept)
     request = container.ledger.get_request(request_id)
     purpose = declared_purpose(
         container,
@@ -212,6 +230,65 @@ def get_export(
         role=who.role.value,
         purpose=purpose,
         categories=sorted(stored["document"].get("categories", {})),
-        what="access export",
+        what="access export" if representation == "json" else "access export (letter)",
     )
+    headers = letters.attachment(f"rightsledger-access-{request_id}", representation)
+    if representation == "html":
+        return letters.letter(
+            "export.html",
+            headers if download else None,
+            request_id=request_id,
+            customer_id=stored["customer_id"],
+            digest=stored["digest"],
+            document=stored["document"],
+        )
+    response.headers["Vary"] = "Accept"
+    if download:
+        response.headers.update(headers)
     return s.ExportOut(**stored)
+
+
+def build_receipt(ledger: RightsLedger, request_id: UUID) -> receipts.Receipt:
+    """A request's receipt, rebuilt from its events and its customer's, as stored now."""
+    request = ledger.get_request(request_id)
+    names: dict[UUID, str | None] = {}
+    for notice in request.notified:
+        partner_id = UUID(str(notice["partner_id"]))
+        try:
+            names[partner_id] = ledger.get_partner(partner_id).name
+        except NotFoundError:
+            names[partner_id] = None
+    return receipts.build_receipt(
+        ledger.events.get(request_id),
+        ledger.events.get(request.customer_id),
+        partner_names=names,
+    )
+
+
+@router.get("/{request_id}/receipt", response_model=s.ReceiptOut, responses=letters.RESPONSES)
+def get_receipt(
+    request_id: UUID,
+    container: ContainerDep,
+    who: Reader,
+    response: Response,
+    accept: AcceptHeader = None,
+    download: Download = False,
+) -> s.ReceiptOut | Response:
+    """What a fulfilled request did, rebuilt from the events: for an access request what was
+    exported (categories, digest); for a correction the fields changed and the partners
+    told; for an opt-out the channels withdrawn; for a deletion each category and field
+    erased, or kept with its legal ground and purge date. It holds no personal value, so it
+    needs no X-Purpose. 409 `not-fulfilled` until the request is fulfilled.
+    `Accept: text/html` answers the letter; `?download=true` makes either a file
+    (`rightsledger-receipt-<request id>.json` or `.html`)."""
+    representation = letters.negotiate(accept)
+    receipt = build_receipt(container.ledger, request_id)
+    headers = letters.attachment(f"rightsledger-receipt-{request_id}", representation)
+    if representation == "html":
+        return letters.letter(
+            "receipt.html", headers if download else None, request_id=request_id, receipt=receipt
+        )
+    response.headers["Vary"] = "Accept"
+    if download:
+        response.headers.update(headers)
+    return s.ReceiptOut.model_validate(receipt)

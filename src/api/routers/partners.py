@@ -201,8 +201,7 @@ def partner_notifications(
 ) -> s.NotificationPage:
     """What the partner was notified of and what it still owes: each request with the
     categories it received, when it was told and the request's due date, soonest due first.
-    A partner key reads only its own partner's."""
-    _own_partner_only(who, partner_id, "read")
+    A partner key reads only its own partner's (an unknown partner is 404 for everyone)."""
     kind = f"notifications:{notice_status.value if notice_status else 'all'}"
     after = decode_cursor(kind, cursor, 2)
     known, rows, position = _partners_view(read).notifications(
@@ -218,6 +217,7 @@ def partner_notifications(
             "?min_position=N to read your own writes)",
             field="partner_id",
         )
+    _own_partner_only(who, partner_id, "read")
     following = next_cursor(
         kind, rows, limit, lambda row: (row["due_at"].isoformat(), str(row["request_id"]))
     )

@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 from rightsledger.config import Settings
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.projections.base import View
+from rightsledger.projections.lookup import BlindIndex
 from rightsledger.projections.worker import ProjectionWorker, ViewSet
 from rightsledger.security.keys import ApiKeyStore, AuthGuard
 from rightsledger.storage.chain import ChainedRecorder
@@ -231,7 +232,10 @@ def build(settings: Settings, *, database: Database | None = None, role: str = "
         ledger = make_ledger(env, vault, settings)
         # An erasure anywhere drops every decrypted aggregate this process holds.
         invalidations.subscribe("customer-keys", lambda _: ledger.clear_cache(), ledger.clear_cache)
-        views = ViewSet.open(env, pool_size=connections.views)
+        # The blind index of customer_lookup digests identifiers under the vault's index key.
+        views = ViewSet.open(
+            env, pool_size=connections.views, blind_index=BlindIndex(vault.index_key)
+        )
         keys = ApiKeyStore(pool, settings.database_schema, invalidations=invalidations)
         idempotency = IdempotencyStore(
             pool, settings.database_schema, ttl=timedelta(hours=settings.idempotency_ttl_hours)

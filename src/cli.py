@@ -259,7 +259,13 @@ def projections_rebuild(
     container = _container()
     try:
         with _bar(f"rebuilding {name}") as advance:
-            position = rebuild(container.ledger, container.views.datastore, name, progress=advance)
+            position = rebuild(
+                container.ledger,
+                container.views.datastore,
+                name,
+                progress=advance,
+                context=container.views.context,
+            )
     finally:
         container.close()
     typer.echo(f"{name} rebuilt and swapped in at position {position}")

@@ -58,9 +58,15 @@ class IdentityIn(Command):
     postal_address: Text | None = None
 
 
+AccountReference = Annotated[str, Field(min_length=1, max_length=100)]
+
+
 class AccountIn(Command):
     plan: Text
     activated_at: AwareDatetime | None = None
+    reference: AccountReference | None = Field(
+        default=None, description="The customer's account reference (as on their bills)."
+    )
 
 
 class PaymentMethodIn(Command):
@@ -91,6 +97,7 @@ class IdentityPatch(Command):
 class AccountPatch(Command):
     plan: Text | None = None
     activated_at: AwareDatetime | None = None
+    reference: AccountReference | None = None
 
 
 class PaymentPatch(Command):
@@ -584,3 +591,46 @@ class ReceiptOut(Answer):
     opt_out: OptedOutOut | None = None
     deletion: DeletedOut | None = None
     notes: list[str] = []
+
+
+# ---------------------------------------------------------------------- finding a customer
+
+
+class CustomerMatches(BaseModel):
+    """The customers an identifier finds, each limited to the declared purpose."""
+
+    items: list[CustomerOut]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last."
+    )
+    position: int = Field(description="Log position the index reflects.")
+
+
+# ---------------------------------------------------------------------- partners: list, notices
+
+
+class PartnerPage(BaseModel):
+    items: list[PartnerOut] = Field(description="Partners by name, then id.")
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last."
+    )
+    position: int = Field(description="Log position the list reflects.")
+
+
+class NotificationOut(BaseModel):
+    request_id: UUID
+    request_type: RequestType
+    categories: list[str] = Field(description="The categories the partner received.")
+    status: Literal["awaiting", "acknowledged", "informed", "lapsed"]
+    notified_at: datetime
+    due_at: datetime = Field(description="The request's due date (extension included).")
+    acknowledged_at: datetime | None
+
+
+class NotificationPage(BaseModel):
+    partner_id: UUID
+    items: list[NotificationOut] = Field(description="Soonest due first, then by request id.")
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last."
+    )
+    position: int = Field(description="Log position the list reflects.")

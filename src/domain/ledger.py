@@ -692,10 +692,12 @@ class RightsLedger(Application[UUID]):
         return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
 
     def acknowledge(self, request_id: UUID, *, partner_id: UUID, actor: str) -> Outcome:
-        """A partner's acknowledgement; the last one fulfils the request."""
+        """A partner's acknowledgement; the last one fulfils the request. A repeat of an
+        acknowledgement already recorded writes nothing (the position is then the log's head)."""
 
         def decide(request: DataRightsRequest) -> None:
-            request.acknowledge(partner_id=partner_id, actor=actor)
+            if not request.acknowledge(partner_id=partner_id, actor=actor):
+                return
             if not request.awaiting and request.erasure_carried_out:
                 request.fulfil(
                     summary="personal data erased; every recipient acknowledged", actor=actor

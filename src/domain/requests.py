@@ -546,8 +546,12 @@ class DataRightsRequest(Aggregate):
             awaiting_acknowledgement=await_acknowledgement and bool(clean),
         )
 
-    def acknowledge(self, *, partner_id: UUID, actor: str) -> None:
-        """A notified partner confirms it has acted on the notification."""
+    def acknowledge(self, *, partner_id: UUID, actor: str) -> bool:
+        """A notified partner confirms it has acted on the notification; False, recording
+        nothing, when that partner had already acknowledged it (a repeat confirms, even once
+        the request is closed)."""
+        if partner_id in self.acknowledged:
+            return False
         self._ensure_open()
         if partner_id not in self.awaiting:
             raise IllegalTransitionError(
@@ -555,6 +559,7 @@ class DataRightsRequest(Aggregate):
                 field="partner_id",
             )
         self.trigger_event(self.PartnerAcknowledged, actor=actor, partner_id=partner_id)
+        return True
 
     def remind(self, *, actor: str) -> None:
         self._ensure_open()

@@ -35,7 +35,7 @@ class Category(StrEnum):
 CATEGORY_FIELDS: Final = MappingProxyType(
     {
         Category.IDENTITY: ("name", "email", "phone", "postal_address"),
-        Category.ACCOUNT: ("plan", "activated_at"),
+        Category.ACCOUNT: ("plan", "activated_at", "reference"),
         Category.PAYMENT: ("processor", "token"),
         Category.BILLING: (),
         Category.ACTIVITY: (),

@@ -15,8 +15,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresFactory
@@ -29,6 +29,8 @@ from rightsledger.projections.audit import AuditTrailView
 from rightsledger.projections.base import APPLICATION_NAME, Positioned, View
 from rightsledger.projections.customers import ConsentLedgerView, CustomerProfileView
 from rightsledger.projections.disclosures import DisclosuresView
+from rightsledger.projections.lookup import CustomerLookupView
+from rightsledger.projections.partners import PartnersView
 from rightsledger.projections.requests import RequestQueueView
 from rightsledger.storage.followers import FollowerBoard, FollowerRunner, follow_log
 
@@ -48,6 +50,8 @@ VIEW_CLASSES: dict[str, type[View]] = {
         RequestQueueView,
         DisclosuresView,
         AuditTrailView,
+        CustomerLookupView,
+        PartnersView,
     )
 }
 
@@ -84,14 +88,17 @@ class ViewSet:
 
     datastore: PostgresDatastore
     views: dict[str, View]
+    context: dict[str, Any] = field(default_factory=dict)
+    """What views need beyond their tables (``blind_index`` for ``customer_lookup``), given
+    to every view built for this schema, rebuilds included."""
 
     @classmethod
-    def open(cls, env: dict[str, str], *, pool_size: int = 4) -> ViewSet:
+    def open(cls, env: dict[str, str], *, pool_size: int = 4, **context: Any) -> ViewSet:
         datastore = open_datastore(env, pool_size=pool_size)
-        views = {name: view_cls(datastore) for name, view_cls in VIEW_CLASSES.items()}
+        views = {name: view_cls(datastore, **context) for name, view_cls in VIEW_CLASSES.items()}
         for view in views.values():
             view.create_table()
-        return cls(datastore, views)
+        return cls(datastore, views, context)
 
     def __getitem__(self, name: str) -> View:
         return self.views[name]
@@ -120,6 +127,14 @@ class ViewSet:
     @property
     def audit_trail(self) -> AuditTrailView:
         return self._view(AuditTrailView)
+
+    @property
+    def customer_lookup(self) -> CustomerLookupView:
+        return self._view(CustomerLookupView)
+
+    @property
+    def partners(self) -> PartnersView:
+        return self._view(PartnersView)
 
     def positions(self) -> dict[str, int]:
         """Each view's position, read on one connection."""
@@ -303,17 +318,20 @@ def rebuild(
     *,
     progress: Progress | None = None,
     batch_size: int = 2000,
+    context: dict[str, Any] | None = None,
 ) -> int:
     """Rebuild view ``name`` beside the live one, then swap it in; returns its position.
 
     The live view keeps serving reads (and the live worker keeps it current) until the
     new one has caught up; the swap then happens in one transaction that locks the live
     view's tables, applies the last events, drops the old tables and renames the new ones.
+    ``context`` is what the views need beyond their tables (``ViewSet.context``).
     """
     view_cls = VIEW_CLASSES[name]
-    live = view_cls(datastore)
+    extra = context or {}
+    live = view_cls(datastore, **extra)
     live.create_table()
-    shadow = view_cls(datastore, suffix=REBUILD_SUFFIX)
+    shadow = view_cls(datastore, suffix=REBUILD_SUFFIX, **extra)
     _drop(datastore, shadow)
     shadow.create_table()
     worker = ProjectionWorker(app, [shadow], batch_size=batch_size)

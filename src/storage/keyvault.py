@@ -6,6 +6,13 @@ kept until their retention date). Each data-rights request has a personal key of
 its own, linked to its customer, for the requester's statement, documents and the
 reasons given. Keys live in their own table, behind ``KeyVault``, so a KMS can take
 its place.
+
+Apart from the data keys, the vault keeps the *index key*: the HMAC key of the blind
+index (``rightsledger.projections.lookup``), which lets a customer be found by email,
+phone or account reference without any searchable clear text in the store. It seals
+nothing, is never destroyed, and lives in a table of its own (``index_keys``), so no
+operation on data keys can reach it. It is created once, by whichever process asks
+first, and shared by all of them.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from rightsledger.storage.invalidation import Invalidations, notify
 
 PERSONAL = "personal"
 RETAINED = "retained"
+INDEX_KEY = "blind-index"
+"""The name of the blind index's HMAC key in ``index_keys``."""
 _RETAINED_NAMESPACE = uuid.UUID("0c4c0f3b-5a55-4a0f-9d3e-7c5b7a1f2e10")
 
 
@@ -34,7 +43,7 @@ def retained_key_id(customer_id: UUID) -> UUID:
 
 
 class KeyVault(ABC):
-    """Where data keys are created, read and destroyed."""
+    """Where data keys are created, read and destroyed, and the blind index's key kept."""
 
     @abstractmethod
     def key(self, key_id: UUID, *, customer_id: UUID | None, kind: str) -> bytes | None:
@@ -43,6 +52,11 @@ class KeyVault(ABC):
     @abstractmethod
     def destroy(self, customer_id: UUID, kind: str) -> int:
         """Destroy every key of that kind belonging to the customer; how many were."""
+
+    @abstractmethod
+    def index_key(self) -> bytes:
+        """The blind index's HMAC key (32 bytes): created once, the same for every process,
+        separate from the data keys and never destroyed."""
 
 
 class PostgresKeyVault(KeyVault):
@@ -64,6 +78,8 @@ class PostgresKeyVault(KeyVault):
         self._pool = pool
         self._schema = schema
         self._table = sql.Identifier(schema, "subject_keys")
+        self._index_table = sql.Identifier(schema, "index_keys")
+        self._index_key: bytes | None = None
         # key id -> (key or None once destroyed, customer id, expiry)
         self._cache: dict[UUID, tuple[bytes | None, UUID, float]] = {}
         self._cache_seconds = cache_seconds
@@ -104,6 +120,41 @@ class PostgresKeyVault(KeyVault):
                     "CREATE INDEX IF NOT EXISTS subject_keys_customer ON {} (customer_id)"
                 ).format(self._table)
             )
+
+    def create_index_key_table(self) -> None:
+        """The table of the index key (``index_keys``: name, key, created_at)."""
+        with self._pool.connection() as conn:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} ("
+                    " name text PRIMARY KEY,"
+                    " key bytea NOT NULL,"
+                    " created_at timestamptz NOT NULL)"
+                ).format(self._index_table)
+            )
+
+    def index_key(self) -> bytes:
+        """Read once per process (it never changes); the first process to ask creates it, and
+        a process racing it reads the winner's key (``ON CONFLICT DO NOTHING``)."""
+        if self._index_key is not None:
+            return self._index_key
+        select = sql.SQL("SELECT key FROM {} WHERE name = %s").format(self._index_table)
+        with self._pool.connection() as conn:
+            row = conn.execute(select, (INDEX_KEY,)).fetchone()
+            if row is None:
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (name, key, created_at) VALUES (%s, %s, %s)"
+                        " ON CONFLICT (name) DO NOTHING"
+                    ).format(self._index_table),
+                    (INDEX_KEY, os.urandom(32), datetime.now(UTC)),
+                )
+                row = conn.execute(select, (INDEX_KEY,)).fetchone()
+        assert row is not None
+        key = bytes(row[0])
+        with self._lock:
+            self._index_key = key
+        return key
 
     def key(self, key_id: UUID, *, customer_id: UUID | None, kind: str) -> bytes | None:
         now = time.monotonic()

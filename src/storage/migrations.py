@@ -104,9 +104,30 @@ def _follower_status(step: Step) -> None:
         FollowerBoard(pool, step.schema).create_table()
 
 
+def _lookup_and_partners(step: Step) -> None:
+    """The blind index's key table (``index_keys``), the lookup view (``customer_lookup``) and
+    the partners view (``partners``, ``partner_requests``, ``partner_notifications``)."""
+    from psycopg_pool import ConnectionPool
+
+    from rightsledger.projections.lookup import CustomerLookupView
+    from rightsledger.projections.partners import PartnersView
+    from rightsledger.projections.worker import open_datastore
+    from rightsledger.storage.keyvault import PostgresKeyVault
+
+    with ConnectionPool(step.url, min_size=1, max_size=1, open=True) as pool:
+        PostgresKeyVault(pool, step.schema).create_index_key_table()
+    datastore = open_datastore(dict(step.env), pool_size=1)
+    try:
+        for view_cls in (CustomerLookupView, PartnersView):
+            view_cls(datastore).create_table()
+    finally:
+        datastore.close()
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _initial_tables),
     Migration(2, "follower status", _follower_status),
+    Migration(3, "blind index key, lookup and partners views", _lookup_and_partners),
 )
 """Every migration, in version order; append, never edit."""
 

@@ -20,6 +20,7 @@ Headers = Callable[[Role | str], dict[str, str]]
 PUBLIC = {("GET", "/health"), ("GET", "/ready")}
 MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/customers"): {"intake"},
+    ("GET", "/v1/customers"): {"billing", "intake", "marketing", "privacy_officer", "support"},
     ("GET", "/v1/customers/{customer_id}"): {
         "billing",
         "intake",
@@ -45,6 +46,8 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/customers/{customer_id}/activity"): {"support"},
     ("POST", "/v1/customers/{customer_id}/disclosures"): {"billing", "privacy_officer", "support"},
     ("POST", "/v1/partners"): {"privacy_officer"},
+    ("GET", "/v1/partners"): {"auditor", "billing", "privacy_officer", "support"},
+    ("GET", "/v1/partners/{partner_id}/notifications"): {"partner", "privacy_officer"},
     ("GET", "/v1/partners/{partner_id}"): {"auditor", "billing", "privacy_officer", "support"},
     ("GET", "/v1/partners/{partner_id}/disclosures"): {"auditor", "privacy_officer"},
     ("POST", "/v1/partners/{partner_id}/acknowledgements"): {"partner", "privacy_officer"},

@@ -291,7 +291,9 @@ def test_a_rebuild_from_scratch_equals_the_live_views(
     live.catch_up()
     before = dump_views(container)
     for name in VIEW_CLASSES:
-        rebuild(ledger, container.views.datastore, name, batch_size=7)
+        rebuild(
+            ledger, container.views.datastore, name, batch_size=7, context=container.views.context
+        )
     assert dump_views(container) == before
     assert container.views.positions() == dict.fromkeys(VIEW_CLASSES, live.head())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import (
@@ -17,10 +17,21 @@ from rightsledger.api.deps import (
     allow,
     declared_purpose,
 )
-from rightsledger.api.pages import Limit, Offset, disclosure_page
+from rightsledger.api.pages import (
+    CursorParam,
+    Limit,
+    Offset,
+    decode_cursor,
+    disclosure_page,
+    link_next,
+    next_cursor,
+    trim,
+)
+from rightsledger.domain.errors import InvalidCommandError
 from rightsledger.domain.ledger import NotFoundError
 from rightsledger.domain.values import Channel
 from rightsledger.projections.customers import CustomerProfileView
+from rightsledger.projections.lookup import CustomerLookupView, Identifier
 from rightsledger.security.keys import Principal, Role
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -123,6 +134,8 @@ def register_customer(
         account = {"plan": body.account.plan}
         if body.account.activated_at is not None:
             account["activated_at"] = body.account.activated_at.isoformat()
+        if body.account.reference is not None:
+            account["reference"] = body.account.reference
     outcome = ledger.register_customer(
         policy_version=body.policy_version,
         identity=body.identity.model_dump(exclude_none=True),
@@ -286,3 +299,75 @@ def disclose(
         actor=who.actor,
     )
     return s.CommandAccepted(id=outcome.id, position=outcome.position)
+
+
+def _identifying(description: str) -> Any:
+    return Query(min_length=1, max_length=320, description=description)
+
+
+@router.get("", response_model=s.CustomerMatches)
+def find_customers(
+    request: Request,
+    response: Response,
+    container: ContainerDep,
+    who: Reader,
+    read: Annotated[ViewRead, Depends(ReadFrom("customer_lookup"))],
+    email: Annotated[
+        str | None, _identifying("Trimmed and casefolded before matching.")
+    ] = None,
+    phone: Annotated[
+        str | None, _identifying("Matched on its digits (a leading + or 00 read as +).")
+    ] = None,
+    account: Annotated[
+        str | None, _identifying("The account reference; case and spaces ignored.")
+    ] = None,
+    x_purpose: PurposeHeader = None,
+    channel: Annotated[
+        Channel | None, Query(description="For marketing reads: the channel to be used.")
+    ] = None,
+    limit: Limit = 20,
+    cursor: CursorParam = None,
+) -> s.CustomerMatches:
+    """Find customers by exactly one of email, phone or account reference, through the blind
+    index (no clear text is searched). Each customer found is answered as the profile is,
+    limited to the declared purpose (X-Purpose), and each is recorded as a read."""
+    given = [
+        (kind, value)
+        for kind, value in (
+            (Identifier.EMAIL, email),
+            (Identifier.PHONE, phone),
+            (Identifier.ACCOUNT, account),
+        )
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise InvalidCommandError(
+            "find a customer by exactly one of ?email=, ?phone= or ?account=",
+            field="email" if not given else given[1][0].value,
+        )
+    kind, value = given[0]
+    purpose = declared_purpose(container, who, x_purpose, None, "lookup")
+    after = decode_cursor(f"customers:{kind.value}", cursor, 1)
+    view = read.view
+    assert isinstance(view, CustomerLookupView)
+    rows, position = view.find(
+        kind, value, after=UUID(str(after[0])) if after else None, limit=limit + 1
+    )
+    read.reflect(position)
+    following = next_cursor(
+        f"customers:{kind.value}", rows, limit, lambda row: (str(row["customer_id"]),)
+    )
+    items = []
+    for row in trim(rows, limit):
+        shown = visible(row, purpose, channel.value if channel else None)
+        container.ledger.record_access(
+            row["customer_id"],
+            actor=who.actor,
+            role=who.role.value,
+            purpose=purpose,
+            categories=shown,
+            what="lookup",
+        )
+        items.append(profile_out(row, shown))
+    link_next(request, response, following)
+    return s.CustomerMatches(items=items, next_cursor=following, position=position)

@@ -1,0 +1,72 @@
+"""The partners view follows a notification through the request's life: the due date moves
+with an extension, and a request closed before the partner acknowledged lapses."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from rightsledger.bootstrap import Container
+from rightsledger.projections.partners import NoticeStatus
+
+
+def test_a_notice_follows_the_extension_and_lapses_when_the_request_closes(
+    container: Container,
+) -> None:
+    """Notified, then extended: the notice's due date is the new one; denied before the
+    partner acknowledged: the notice is lapsed, and no longer awaiting."""
+    ledger = container.ledger
+    partner = ledger.register_partner(
+        name="Helpdesk",
+        kind="support_provider",
+        contract_reference="C",
+        confidentiality_agreement="NDA",
+        contract_valid_until=date(2099, 1, 1),
+        actor="po",
+    ).id
+    customer = ledger.register_customer(
+        policy_version="2026-01", identity={"name": "Ada"}, actor="intake:i"
+    ).id
+    ledger.disclose(
+        customer,
+        partner_id=partner,
+        basis="service_provider",
+        categories=["identity_contact"],
+        purpose="support",
+        reference="ticket",
+        actor="s",
+    )
+    deletion = ledger.submit_request(
+        customer_id=customer,
+        request_type="deletion",
+        channel="email",
+        jurisdiction="gdpr",
+        statement="delete me",
+        actor="intake:i",
+    ).id
+    ledger.verify_request(deletion, method="id", reference="r", actor="po")
+    container.request_worker().catch_up()
+    projections = container.projection_worker()
+    projections.catch_up()
+    view = container.views.partners
+    _, owed, _ = view.notifications(partner, status=NoticeStatus.AWAITING, after=None, limit=10)
+    assert [row["request_id"] for row in owed] == [deletion]
+    first_due = ledger.get_request(deletion).due_at
+    assert owed[0]["due_at"] == first_due
+
+    ledger.extend_request(deletion, reason="complex", actor="po")
+    projections.catch_up()
+    _, owed, _ = view.notifications(partner, status=None, after=None, limit=10)
+    extended = ledger.get_request(deletion).due_at
+    assert owed[0]["due_at"] == extended
+    assert extended > first_due
+
+    ledger.deny_request(deletion, reason="identity doubtful after all", actor="po")
+    projections.catch_up()
+    known, awaiting, _ = view.notifications(
+        partner, status=NoticeStatus.AWAITING, after=None, limit=10
+    )
+    assert known is not None
+    assert awaiting == []
+    _, lapsed, _ = view.notifications(partner, status=NoticeStatus.LAPSED, after=None, limit=10)
+    assert [row["request_id"] for row in lapsed] == [deletion]
+    assert lapsed[0]["acknowledged_at"] is None

@@ -6,6 +6,12 @@ kept until their retention date). Each data-rights request has a personal key of
 its own, linked to its customer, for the requester's statement, documents and the
 reasons given. Keys live in their own table, behind ``KeyVault``, so a KMS can take
 its place.
+
+Activity is sealed with *period keys*: one per customer, purpose and calendar month the
+entries occurred in (``period_key_id``), personal keys (an erasure destroys them with the
+rest) that also record their scope (category, purpose, end of the period), so the sweep
+finds the keys whose period has passed its retention schedule and destroys only those.
+Activity logged before period keys existed stays sealed with the customer's personal key.
 """
 
 from __future__ import annotations
@@ -15,10 +21,14 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
+import psycopg
 from psycopg import sql
+from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from rightsledger.storage.invalidation import Invalidations, notify
@@ -28,21 +38,63 @@ RETAINED = "retained"
 _RETAINED_NAMESPACE = uuid.UUID("0c4c0f3b-5a55-4a0f-9d3e-7c5b7a1f2e10")
 
 
+_PERIOD_NAMESPACE = uuid.UUID("6a1d5e0c-93f4-4c1b-8d0e-2b7f4f3c9a51")
+
+
 def retained_key_id(customer_id: UUID) -> UUID:
     """The id of a customer's retained-records key."""
     return uuid.uuid5(_RETAINED_NAMESPACE, str(customer_id))
+
+
+@dataclass(frozen=True)
+class KeyScope:
+    """What a period key seals: one category's entries, logged for one purpose, in one
+    period ending at ``period_end``."""
+
+    category: str
+    purpose: str
+    period: str
+    period_end: datetime
+
+
+def period_key_id(customer_id: UUID, scope: KeyScope) -> UUID:
+    """The id of a customer's key for one category, purpose and period."""
+    name = f"{customer_id}/{scope.category}/{scope.purpose}/{scope.period}"
+    return uuid.uuid5(_PERIOD_NAMESPACE, name)
 
 
 class KeyVault(ABC):
     """Where data keys are created, read and destroyed."""
 
     @abstractmethod
-    def key(self, key_id: UUID, *, customer_id: UUID | None, kind: str) -> bytes | None:
-        """The key, created when missing (needs ``customer_id``); None once destroyed."""
+    def key(
+        self,
+        key_id: UUID,
+        *,
+        customer_id: UUID | None,
+        kind: str,
+        scope: KeyScope | None = None,
+    ) -> bytes | None:
+        """The key, created when missing (needs ``customer_id``, and ``scope`` for a period
+        key); None once destroyed."""
 
     @abstractmethod
     def destroy(self, customer_id: UUID, kind: str) -> int:
         """Destroy every key of that kind belonging to the customer; how many were."""
+
+    @abstractmethod
+    def customers_with_periods_ended(
+        self, *, category: str, purpose: str, ended_by: datetime, limit: int
+    ) -> list[UUID]:
+        """Customers holding a live period key of ``category`` and ``purpose`` whose period
+        ended on or before ``ended_by``."""
+
+    @abstractmethod
+    def destroy_periods(
+        self, customer_id: UUID, *, category: str, purpose: str, ended_by: datetime
+    ) -> Sequence[str]:
+        """Destroy the customer's period keys of ``category`` and ``purpose`` whose period ended
+        on or before ``ended_by``; the periods destroyed."""
 
 
 class PostgresKeyVault(KeyVault):
@@ -105,7 +157,14 @@ class PostgresKeyVault(KeyVault):
                 ).format(self._table)
             )
 
-    def key(self, key_id: UUID, *, customer_id: UUID | None, kind: str) -> bytes | None:
+    def key(
+        self,
+        key_id: UUID,
+        *,
+        customer_id: UUID | None,
+        kind: str,
+        scope: KeyScope | None = None,
+    ) -> bytes | None:
         now = time.monotonic()
         trusted = self._trusted()
         with self._lock:
@@ -120,13 +179,34 @@ class PostgresKeyVault(KeyVault):
                 if customer_id is None:
                     msg = f"no data key {key_id} and no customer to create it for"
                     raise LookupError(msg)
-                conn.execute(
-                    sql.SQL(
-                        "INSERT INTO {} (key_id, customer_id, kind, key, created_at)"
-                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING"
-                    ).format(self._table),
-                    (key_id, customer_id, kind, os.urandom(32), datetime.now(UTC)),
-                )
+                if scope is None:
+                    conn.execute(
+                        sql.SQL(
+                            "INSERT INTO {} (key_id, customer_id, kind, key, created_at)"
+                            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING"
+                        ).format(self._table),
+                        (key_id, customer_id, kind, os.urandom(32), datetime.now(UTC)),
+                    )
+                else:
+                    conn.execute(
+                        sql.SQL(
+                            "INSERT INTO {} (key_id, customer_id, kind, key, created_at,"
+                            " category, purpose, period, period_end)"
+                            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                            " ON CONFLICT (key_id) DO NOTHING"
+                        ).format(self._table),
+                        (
+                            key_id,
+                            customer_id,
+                            kind,
+                            os.urandom(32),
+                            datetime.now(UTC),
+                            scope.category,
+                            scope.purpose,
+                            scope.period,
+                            scope.period_end,
+                        ),
+                    )
                 row = conn.execute(select, (key_id,)).fetchone()
         assert row is not None
         value = bytes(row[0]) if row[0] is not None else None
@@ -149,3 +229,60 @@ class PostgresKeyVault(KeyVault):
                 notify(cur, self._schema, "customer-keys", str(customer_id))
         self._forget_customer(str(customer_id))
         return len(rows)
+
+    def customers_with_periods_ended(
+        self, *, category: str, purpose: str, ended_by: datetime, limit: int
+    ) -> list[UUID]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT customer_id FROM {} WHERE key IS NOT NULL AND period_end IS NOT NULL"
+                    " AND category = %s AND purpose = %s AND period_end <= %s"
+                    " GROUP BY customer_id ORDER BY min(period_end), customer_id LIMIT %s"
+                ).format(self._table),
+                (category, purpose, ended_by, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def destroy_periods(
+        self, customer_id: UUID, *, category: str, purpose: str, ended_by: datetime
+    ) -> list[str]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET key = NULL, destroyed_at = %s"
+                    " WHERE customer_id = %s AND category = %s AND purpose = %s"
+                    " AND period_end <= %s AND key IS NOT NULL RETURNING period"
+                ).format(self._table),
+                (datetime.now(UTC), customer_id, category, purpose, ended_by),
+            ).fetchall()
+            if rows:
+                with conn.cursor() as cur:
+                    # every process drops this customer's cached keys (and decrypted copies)
+                    notify(cur, self._schema, "customer-keys", str(customer_id))
+        if rows:
+            self._forget_customer(str(customer_id))
+        return sorted(row[0] for row in rows)
+
+
+def add_period_columns(conn: psycopg.Connection[TupleRow], schema: str) -> None:
+    """Period keys' scope (category, purpose, period, its end) in ``subject_keys``, and the
+    index the sweep finds ended periods by; other keys leave them NULL."""
+    table = sql.Identifier(schema, "subject_keys")
+    for column, kind in (
+        ("category", "text"),
+        ("purpose", "text"),
+        ("period", "text"),
+        ("period_end", "timestamptz"),
+    ):
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                table, sql.Identifier(column), sql.SQL(kind)
+            )
+        )
+    conn.execute(
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS subject_keys_live_periods ON {}"
+            " (category, purpose, period_end) WHERE key IS NOT NULL AND period_end IS NOT NULL"
+        ).format(table)
+    )

@@ -104,9 +104,17 @@ def _follower_status(step: Step) -> None:
         FollowerBoard(pool, step.schema).create_table()
 
 
+def _period_keys(step: Step) -> None:
+    """Data keys per retention period: their scope in ``subject_keys`` (``storage/keyvault.py``)."""
+    from rightsledger.storage.keyvault import add_period_columns
+
+    add_period_columns(step.conn, step.schema)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _initial_tables),
     Migration(2, "follower status", _follower_status),
+    Migration(3, "retention period keys", _period_keys),
 )
 """Every migration, in version order; append, never edit."""
 

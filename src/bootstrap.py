@@ -185,9 +185,7 @@ def retention_schedule(settings: Settings) -> RetentionSchedule:
     kept when the setting gives none); ``billing_retention_days`` sets billing's entry."""
     table = settings.retention
     activity = {
-        reason: RetentionRuleSetting(
-            entry.to_span(), entry.basis or DEFAULT_ACTIVITY[reason].basis
-        )
+        reason: RetentionRuleSetting(entry.to_span(), entry.basis or DEFAULT_ACTIVITY[reason].basis)
         for reason in ActivityReason
         if (entry := table.get("activity", {}).get(reason.value)) is not None
     }

@@ -183,10 +183,7 @@ class Settings(BaseSettings):
                 raise ValueError(msg)
             for purpose in purposes:
                 if purpose not in allowed:
-                    msg = (
-                        f"retention: {category} is kept for {', '.join(allowed)}, "
-                        f"not {purpose!r}"
-                    )
+                    msg = f"retention: {category} is kept for {', '.join(allowed)}, not {purpose!r}"
                     raise ValueError(msg)
         return value
 

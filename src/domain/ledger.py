@@ -677,8 +677,8 @@ class RightsLedger(Application[UUID]):
         are kept for ``retain_for`` when given, otherwise as the retention schedule says.
         """
         now = self.clock()
-        retained_until = now + retain_for if retain_for is not None else (
-            self.retention.retained_until(now)
+        retained_until = (
+            now + retain_for if retain_for is not None else self.retention.retained_until(now)
         )
 
         def decide(request: DataRightsRequest, customer: Customer) -> None:

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -286,3 +286,73 @@ def add_period_columns(conn: psycopg.Connection[TupleRow], schema: str) -> None:
             " (category, purpose, period_end) WHERE key IS NOT NULL AND period_end IS NOT NULL"
         ).format(table)
     )
+
+
+def register_logged_periods(
+    conn: psycopg.Connection[TupleRow], schema: str, env: Mapping[str, str]
+) -> int:
+    """Create the period key of every (customer, purpose, month) the log already holds
+    activity for, unless the customer was erased; how many were created. Activity logged
+    before period keys is sealed with the customer's key, which a purge cannot destroy
+    alone; its period's key lets the sweep find it when its schedule passes, record it
+    purged, and destroy the key that new entries of that month would use."""
+    from eventsourcing.utils import get_topic
+
+    from rightsledger.domain.customer import Customer
+    from rightsledger.domain.ledger import RightsLedger
+    from rightsledger.domain.retention import activity_period
+
+    table = sql.Identifier(schema, "subject_keys")
+    erased = {
+        row[0]
+        for row in conn.execute(
+            sql.SQL("SELECT key_id FROM {} WHERE kind = %s AND key IS NULL").format(table),
+            (PERSONAL,),
+        ).fetchall()
+    }
+    periods: dict[UUID, KeyScope] = {}
+    periods_customer: dict[UUID, UUID] = {}
+    reader = RightsLedger(
+        {**env, "CREATE_TABLE": "n", "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "0"}
+    )
+    try:
+        position = 0
+        topics = [get_topic(Customer.ActivityLogged)]
+        while True:
+            page = reader.recorder.select_notifications(
+                start=position, limit=1000, topics=topics, inclusive_of_start=False
+            )
+            if not page:
+                break
+            for notification in page:
+                event = reader.mapper.to_domain_event(notification)  # detail stays sealed
+                if not isinstance(event, Customer.ActivityLogged) or event.originator_id in erased:
+                    continue
+                period = activity_period(event.occurred_at)
+                scope = KeyScope("activity", event.reason, period.label, period.end)
+                periods[period_key_id(event.originator_id, scope)] = scope
+                periods_customer[period_key_id(event.originator_id, scope)] = event.originator_id
+            position = page[-1].id
+    finally:
+        reader.close()
+    created = 0
+    for key_id, scope in periods.items():
+        created += conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (key_id, customer_id, kind, key, created_at,"
+                " category, purpose, period, period_end)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING"
+            ).format(table),
+            (
+                key_id,
+                periods_customer[key_id],
+                PERSONAL,
+                os.urandom(32),
+                datetime.now(UTC),
+                scope.category,
+                scope.purpose,
+                scope.period,
+                scope.period_end,
+            ),
+        ).rowcount
+    return created

@@ -105,10 +105,13 @@ def _follower_status(step: Step) -> None:
 
 
 def _period_keys(step: Step) -> None:
-    """Data keys per retention period: their scope in ``subject_keys`` (``storage/keyvault.py``)."""
-    from rightsledger.storage.keyvault import add_period_columns
+    """Data keys per retention period: their scope in ``subject_keys``, and the period keys of
+    the months that already hold activity (``storage/keyvault.py``), so the retention sweep
+    finds activity logged before period keys existed."""
+    from rightsledger.storage.keyvault import add_period_columns, register_logged_periods
 
     add_period_columns(step.conn, step.schema)
+    register_logged_periods(step.conn, step.schema, step.env)
 
 
 MIGRATIONS: tuple[Migration, ...] = (

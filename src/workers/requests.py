@@ -289,6 +289,9 @@ class RequestWorker:
                     self.vault.destroy_periods(
                         customer_id, category=category, purpose=reason.value, ended_by=through
                     )
+                elif self.ledger.get_customer(customer_id).erased_at is not None:
+                    # erased (recorded): every personal key goes, as carrying it out does
+                    self.vault.destroy(customer_id, PERSONAL)
                 self.ledger.evict(customer_id)
                 if entries:
                     counts["activity_purged"] = counts.get("activity_purged", 0) + len(entries)

@@ -16,13 +16,18 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.utils import get_topic
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
-from rightsledger.bootstrap import Container, make_ledger
+from rightsledger.bootstrap import Container, build, ledger_env, make_ledger
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.errors import InvalidCommandError
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.storage import chain, sealing
+from rightsledger.storage.database import Database
+from rightsledger.storage.keyvault import PERSONAL, PostgresKeyVault
+from rightsledger.storage.migrations import MIGRATIONS, migrate
 from rightsledger.storage.sealing import ERASED, SEALED, Rule
+from tests.conftest import make_settings
 from tests.integration.test_erasure import dump_database, encodings
 from tests.integration.test_sweep import head, worker_at
 
@@ -214,3 +219,47 @@ def test_activity_sealed_with_the_customer_key_keeps_loading(
     opened = {s["key"]: s["opened"] for s in stored_activity(container, ada)}
     assert opened[ada] == "ada legacy"  # readable in the log until erasure
     assert set(opened.values()) == {"ada legacy", None}  # February's key destroyed
+
+
+def test_upgrading_registers_the_periods_already_logged(
+    database: Database, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store from before period keys (activity sealed with the customer's key): the
+    migration creates the period key of each month that holds activity, except for erased
+    customers, so the sweep finds that activity when its schedule passes and purges it."""
+    settings = make_settings(database, schema)
+    env = {**ledger_env(settings, database), "CREATE_TABLE": "n"}
+    migrate(database.url, schema, env, migrations=MIGRATIONS[:2])
+    subject, _ = sealing.RULES[Customer.ActivityLogged]
+    monkeypatch.setitem(sealing.RULES, Customer.ActivityLogged, (subject, [Rule("detail")]))
+    with ConnectionPool(database.url, min_size=1, max_size=2, open=True) as pool:
+        old = make_ledger(env, PostgresKeyVault(pool, schema), settings)
+        try:
+            ada, bob = register(old, "Ada"), register(old, "Bob")
+            january = log(old, ada, "troubleshooting", datetime(2026, 1, 3, tzinfo=UTC), "ada old")
+            log(old, ada, "troubleshooting", datetime(2026, 1, 20, tzinfo=UTC), "ada old two")
+            log(old, ada, "security", datetime(2026, 1, 20, tzinfo=UTC), "ada old sec")
+            log(old, bob, "troubleshooting", datetime(2026, 1, 3, tzinfo=UTC), "bob old")
+            PostgresKeyVault(pool, schema).destroy(bob, PERSONAL)  # Bob was erased
+        finally:
+            old.close()
+    monkeypatch.undo()
+
+    container = build(settings, database=database)  # applies the period keys' migration
+    try:
+        with psycopg.connect(database.url) as conn:
+            periods = conn.execute(
+                sql.SQL(
+                    "SELECT customer_id, purpose, period FROM {} WHERE period IS NOT NULL"
+                    " ORDER BY purpose"
+                ).format(sql.Identifier(schema, "subject_keys")),
+            ).fetchall()
+        assert periods == [(ada, "security", "2026-01"), (ada, "troubleshooting", "2026-01")]
+        assert worker_at(container, T).sweep() == {"activity_purged": 2}
+        (event,) = purged_events(container.ledger)
+        assert event.originator_id == ada
+        assert january in event.entries
+        container.ledger.clear_cache()
+        assert [e["detail"] for e in container.ledger.get_customer(ada).activity] == ["ada old sec"]
+    finally:
+        container.close()

@@ -123,7 +123,7 @@ class RetentionRule:
         if self.keep is None:
             period = "while the customer is a customer; erased on a deletion request"
         elif self.counted_from is CountedFrom.PERIOD_END:
-            period = f"{self.keep.describe()} after the end of the month the entry was logged in"
+            period = f"{self.keep.describe()} after the end of the month the entry occurred in"
         else:
             period = f"{self.keep.describe()} after erasure"
         return {
@@ -264,15 +264,17 @@ class RetentionSchedule:
     def statement(self) -> str:
         """The schedule in a sentence or two per category, for a reader."""
         assert self.billing.keep is not None
-        activity = "; ".join(
-            f"for {rule.purpose}, {rule.describe()['kept']}" for rule in self.activity
+        activity = ", ".join(
+            f"for {rule.purpose} {rule.keep.describe()}"
+            for rule in self.activity
+            if rule.keep is not None
         )
         return (
             "Billing records and the payment processor's token are kept for "
-            f"{self.billing.keep.describe()} after erasure for regulatory compliance; "
-            f"network and account activity is kept {activity}, then purged; everything else "
-            "is kept while you are a customer and erased on a deletion request."
+            f"{self.billing.keep.describe()} after erasure for regulatory compliance. "
+            "Network and account activity is kept, counted from the end of the month it "
+            f"occurred in, {activity}; then it is purged. Everything else is kept while you "
+            "are a customer and erased on a deletion request."
         )
-
 
 DEFAULT_SCHEDULE: Final = RetentionSchedule.build()

@@ -277,4 +277,5 @@ class RetentionSchedule:
             "are a customer and erased on a deletion request."
         )
 
+
 DEFAULT_SCHEDULE: Final = RetentionSchedule.build()

@@ -310,8 +310,7 @@ def register_logged_periods(
             (PERSONAL,),
         ).fetchall()
     }
-    periods: dict[UUID, KeyScope] = {}
-    periods_customer: dict[UUID, UUID] = {}
+    periods: dict[UUID, tuple[UUID, KeyScope]] = {}  # key id -> customer, scope
     reader = RightsLedger(
         {**env, "CREATE_TABLE": "n", "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "0"}
     )
@@ -330,13 +329,12 @@ def register_logged_periods(
                     continue
                 period = activity_period(event.occurred_at)
                 scope = KeyScope("activity", event.reason, period.label, period.end)
-                periods[period_key_id(event.originator_id, scope)] = scope
-                periods_customer[period_key_id(event.originator_id, scope)] = event.originator_id
+                periods[period_key_id(event.originator_id, scope)] = (event.originator_id, scope)
             position = page[-1].id
     finally:
         reader.close()
     created = 0
-    for key_id, scope in periods.items():
+    for key_id, (customer_id, scope) in periods.items():
         created += conn.execute(
             sql.SQL(
                 "INSERT INTO {} (key_id, customer_id, kind, key, created_at,"
@@ -345,7 +343,7 @@ def register_logged_periods(
             ).format(table),
             (
                 key_id,
-                periods_customer[key_id],
+                customer_id,
                 PERSONAL,
                 os.urandom(32),
                 datetime.now(UTC),

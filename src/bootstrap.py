@@ -14,6 +14,14 @@ from psycopg_pool import ConnectionPool
 
 from rightsledger.config import Settings
 from rightsledger.domain.ledger import RightsLedger
+from rightsledger.domain.retention import (
+    DEFAULT_ACTIVITY,
+    DEFAULT_BILLING,
+    RetentionSchedule,
+    Span,
+)
+from rightsledger.domain.retention import RuleSetting as RetentionRuleSetting
+from rightsledger.domain.values import ActivityReason
 from rightsledger.projections.base import View
 from rightsledger.projections.lookup import BlindIndex
 from rightsledger.projections.worker import ProjectionWorker, ViewSet
@@ -84,7 +92,7 @@ class Container:
     def request_worker(self) -> RequestWorker:
         settings = self.settings
         policy = WorkerPolicy(
-            retain_billing_for=timedelta(days=settings.billing_retention_days),
+            retention=self.ledger.retention,
             remind_before=timedelta(days=settings.remind_before_days),
             sweep_every=settings.sweep_seconds,
         )
@@ -173,11 +181,32 @@ def ledger_env(
     return env
 
 
+def retention_schedule(settings: Settings) -> RetentionSchedule:
+    """The retention schedule: the settings' table over the defaults (each entry's reasoning
+    kept when the setting gives none); ``billing_retention_days`` sets billing's entry."""
+    table = settings.retention
+    activity = {
+        reason: RetentionRuleSetting(entry.to_span(), entry.basis or DEFAULT_ACTIVITY[reason].basis)
+        for reason in ActivityReason
+        if (entry := table.get("activity", {}).get(reason.value)) is not None
+    }
+    billing = DEFAULT_BILLING
+    entry = table.get("billing", {}).get("legal")
+    if entry is not None:
+        billing = RetentionRuleSetting(entry.to_span(), entry.basis or DEFAULT_BILLING.basis)
+    elif settings.billing_retention_days is not None:
+        billing = RetentionRuleSetting(
+            Span(days=settings.billing_retention_days), DEFAULT_BILLING.basis
+        )
+    return RetentionSchedule.build(activity, billing)
+
+
 def make_ledger(env: dict[str, str], vault: KeyVault, settings: Settings) -> RightsLedger:
     """The application, with personal values in events sealed by the vault's keys."""
     ledger = RightsLedger(
         env,
         jurisdictions=settings.deadline_rules(),
+        retention=retention_schedule(settings),
         mapper_factory=lambda transcoder: SealingMapper(vault, transcoder),
     )
     if settings.group_commit:

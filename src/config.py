@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rightsledger.domain.deadlines import DeadlineRule, Period
+from rightsledger.domain.retention import RETENTION_PURPOSES, Span
 
 
 class PeriodSetting(BaseModel):
@@ -25,6 +26,17 @@ class JurisdictionSetting(BaseModel):
 
     def to_rule(self) -> DeadlineRule:
         return DeadlineRule(self.respond_within.to_period(), self.extension.to_period())
+
+
+class RetentionSetting(BaseModel):
+    """One entry of the retention table: how long, and why (the default's reasoning when
+    left out)."""
+
+    keep: PeriodSetting
+    basis: str | None = Field(default=None, min_length=1, max_length=2000)
+
+    def to_span(self) -> Span:
+        return Span(months=self.keep.months, days=self.keep.days)
 
 
 DEFAULT_JURISDICTIONS: dict[str, Any] = {
@@ -121,8 +133,17 @@ class Settings(BaseSettings):
     )
     topic_partitions: int = Field(default=3, ge=1, le=1000)
     topic_replication_factor: int = Field(default=1, ge=1, le=10)
-    billing_retention_days: int = Field(
-        default=2557, ge=0, description="How long billing records are kept after erasure."
+    retention: dict[str, dict[str, RetentionSetting]] = Field(
+        default_factory=dict,
+        description="How long each category is kept for each purpose (JSON), e.g. "
+        '{"activity": {"troubleshooting": {"keep": {"days": 90}}}}; entries left out keep '
+        "their default (see docs/data-protection.md).",
+    )
+    billing_retention_days: int | None = Field(
+        default=None,
+        ge=0,
+        description="How long billing records are kept after erasure, in days (2557 when "
+        "unset): the same as retention's billing/legal entry, which it sets.",
     )
     remind_before_days: int = Field(
         default=7, ge=0, description="Remind and escalate this many days before a due date."
@@ -146,6 +167,40 @@ class Settings(BaseSettings):
             msg = "at least one jurisdiction must be configured"
             raise ValueError(msg)
         return value
+
+    @field_validator("retention")
+    @classmethod
+    def _known_retention(
+        cls, value: dict[str, dict[str, RetentionSetting]]
+    ) -> dict[str, dict[str, RetentionSetting]]:
+        for category, purposes in value.items():
+            allowed = RETENTION_PURPOSES.get(category)
+            if allowed is None:
+                msg = (
+                    f"retention: no schedule is set for {category!r}; the categories with a "
+                    f"schedule are {', '.join(RETENTION_PURPOSES)}"
+                )
+                raise ValueError(msg)
+            for purpose in purposes:
+                if purpose not in allowed:
+                    msg = f"retention: {category} is kept for {', '.join(allowed)}, not {purpose!r}"
+                    raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _one_billing_retention(self) -> Settings:
+        entry = self.retention.get("billing", {}).get("legal")
+        if (
+            entry is not None
+            and self.billing_retention_days is not None
+            and entry.to_span() != Span(days=self.billing_retention_days)
+        ):
+            msg = (
+                "billing_retention_days and retention's billing/legal entry disagree; "
+                "set one of them"
+            )
+            raise ValueError(msg)
+        return self
 
     def deadline_rules(self) -> dict[str, DeadlineRule]:
         return {name: setting.to_rule() for name, setting in self.jurisdictions.items()}

@@ -22,6 +22,7 @@ from rightsledger.domain.errors import (
     StateError,
 )
 from rightsledger.domain.partner import Partner
+from rightsledger.domain.retention import RetentionSchedule, activity_period
 from rightsledger.domain.values import (
     AUTHORITY_KINDS,
     CATEGORY_FIELDS,
@@ -248,6 +249,24 @@ class Customer(Aggregate):
                 }
             )
 
+    class ActivityPurged(Event):
+        """Activity entries logged for one purpose whose schedule has passed: dropped from the
+        customer's record. Every period ending on or before ``through`` is purged, and its
+        key is destroyed after this is recorded (``periods`` lists those holding entries)."""
+
+        purpose: str
+        through: datetime
+        entries: list[UUID]
+        periods: list[str]
+        schedule: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            gone = set(self.entries)
+            aggregate.activity = [e for e in aggregate.activity if e["entry_id"] not in gone]
+            marks = aggregate.activity_purged_through
+            if self.purpose not in marks or marks[self.purpose] < self.through:
+                marks[self.purpose] = self.through
+
     class Erased(Event):
         """Personal data erased on request; billing records and the processor's token kept."""
 
@@ -287,6 +306,8 @@ class Customer(Aggregate):
         self.erased_at: datetime | None = None
         self.retained_until: datetime | None = None
         self.purged_at: datetime | None = None
+        self.activity_purged_through: dict[str, datetime] = {}
+        """Per purpose, the period boundary activity has been purged through."""
         # Reads recorded in the former form only; reads are now ``AccessRecord``s.
         self.access_log: list[dict[str, Any]] = []
 
@@ -489,6 +510,14 @@ class Customer(Aggregate):
             ) from None
         if occurred_at.tzinfo is None:
             raise InvalidCommandError("'occurred_at' needs a time zone", field="occurred_at")
+        period = activity_period(occurred_at)
+        purged = self.activity_purged_through.get(activity_reason.value)
+        if purged is not None and period.end <= purged:
+            raise InvalidCommandError(
+                f"activity logged for {activity_reason.value} in {period.label} was already "
+                "purged under the retention schedule; it is not recorded",
+                field="occurred_at",
+            )
         entry_id = uuid4()
         self.trigger_event(
             self.ActivityLogged,
@@ -615,6 +644,41 @@ class Customer(Aggregate):
                 f"billing records are retained until {self.retained_until.isoformat()}"
             )
         self.trigger_event(self.RetainedRecordsPurged, actor=actor)
+
+    def purge_activity(
+        self, *, reason: str, schedule: RetentionSchedule, now: datetime, actor: str
+    ) -> list[UUID] | None:
+        """Purge the activity logged for ``reason`` whose schedule has passed by ``now``: the
+        entries purged, or None when nothing new is (no event). An erased customer holds no
+        activity (the erasure destroyed every key), so nothing is recorded for them."""
+        try:
+            activity_reason = ActivityReason(reason)
+        except ValueError:
+            raise InvalidCommandError(
+                f"unknown activity purpose {reason!r}", field="reason"
+            ) from None
+        if self.erased_at is not None:
+            return None
+        through = schedule.activity_due(activity_reason, now)
+        due = [
+            entry
+            for entry in self.activity
+            if entry["reason"] == activity_reason.value
+            and activity_period(entry["occurred_at"]).end <= through
+        ]
+        mark = self.activity_purged_through.get(activity_reason.value)
+        if not due and mark is not None and through <= mark:
+            return None
+        self.trigger_event(
+            self.ActivityPurged,
+            actor=actor,
+            purpose=activity_reason.value,
+            through=through,
+            entries=[entry["entry_id"] for entry in due],
+            periods=sorted({activity_period(entry["occurred_at"]).label for entry in due}),
+            schedule=schedule.activity_rule(activity_reason).describe(),
+        )
+        return [entry["entry_id"] for entry in due]
 
     def _ensure_not_erased(self) -> None:
         if self.erased_at is not None:

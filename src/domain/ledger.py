@@ -32,6 +32,7 @@ from rightsledger.domain.errors import DomainError, InvalidCommandError, StateEr
 from rightsledger.domain.operations import FollowerSkip
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
+from rightsledger.domain.retention import DEFAULT_SCHEDULE, RetentionSchedule
 
 A = TypeVar("A", bound=Aggregate)
 R = TypeVar("R")
@@ -136,11 +137,14 @@ class RightsLedger(Application[UUID]):
         jurisdictions: Mapping[str, DeadlineRule] | None = None,
         clock: Callable[[], datetime] = _utcnow,
         mapper_factory: Callable[[Transcoder], Mapper[UUID]] | None = None,
+        retention: RetentionSchedule = DEFAULT_SCHEDULE,
     ) -> None:
         self._mapper_factory = mapper_factory
         super().__init__(env)
         self.jurisdictions: Mapping[str, DeadlineRule] = dict(jurisdictions or {})
         self.clock = clock
+        self.retention = retention
+        """How long each category is kept for each purpose (``domain/retention.py``)."""
 
     # ------------------------------------------------------------------ plumbing
 
@@ -660,20 +664,26 @@ class RightsLedger(Application[UUID]):
 
         return Outcome(request_id, self._change_request_and_customer(request_id, decide)[1])
 
-    def start_deletion(self, request_id: UUID, *, retain_for: timedelta, actor: str) -> Outcome:
+    def start_deletion(
+        self, request_id: UUID, *, actor: str, retain_for: timedelta | None = None
+    ) -> Outcome:
         """Erase the customer's personal data and notify every recipient.
 
         One transaction records the request's progress (``WorkDone``, and ``PartnersNotified``
         when anyone received the data) with ``Customer.Erased``. Destroying the keys and
         deleting the exports follow from ``Customer.Erased`` (the request worker reacts to it),
         so they happen only once the erasure is recorded, and always then; ``confirm_erasure``
-        records that they are done, and only then is the deletion fulfilled.
+        records that they are done, and only then is the deletion fulfilled. Billing records
+        are kept for ``retain_for`` when given, otherwise as the retention schedule says.
         """
         now = self.clock()
+        retained_until = (
+            now + retain_for if retain_for is not None else self.retention.retained_until(now)
+        )
 
         def decide(request: DataRightsRequest, customer: Customer) -> None:
             request.record_work(action="personal data erased", actor=actor)
-            customer.erase(request_id=request.id, retained_until=now + retain_for, actor=actor)
+            customer.erase(request_id=request.id, retained_until=retained_until, actor=actor)
             notifications = recipients(customer, None)
             if notifications:
                 request.notify_partners(
@@ -723,6 +733,24 @@ class RightsLedger(Application[UUID]):
             customer.purge_retained(now=now, actor=actor)
 
         return Outcome(customer_id, self._change(Customer, customer_id, decide)[1])
+
+    def purge_activity(
+        self, customer_id: UUID, *, reason: str, actor: str, now: datetime | None = None
+    ) -> tuple[list[UUID], datetime | None]:
+        """Record ``Customer.ActivityPurged`` for the customer's activity logged for ``reason``
+        that the retention schedule says is past by ``now`` (the ledger's clock unless given):
+        the entries purged (none when nothing new is, and nothing is recorded) and the period
+        boundary the log now records as purged through, whose keys may be destroyed."""
+        moment = now or self.clock()
+
+        def decide(customer: Customer) -> tuple[list[UUID], datetime | None]:
+            purged = customer.purge_activity(
+                reason=reason, schedule=self.retention, now=moment, actor=actor
+            )
+            return purged or [], customer.activity_purged_through.get(reason)
+
+        (purged, through), _ = self._change(Customer, customer_id, decide)
+        return purged, through
 
     def record_skip(self, *, follower: str, position: int, reason: str, actor: str) -> Outcome:
         """Record that ``follower`` stepped over the event at ``position`` on purpose."""

@@ -170,6 +170,15 @@ def _(event: Customer.Erased) -> str:
 
 
 @describe.register
+def _(event: Customer.ActivityPurged) -> str:
+    periods = ", ".join(event.periods) or "no entries left"
+    return (
+        f"Activity logged for {event.purpose} purged under the retention schedule "
+        f"({event.schedule.get('kept', '')}): {len(event.entries)} entries ({periods})"
+    )
+
+
+@describe.register
 def _(_event: Customer.RetainedRecordsPurged) -> str:
     return "Retained billing records purged after their retention date"
 

@@ -161,6 +161,14 @@ class CustomerProfileView(RowView):
         return self._touch(row, event, position)
 
     @fold.register
+    def _(
+        self, event: Customer.ActivityPurged, row: dict[str, Any], position: int
+    ) -> dict[str, Any]:
+        gone = {str(entry_id) for entry_id in event.entries}
+        row["activity"] = [e for e in row["activity"] if str(e.get("entry_id")) not in gone]
+        return self._touch(row, event, position)
+
+    @fold.register
     def _(self, event: Customer.Erased, row: dict[str, Any], position: int) -> dict[str, Any]:
         payment = row["data"].get("payment_method")
         row["data"] = {"payment_method": payment} if payment else {}

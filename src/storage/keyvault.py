@@ -13,6 +13,12 @@ phone or account reference without any searchable clear text in the store. It se
 nothing, is never destroyed, and lives in a table of its own (``index_keys``), so no
 operation on data keys can reach it. It is created once, by whichever process asks
 first, and shared by all of them.
+
+Activity is sealed with *period keys*: one per customer, purpose and calendar month the
+entries occurred in (``period_key_id``), personal keys (an erasure destroys them with the
+rest) that also record their scope (category, purpose, end of the period), so the sweep
+finds the keys whose period has passed its retention schedule and destroys only those.
+Activity logged before period keys existed stays sealed with the customer's personal key.
 """
 
 from __future__ import annotations
@@ -22,10 +28,14 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
+import psycopg
 from psycopg import sql
+from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from rightsledger.storage.invalidation import Invalidations, notify
@@ -37,17 +47,45 @@ INDEX_KEY = "blind-index"
 _RETAINED_NAMESPACE = uuid.UUID("0c4c0f3b-5a55-4a0f-9d3e-7c5b7a1f2e10")
 
 
+_PERIOD_NAMESPACE = uuid.UUID("6a1d5e0c-93f4-4c1b-8d0e-2b7f4f3c9a51")
+
+
 def retained_key_id(customer_id: UUID) -> UUID:
     """The id of a customer's retained-records key."""
     return uuid.uuid5(_RETAINED_NAMESPACE, str(customer_id))
+
+
+@dataclass(frozen=True)
+class KeyScope:
+    """What a period key seals: one category's entries, logged for one purpose, in one
+    period ending at ``period_end``."""
+
+    category: str
+    purpose: str
+    period: str
+    period_end: datetime
+
+
+def period_key_id(customer_id: UUID, scope: KeyScope) -> UUID:
+    """The id of a customer's key for one category, purpose and period."""
+    name = f"{customer_id}/{scope.category}/{scope.purpose}/{scope.period}"
+    return uuid.uuid5(_PERIOD_NAMESPACE, name)
 
 
 class KeyVault(ABC):
     """Where data keys are created, read and destroyed, and the blind index's key kept."""
 
     @abstractmethod
-    def key(self, key_id: UUID, *, customer_id: UUID | None, kind: str) -> bytes | None:
-        """The key, created when missing (needs ``customer_id``); None once destroyed."""
+    def key(
+        self,
+        key_id: UUID,
+        *,
+        customer_id: UUID | None,
+        kind: str,
+        scope: KeyScope | None = None,
+    ) -> bytes | None:
+        """The key, created when missing (needs ``customer_id``, and ``scope`` for a period
+        key); None once destroyed."""
 
     @abstractmethod
     def destroy(self, customer_id: UUID, kind: str) -> int:
@@ -57,6 +95,20 @@ class KeyVault(ABC):
     def index_key(self) -> bytes:
         """The blind index's HMAC key (32 bytes): created once, the same for every process,
         separate from the data keys and never destroyed."""
+
+    @abstractmethod
+    def customers_with_periods_ended(
+        self, *, category: str, purpose: str, ended_by: datetime, limit: int
+    ) -> list[UUID]:
+        """Customers holding a live period key of ``category`` and ``purpose`` whose period
+        ended on or before ``ended_by``."""
+
+    @abstractmethod
+    def destroy_periods(
+        self, customer_id: UUID, *, category: str, purpose: str, ended_by: datetime
+    ) -> Sequence[str]:
+        """Destroy the customer's period keys of ``category`` and ``purpose`` whose period ended
+        on or before ``ended_by``; the periods destroyed."""
 
 
 class PostgresKeyVault(KeyVault):
@@ -156,7 +208,14 @@ class PostgresKeyVault(KeyVault):
             self._index_key = key
         return key
 
-    def key(self, key_id: UUID, *, customer_id: UUID | None, kind: str) -> bytes | None:
+    def key(
+        self,
+        key_id: UUID,
+        *,
+        customer_id: UUID | None,
+        kind: str,
+        scope: KeyScope | None = None,
+    ) -> bytes | None:
         now = time.monotonic()
         trusted = self._trusted()
         with self._lock:
@@ -171,13 +230,34 @@ class PostgresKeyVault(KeyVault):
                 if customer_id is None:
                     msg = f"no data key {key_id} and no customer to create it for"
                     raise LookupError(msg)
-                conn.execute(
-                    sql.SQL(
-                        "INSERT INTO {} (key_id, customer_id, kind, key, created_at)"
-                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING"
-                    ).format(self._table),
-                    (key_id, customer_id, kind, os.urandom(32), datetime.now(UTC)),
-                )
+                if scope is None:
+                    conn.execute(
+                        sql.SQL(
+                            "INSERT INTO {} (key_id, customer_id, kind, key, created_at)"
+                            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING"
+                        ).format(self._table),
+                        (key_id, customer_id, kind, os.urandom(32), datetime.now(UTC)),
+                    )
+                else:
+                    conn.execute(
+                        sql.SQL(
+                            "INSERT INTO {} (key_id, customer_id, kind, key, created_at,"
+                            " category, purpose, period, period_end)"
+                            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                            " ON CONFLICT (key_id) DO NOTHING"
+                        ).format(self._table),
+                        (
+                            key_id,
+                            customer_id,
+                            kind,
+                            os.urandom(32),
+                            datetime.now(UTC),
+                            scope.category,
+                            scope.purpose,
+                            scope.period,
+                            scope.period_end,
+                        ),
+                    )
                 row = conn.execute(select, (key_id,)).fetchone()
         assert row is not None
         value = bytes(row[0]) if row[0] is not None else None
@@ -200,3 +280,128 @@ class PostgresKeyVault(KeyVault):
                 notify(cur, self._schema, "customer-keys", str(customer_id))
         self._forget_customer(str(customer_id))
         return len(rows)
+
+    def customers_with_periods_ended(
+        self, *, category: str, purpose: str, ended_by: datetime, limit: int
+    ) -> list[UUID]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT customer_id FROM {} WHERE key IS NOT NULL AND period_end IS NOT NULL"
+                    " AND category = %s AND purpose = %s AND period_end <= %s"
+                    " GROUP BY customer_id ORDER BY min(period_end), customer_id LIMIT %s"
+                ).format(self._table),
+                (category, purpose, ended_by, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def destroy_periods(
+        self, customer_id: UUID, *, category: str, purpose: str, ended_by: datetime
+    ) -> list[str]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET key = NULL, destroyed_at = %s"
+                    " WHERE customer_id = %s AND category = %s AND purpose = %s"
+                    " AND period_end <= %s AND key IS NOT NULL RETURNING period"
+                ).format(self._table),
+                (datetime.now(UTC), customer_id, category, purpose, ended_by),
+            ).fetchall()
+            if rows:
+                with conn.cursor() as cur:
+                    # every process drops this customer's cached keys (and decrypted copies)
+                    notify(cur, self._schema, "customer-keys", str(customer_id))
+        if rows:
+            self._forget_customer(str(customer_id))
+        return sorted(row[0] for row in rows)
+
+
+def add_period_columns(conn: psycopg.Connection[TupleRow], schema: str) -> None:
+    """Period keys' scope (category, purpose, period, its end) in ``subject_keys``, and the
+    index the sweep finds ended periods by; other keys leave them NULL."""
+    table = sql.Identifier(schema, "subject_keys")
+    for column, kind in (
+        ("category", "text"),
+        ("purpose", "text"),
+        ("period", "text"),
+        ("period_end", "timestamptz"),
+    ):
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                table, sql.Identifier(column), sql.SQL(kind)
+            )
+        )
+    conn.execute(
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS subject_keys_live_periods ON {}"
+            " (category, purpose, period_end) WHERE key IS NOT NULL AND period_end IS NOT NULL"
+        ).format(table)
+    )
+
+
+def register_logged_periods(
+    conn: psycopg.Connection[TupleRow], schema: str, env: Mapping[str, str]
+) -> int:
+    """Create the period key of every (customer, purpose, month) the log already holds
+    activity for, unless the customer was erased; how many were created. Activity logged
+    before period keys is sealed with the customer's key, which a purge cannot destroy
+    alone; its period's key lets the sweep find it when its schedule passes, record it
+    purged, and destroy the key that new entries of that month would use."""
+    from eventsourcing.utils import get_topic
+
+    from rightsledger.domain.customer import Customer
+    from rightsledger.domain.ledger import RightsLedger
+    from rightsledger.domain.retention import activity_period
+
+    table = sql.Identifier(schema, "subject_keys")
+    erased = {
+        row[0]
+        for row in conn.execute(
+            sql.SQL("SELECT key_id FROM {} WHERE kind = %s AND key IS NULL").format(table),
+            (PERSONAL,),
+        ).fetchall()
+    }
+    periods: dict[UUID, tuple[UUID, KeyScope]] = {}  # key id -> customer, scope
+    reader = RightsLedger(
+        {**env, "CREATE_TABLE": "n", "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "0"}
+    )
+    try:
+        position = 0
+        topics = [get_topic(Customer.ActivityLogged)]
+        while True:
+            page = reader.recorder.select_notifications(
+                start=position, limit=1000, topics=topics, inclusive_of_start=False
+            )
+            if not page:
+                break
+            for notification in page:
+                event = reader.mapper.to_domain_event(notification)  # detail stays sealed
+                if not isinstance(event, Customer.ActivityLogged) or event.originator_id in erased:
+                    continue
+                period = activity_period(event.occurred_at)
+                scope = KeyScope("activity", event.reason, period.label, period.end)
+                periods[period_key_id(event.originator_id, scope)] = (event.originator_id, scope)
+            position = page[-1].id
+    finally:
+        reader.close()
+    created = 0
+    for key_id, (customer_id, scope) in periods.items():
+        created += conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (key_id, customer_id, kind, key, created_at,"
+                " category, purpose, period, period_end)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING"
+            ).format(table),
+            (
+                key_id,
+                customer_id,
+                PERSONAL,
+                os.urandom(32),
+                datetime.now(UTC),
+                scope.category,
+                scope.purpose,
+                scope.period,
+                scope.period_end,
+            ),
+        ).rowcount
+    return created

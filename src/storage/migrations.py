@@ -124,10 +124,21 @@ def _lookup_and_partners(step: Step) -> None:
         datastore.close()
 
 
+def _period_keys(step: Step) -> None:
+    """Data keys per retention period: their scope in ``subject_keys``, and the period keys of
+    the months that already hold activity (``storage/keyvault.py``), so the retention sweep
+    finds activity logged before period keys existed."""
+    from rightsledger.storage.keyvault import add_period_columns, register_logged_periods
+
+    add_period_columns(step.conn, step.schema)
+    register_logged_periods(step.conn, step.schema, step.env)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _initial_tables),
     Migration(2, "follower status", _follower_status),
     Migration(3, "blind index key, lookup and partners views", _lookup_and_partners),
+    Migration(4, "retention period keys", _period_keys),
 )
 """Every migration, in version order; append, never edit."""
 

@@ -8,6 +8,11 @@ be moved to another event. Reading reverses it. When the key has been destroyed,
 value reads as the placeholder ``ERASED`` in the same shape (a mapping keeps its field
 names): every event still loads and replays, nothing raises, and nothing personal
 is left in the stored bytes.
+
+Activity details are sealed with a key per customer, purpose and month the entry occurred
+in (``Rule.period``), so a retention purge destroys one period's key and leaves the rest
+readable. An envelope names its key, so events sealed with an earlier key (activity sealed
+with the customer's personal key) keep loading as before.
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.requests import DataRightsRequest
-from rightsledger.storage.keyvault import PERSONAL, RETAINED, KeyVault, retained_key_id
+from rightsledger.domain.retention import activity_period
+from rightsledger.storage.keyvault import (
+    PERSONAL,
+    RETAINED,
+    KeyScope,
+    KeyVault,
+    period_key_id,
+    retained_key_id,
+)
 
 ERASED = "[erased]"
 SEALED = "__sealed__"
@@ -38,6 +51,9 @@ class Rule:
     attribute: str
     item: str | None = None
     kind: Callable[[Any], str] = lambda _event: PERSONAL
+    period: Callable[[Any], KeyScope] | None = None
+    """A retention period's key (a personal key of the event's customer) instead of the
+    subject's own."""
 
 
 def _customer_subject(event: Any, kind: str) -> tuple[UUID, UUID]:
@@ -48,6 +64,11 @@ def _customer_subject(event: Any, kind: str) -> tuple[UUID, UUID]:
 def _request_subject(event: Any, _kind: str) -> tuple[UUID, UUID | None]:
     customer = getattr(event, "customer_id", None)
     return event.originator_id, customer
+
+
+def _activity_period(event: Any) -> KeyScope:
+    period = activity_period(event.occurred_at)
+    return KeyScope("activity", event.reason, period.label, period.end)
 
 
 def _correction_kind(event: Any) -> str:
@@ -64,7 +85,7 @@ RULES: dict[type, tuple[Callable[[Any, str], tuple[UUID, UUID | None]], list[Rul
         ],
     ),
     Customer.DetailsCorrected: (_customer_subject, [Rule("changes", kind=_correction_kind)]),
-    Customer.ActivityLogged: (_customer_subject, [Rule("detail")]),
+    Customer.ActivityLogged: (_customer_subject, [Rule("detail", period=_activity_period)]),
     Customer.InvoiceRecorded: (_customer_subject, [Rule("amount", kind=lambda _e: RETAINED)]),
     DataRightsRequest.Submitted: (
         _request_subject,
@@ -114,8 +135,14 @@ class SealingMapper(Mapper[UUID]):
         if value is None:
             return None
         kind = rule.kind(event)
-        key_id, customer_id = subject(event, kind)
-        key = self.vault.key(key_id, customer_id=customer_id, kind=kind)
+        if rule.period is not None:
+            scope = rule.period(event)
+            customer_id = event.originator_id
+            key_id = period_key_id(customer_id, scope)
+            key = self.vault.key(key_id, customer_id=customer_id, kind=PERSONAL, scope=scope)
+        else:
+            key_id, customer_id = subject(event, kind)
+            key = self.vault.key(key_id, customer_id=customer_id, kind=kind)
         if key is None:
             return _placeholder({"shape": _shape(value)[0], "fields": _shape(value)[1]})
         nonce = os.urandom(12)

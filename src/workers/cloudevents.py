@@ -216,6 +216,19 @@ def _(event: Customer.Erased) -> dict[str, Any]:
 
 
 @public_data.register
+def _(event: Customer.ActivityPurged) -> dict[str, Any]:
+    return {
+        "customer_id": str(event.originator_id),
+        "category": "activity",
+        "purpose": event.purpose,
+        "through": _time(event.through),
+        "entries": [str(entry_id) for entry_id in event.entries],
+        "periods": list(event.periods),
+        "schedule": dict(event.schedule),
+    }
+
+
+@public_data.register
 def _(event: Customer.RetainedRecordsPurged) -> dict[str, Any]:
     return {"customer_id": str(event.originator_id)}
 

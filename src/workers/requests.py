@@ -13,8 +13,12 @@ only after them, so a crash at any point is completed when the event is handled 
 the erasure is either recorded and carried out, or neither.
 
 A periodic sweep chases deadlines (reminders, overdue marks, escalations, expiry) of the
-requests that need attention by now, and purges retained billing records whose retention
-date has passed.
+requests that need attention by now, purges retained billing records whose retention
+date has passed, and purges activity past its retention schedule: for each purpose, the
+customers holding a period key that has passed it (the key vault knows each key's period)
+get ``Customer.ActivityPurged`` recorded, and only then are the keys of the periods the log
+records as purged destroyed. A crash in between leaves the keys live, so the next sweep
+finds the customer again, records nothing new and destroys them.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from rightsledger.domain.errors import DomainError
 from rightsledger.domain.ledger import ConcurrentChangeError, RightsLedger
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
-from rightsledger.domain.values import RequestType
+from rightsledger.domain.retention import RetentionSchedule
+from rightsledger.domain.values import ActivityReason, Category, RequestType
 from rightsledger.projections.base import APPLICATION_NAME
 from rightsledger.projections.worker import ViewSet
 from rightsledger.storage import chain
@@ -63,15 +68,18 @@ FOLLOWER = "request-workers"
 
 @dataclass(frozen=True)
 class WorkerPolicy:
-    """How long billing records are kept after erasure, and when deadlines are chased."""
+    """How long each category is kept (billing records after erasure, activity by purpose),
+    and when deadlines are chased."""
 
-    retain_billing_for: timedelta
+    retention: RetentionSchedule
     remind_before: timedelta
     sweep_every: float = 30.0
     sweep_page: int = 500
     """Requests read from ``request_queue`` at a time by the sweep."""
     sweep_cap: int = 5000
     """Requests chased by one sweep at most; the rest (a genuine backlog) wait for the next."""
+    purge_page: int = 500
+    """Customers whose activity one sweep purges at most, per purpose; the rest wait."""
 
 
 def open_tracking(env: dict[str, str], name: str) -> PostgresTrackingRecorder:
@@ -135,9 +143,7 @@ class RequestWorker:
             elif request.request_type is RequestType.DELETION:
                 # The erasure is recorded first; keys and exports go when the worker handles
                 # the Customer.Erased event this records (next in the log it follows).
-                self.ledger.start_deletion(
-                    request_id, retain_for=self.policy.retain_billing_for, actor=ACTOR
-                )
+                self.ledger.start_deletion(request_id, actor=ACTOR)
         except ConcurrentChangeError:
             raise  # transient: the event is handled again
         except DomainError as error:
@@ -156,11 +162,7 @@ class RequestWorker:
             key = str(disclosure["partner_id"])
             if key not in partners:
                 partners[key] = self.ledger.get_partner(disclosure["partner_id"])
-        retention = (
-            "Billing records and the payment processor's token are kept for "
-            f"{self.policy.retain_billing_for.days} days after erasure for regulatory "
-            "compliance; everything else is erased on a deletion request."
-        )
+        retention = self.policy.retention.statement()
         document = export.assemble(
             request,
             customer,
@@ -259,7 +261,40 @@ class RequestWorker:
                 counts["purged"] = counts.get("purged", 0) + 1
             except DomainError as error:
                 log.warning("could not purge %s: %s", customer_id, error.detail)
+        self._purge_activity(now, counts)
         return counts
+
+    def _purge_activity(self, now: datetime, counts: dict[str, int]) -> None:
+        """For each purpose activity is logged for: the customers holding a key of a period
+        past the schedule get ``ActivityPurged`` recorded, then the keys of the periods the
+        log records as purged are destroyed (never before the event is recorded)."""
+        schedule = self.policy.retention
+        category = Category.ACTIVITY.value
+        for reason in ActivityReason:
+            due = schedule.activity_due(reason, now)
+            customers = self.vault.customers_with_periods_ended(
+                category=category, purpose=reason.value, ended_by=due, limit=self.policy.purge_page
+            )
+            for customer_id in customers:
+                try:
+                    entries, through = self.ledger.purge_activity(
+                        customer_id, reason=reason.value, now=now, actor=ACTOR
+                    )
+                except ConcurrentChangeError:
+                    raise  # transient: the next sweep finds the customer again
+                except DomainError as error:
+                    log.warning("could not purge activity of %s: %s", customer_id, error.detail)
+                    continue
+                if through is not None:
+                    self.vault.destroy_periods(
+                        customer_id, category=category, purpose=reason.value, ended_by=through
+                    )
+                elif self.ledger.get_customer(customer_id).erased_at is not None:
+                    # erased (recorded): every personal key goes, as carrying it out does
+                    self.vault.destroy(customer_id, PERSONAL)
+                self.ledger.evict(customer_id)
+                if entries:
+                    counts["activity_purged"] = counts.get("activity_purged", 0) + len(entries)
 
     def _chase_deadlines(self, now: datetime, counts: dict[str, int]) -> None:
         """Chase every request whose next step is due by ``now`` (``next_attention_at``),

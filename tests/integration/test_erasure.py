@@ -186,9 +186,10 @@ def test_after_erasure_no_personal_value_remains_anywhere(
             ),
             (erased,),
         ).fetchall()
-    assert sorted((kind, gone) for kind, gone, _ in keys) == [("personal", True)] * 4 + [
+    assert sorted((kind, gone) for kind, gone, _ in keys) == [("personal", True)] * 5 + [
         ("retained", False)
-    ]  # the customer's key and their three requests' keys destroyed; the retained key kept
+    ]  # the customer's key, their activity's period key and their three requests' keys
+    # destroyed; the retained key kept
     blob = dump_database(container)
     head = ledger.recorder.max_notification_id()
     assert head is not None

@@ -22,6 +22,10 @@ class MemoryVault(KeyVault):
 
     def __init__(self) -> None:
         self.keys: dict[UUID, tuple[UUID, str, KeyScope | None, bytes | None]] = {}
+        self.index = os.urandom(32)
+
+    def index_key(self) -> bytes:
+        return self.index
 
     def key(
         self,

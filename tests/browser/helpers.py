@@ -1,0 +1,23 @@
+"""What the browser tests do often: sign in through the form, read the page's CSRF token."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page
+
+from tests.e2e.service import Service
+
+
+def sign_in(page: Page, running: Service, token: str) -> None:
+    """Sign in through the sign-in form and land on the role's first page."""
+    page.goto(f"{running.base_url}/console/sign-in")
+    page.get_by_label("API key").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/console/(?!sign-in)"))
+
+
+def csrf_token(page: Page) -> str:
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    assert token, "the page carries no CSRF token"
+    return token

@@ -492,6 +492,17 @@ def request_page(
     return render(request, "request.html", session, done=done, **context)
 
 
+def _live(request: Request, session: Session, context: dict[str, Any], **extra: Any) -> Response:
+    """The live part of the request page; the whole page is reloaded instead once the status
+    differs from the one the page was rendered with (``shown``), so that the actions shown
+    are those the new status allows."""
+    response = render(request, "_request_live.html", session, **context, **extra)
+    shown = request.query_params.get("shown")
+    if shown is not None and shown != context["r"].status.value:
+        response.headers["HX-Refresh"] = "true"
+    return response
+
+
 @router.get("/requests/{request_id}/live")
 def request_live(
     request: Request, request_id: UUID, container: ContainerDep, session: Viewer
@@ -503,7 +514,7 @@ def request_live(
     if context is None:
         assert problem is not None
         return render(request, "error.html", session, problem.status, problem=problem)
-    return render(request, "_request_live.html", session, **context)
+    return _live(request, session, context)
 
 
 @router.post("/requests/{request_id}/statement")
@@ -538,7 +549,7 @@ def _after_action(
         if is_htmx(request):
             context, failed = _request_context(container, session, request_id)
             if context is not None:
-                return render(request, "_request_live.html", session, done=done, **context)
+                return _live(request, session, context, done=done)
             problem = failed
         else:
             return RedirectResponse(f"/console/requests/{request_id}?done={done}", 303)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from playwright.sync_api import Page
 
@@ -21,3 +22,11 @@ def csrf_token(page: Page) -> str:
     token = page.locator('meta[name="csrf-token"]').get_attribute("content")
     assert token, "the page carries no CSRF token"
     return token
+
+
+def snapshot(page: Page, name: str) -> None:
+    """Save what the page shows now as ``build/screenshots/<name>.png`` (the documentation's
+    pictures are taken from these)."""
+    folder = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
 
 from playwright.sync_api import Page, expect
@@ -45,6 +46,11 @@ def test_an_auditor_sees_the_trail_and_verifies_the_chain_but_cannot_act(
     page.get_by_role("button", name="Show the trail").click()
     expect(page.get_by_role("heading", name=re.compile("Trail of customer"))).to_be_visible()
     expect(trail).to_contain_text("Customer.Registered")
+    # the customer as the log had them a moment ago, replayed (the read is recorded)
+    moment = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    page.get_by_label("As of (UTC)").fill(moment)
+    page.get_by_role("button", name="Replay").click()
+    expect(page.locator("pre.state")).to_contain_text('"policy_version": "2026-01"')
 
     page.goto(f"{service.base_url}/console/requests/{request_id}")
     expect(page.locator("[data-status]")).to_have_text("open")

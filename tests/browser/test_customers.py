@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.helpers import sign_in
+from tests.browser.helpers import sign_in, snapshot
 from tests.e2e.service import Service
 
 EVIDENCE = {
@@ -67,6 +67,7 @@ def test_the_customer_page_shows_data_for_the_declared_purpose_and_logs_the_look
     expect(access_log).to_contain_text("privacy_officer:Grace")
     expect(access_log.locator("tbody tr").first).to_contain_text("profile")
     expect(access_log.locator("tbody tr").first).to_contain_text("account")
+    snapshot(page, "console-customer")
 
     page.get_by_label("Purpose").select_option("billing")
     page.get_by_role("button", name="Show").click()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.helpers import sign_in
+from tests.browser.helpers import sign_in, snapshot
 from tests.e2e.service import Service
 
 
@@ -75,6 +75,7 @@ def test_a_written_access_request_is_recorded_verified_fulfilled_and_exported(
     expect(row).to_contain_text("gdpr")
     expect(row.locator(".tag")).to_have_text(re.compile(r"\d+ days left"))
     expect(page.locator('[data-count="open"]')).to_have_text("1")
+    snapshot(page, "console-inbox")
     # filters narrow the inbox in place (htmx)
     page.get_by_label("Type").select_option("deletion")
     expect(page.get_by_text("No open request matches.")).to_be_visible()
@@ -145,6 +146,7 @@ def test_a_deletion_awaits_its_partner_then_is_acknowledged_and_fulfilled(
     expect(awaited).to_contain_text("Acme Payments", timeout=60_000)
     expect(awaited).to_contain_text("acknowledgement awaited")
     expect(page.locator("[data-status]")).to_have_text("in progress")
+    snapshot(page, "console-request")
     # the partner's page lists what it still has to acknowledge
     page.goto(f"{service.base_url}/console/partners/{partner}")
     expect(page.get_by_role("link", name="deletion request")).to_be_visible()

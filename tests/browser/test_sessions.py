@@ -18,11 +18,14 @@ def test_sign_in_holds_across_api_processes_and_sign_out_ends_it(
     page: Page,
     context: BrowserContext,
 ) -> None:
-    """An API key signs in to a session cookie (HttpOnly, SameSite=Strict) that every API
-    process honours; signing out ends it, and the old cookie opens nothing any more."""
-    service = start_service("two-api", workers=2)
+    """An API key signs in to a session cookie (HttpOnly, SameSite=Strict, not the key)
+    that every API process honours: signed in on one service, the operator is signed in on
+    a second API replica of the same store (and on a two-process service's workers);
+    signing out ends it everywhere, and the old cookie opens nothing any more."""
+    first = start_service("first", workers=2)
+    replica = start_service("replica", run_followers=False)
     _, token = make_key("privacy_officer", "Grace")
-    sign_in(page, service, token)
+    sign_in(page, first, token)
     expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
     expect(page.locator("[data-role]")).to_have_text("privacy_officer")
     cookie = next(c for c in context.cookies() if c["name"] == "rl_console")
@@ -30,18 +33,20 @@ def test_sign_in_holds_across_api_processes_and_sign_out_ends_it(
     assert cookie["sameSite"] == "Strict"
     assert cookie["secure"] is False  # served over plain HTTP here; Secure over TLS
     assert token not in cookie["value"]
-    # several page loads, each answered by either of the two API processes, stay signed in
-    for _ in range(8):
-        page.goto(f"{service.base_url}/console/inbox")
+    # cookies are per host, not per port: the replica gets the same cookie
+    for base in (first.base_url, replica.base_url) * 4:
+        page.goto(f"{base}/console/inbox")
         expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out").click()  # on the replica
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-    page.goto(f"{service.base_url}/console/inbox")
-    expect(page).to_have_url(re.compile(r"/console/sign-in$"))
-    # the cookie as it was before signing out no longer opens a page
+    for base in (first.base_url, replica.base_url):
+        page.goto(f"{base}/console/inbox")
+        expect(page).to_have_url(re.compile(r"/console/sign-in$"))
+    # the cookie as it was before signing out no longer opens a page, in any process
     context.add_cookies([cookie])  # type: ignore[list-item]
-    page.goto(f"{service.base_url}/console/inbox")
-    expect(page).to_have_url(re.compile(r"/console/sign-in$"))
+    for base in (first.base_url, replica.base_url):
+        page.goto(f"{base}/console/inbox")
+        expect(page).to_have_url(re.compile(r"/console/sign-in$"))
 
 
 def test_revoking_the_key_ends_its_session(

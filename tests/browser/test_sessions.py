@@ -53,12 +53,25 @@ def test_revoking_the_key_ends_its_session(
     service: Service, make_key: Callable[..., tuple[str, str]], page: Page
 ) -> None:
     """Revoking the key a session was opened with (rightsledger keys revoke, another
-    process) ends the session at once."""
+    process) ends the session at once: the open request page's next refresh (htmx) takes
+    the browser to the sign-in page, and so does any page."""
+    with service.client() as api:
+        customer = api.post(
+            "/v1/customers",
+            json={"policy_version": "2026-01", "identity": {"name": "Ada", "email": "a@x.org"}},
+        ).json()["customer_id"]
+        request_id = api.post(
+            "/v1/requests",
+            json={"customer_id": customer, "type": "access", "channel": "email",
+                  "jurisdiction": "gdpr", "statement": "Send me my data."},
+        ).json()["request_id"]
     key_id, token = make_key("auditor", "Ida")
     sign_in(page, service, token)
-    expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+    page.goto(f"{service.base_url}/console/requests/{request_id}")
+    expect(page.locator("[data-status]")).to_have_text("open")
     revoked = service.spawn_cli("keys", "revoke", key_id)
     assert revoked.returncode == 0, revoked.stderr
+    page.wait_for_url(re.compile(r"/console/sign-in$"), timeout=20_000)
     page.goto(f"{service.base_url}/console/audit")
     expect(page).to_have_url(re.compile(r"/console/sign-in$"))
 

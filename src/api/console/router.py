@@ -64,16 +64,20 @@ def session_store(container: Container) -> ConsoleSessions:
     return ConsoleSessions(container.pool, container.settings.database_schema)
 
 
-def _to_sign_in() -> HTTPException:
+def _to_sign_in(request: Request) -> HTTPException:
+    """A page goes to the sign-in page (303); an htmx request (a poll, a button) is answered
+    401 with ``HX-Redirect``, which htmx follows with the whole page."""
     where = "/console/sign-in"
-    return HTTPException(303, "sign in first", headers={"Location": where, "HX-Redirect": where})
+    if is_htmx(request):
+        return HTTPException(401, "sign in first", headers={"HX-Redirect": where})
+    return HTTPException(303, "sign in first", headers={"Location": where})
 
 
 def current_session(request: Request, container: ContainerDep) -> Session:
     """The signed-in operator, or a redirect to the sign-in page."""
     session = session_store(container).find(request.cookies.get(COOKIE))
     if session is None:
-        raise _to_sign_in()
+        raise _to_sign_in(request)
     return session
 
 

@@ -4,14 +4,30 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit integration lint bench clean
+.PHONY: install run test unit integration lint bench clean browser chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) chromium
+
+## The browser tests drive Debian's Chromium (never a downloaded browser build). Installed through
+## apt when missing and we may install packages (root, or passwordless sudo); otherwise one line
+## names the package and the browser tests fail (tests/browser/conftest.py says the same).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+		echo "installing chromium (sudo apt-get)"; \
+		sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "browser tests need Chromium at $(CHROMIUM): install the Debian package 'chromium' (apt-get install chromium)"; \
+	fi
 
 ## Start the service on the embedded PostgreSQL (or RIGHTSLEDGER_DATABASE_URL).
 run: install
@@ -21,6 +37,10 @@ run: install
 ## the embedded Kafka broker) and end-to-end (HTTP).
 test: install lint
 	$(BIN)/python -m pytest
+
+## The console in a real browser (Chromium from the system's packages).
+browser: install
+	$(BIN)/python -m pytest tests/browser -q
 
 ## The quick inner loop: no I/O.
 unit: install

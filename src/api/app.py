@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rightsledger import __version__
-from rightsledger.api import problems, schemas
+from rightsledger.api import console, problems, schemas
 from rightsledger.api.idempotency import HEADER, MAX_KEY_LENGTH, IdempotencyKeys
 from rightsledger.api.routers import audit, customers, health, partners, requests
 from rightsledger.bootstrap import Container
@@ -100,6 +100,7 @@ def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
     app.include_router(health.router, responses=schemas.problem_responses(503))
     for router in (customers.router, partners.router, requests.router, audit.router):
         app.include_router(router, responses=errors)
+    app.include_router(console.router)  # the operator console (docs/console.md)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -134,11 +134,28 @@ def _period_keys(step: Step) -> None:
     register_logged_periods(step.conn, step.schema, step.env)
 
 
+def _console_sessions(step: Step) -> None:
+    """Console sessions (``api/console/sessions.py``): the digest of the cookie's token, the
+    API key it was opened with, its CSRF token and expiry."""
+    table = sql.Identifier(step.schema, "console_sessions")
+    step.conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (digest bytea PRIMARY KEY, key_id uuid NOT NULL,"
+            " csrf_token text NOT NULL, created_at timestamptz NOT NULL,"
+            " expires_at timestamptz NOT NULL)"
+        ).format(table)
+    )
+    step.conn.execute(
+        sql.SQL("CREATE INDEX IF NOT EXISTS console_sessions_key_idx ON {} (key_id)").format(table)
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _initial_tables),
     Migration(2, "follower status", _follower_status),
     Migration(3, "blind index key, lookup and partners views", _lookup_and_partners),
     Migration(4, "retention period keys", _period_keys),
+    Migration(5, "console sessions", _console_sessions),
 )
 """Every migration, in version order; append, never edit."""
 

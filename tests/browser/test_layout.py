@@ -1,0 +1,41 @@
+"""The console by keyboard alone, and on a narrow window."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from playwright.sync_api import Page, expect
+
+from tests.e2e.service import Service
+
+
+def test_signing_in_by_keyboard_and_reading_the_inbox_on_a_narrow_window(
+    service: Service, make_key: Callable[..., tuple[str, str]], page: Page
+) -> None:
+    """The sign-in form works with the keyboard only (the key field has focus, Enter
+    submits); the inbox's filters are labelled and reachable by Tab, and on a 375 px
+    window nothing makes the page scroll sideways."""
+    with service.client() as api:
+        customer = api.post(
+            "/v1/customers",
+            json={"policy_version": "2026-01", "identity": {"name": "Ada", "email": "a@x.org"}},
+        ).json()["customer_id"]
+        api.post(
+            "/v1/requests",
+            json={"customer_id": customer, "type": "deletion", "channel": "web_form",
+                  "jurisdiction": "ccpa", "statement": "Delete my data."},
+        ).raise_for_status()
+    _, officer = make_key("privacy_officer", "Grace")
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.goto(f"{service.base_url}/console/sign-in")
+    page.keyboard.type(officer)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+    for label in ("Type", "Status", "Jurisdiction", "Overdue"):
+        expect(page.get_by_label(label, exact=True)).to_be_visible()
+    page.get_by_label("Type", exact=True).focus()
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Status", exact=True)).to_be_focused()
+    expect(page.locator("table.inbox tbody tr")).to_have_count(1)
+    wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert wide <= 0, f"the page is {wide} px wider than a 375 px window"

@@ -1,0 +1,76 @@
+"""The console's pure parts: inbox cursors, days-left tags, and roles read from the API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rightsledger.api.console.gates import may, roles_of
+from rightsledger.api.console.queries import Cursor
+from rightsledger.api.console.router import days_left, nav
+from rightsledger.api.routers import audit, partners, requests
+from rightsledger.security.keys import Principal, Role
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+@given(
+    due=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    request_id=st.uuids(),
+)
+def test_a_cursor_reads_back_as_written(due: datetime, request_id: UUID) -> None:
+    """An inbox cursor decodes to the due date and id it was made from."""
+    assert Cursor.decode(Cursor(due, request_id).encode()) == Cursor(due, request_id)
+
+
+@pytest.mark.parametrize("text", ["", "not base64!", "Zm9v", "MjAyNnx4"])
+def test_anything_else_is_no_cursor(text: str) -> None:
+    """A cursor that is not one starts from the first page instead of failing."""
+    assert Cursor.decode(text) is None
+
+
+@pytest.mark.parametrize(
+    ("due", "text", "level"),
+    [
+        (NOW + timedelta(days=20), "20 days left", "ok"),
+        (NOW + timedelta(days=5), "5 days left", "due-soon"),
+        (NOW + timedelta(hours=2), "due today", "due-soon"),
+        (NOW - timedelta(hours=2), "1 day overdue", "overdue"),
+        (NOW - timedelta(days=3), "3 days overdue", "overdue"),
+    ],
+)
+def test_days_left_marks_overdue_and_due_soon(due: datetime, text: str, level: str) -> None:
+    """The days-left tag counts calendar days and marks what is late or due within the
+    reminder window."""
+    assert days_left(due, NOW, remind_before=7) == {"text": text, "level": level}
+
+
+def principal(role: Role) -> Principal:
+    return Principal(key_id=uuid4(), name="someone", role=role)
+
+
+def test_the_console_takes_its_roles_from_the_api_routes() -> None:
+    """Who may verify, acknowledge or read the trail is what the API's gates say."""
+    assert roles_of(requests.verify_request) == {Role.PRIVACY_OFFICER, Role.ADMIN}
+    assert roles_of(partners.acknowledge) == {Role.PARTNER, Role.PRIVACY_OFFICER, Role.ADMIN}
+    assert may(principal(Role.AUDITOR), audit.verify_history)
+    assert not may(principal(Role.AUDITOR), requests.verify_request)
+    with pytest.raises(LookupError):
+        roles_of(days_left)
+
+
+def test_pages_a_role_may_not_use_are_not_in_its_navigation() -> None:
+    """An auditor is not offered the intake form; intake is not offered the audit page."""
+    auditor = [label for _, label in nav(principal(Role.AUDITOR))]
+    intake = [label for _, label in nav(principal(Role.INTAKE))]
+    assert "Record a request" not in auditor
+    assert "Audit" in auditor
+    assert "Record a request" in intake
+    assert "Audit" not in intake
+    assert nav(principal(Role.PARTNER)) == []

@@ -661,15 +661,21 @@ def download_export(
     who = session.principal
     if not may(who, requests.get_export):
         return refuse(request, session, "download exports")
-    export, problem = attempt(lambda: requests.get_export(request_id, container, who, "legal"))
+    answer = Response()
+    export, problem = attempt(
+        lambda: requests.get_export(
+            request_id, container, who, answer, "legal", "application/json", download=True
+        )
+    )
     if export is None:
         assert problem is not None
         return render(request, "error.html", session, problem.status, problem=problem)
+    assert isinstance(export, s.ExportOut)
     return Response(
         export.model_dump_json(indent=2),
         media_type="application/json",
         headers={
-            "Content-Disposition": f'attachment; filename="export-{request_id}.json"',
+            "Content-Disposition": answer.headers["content-disposition"],
             "Cache-Control": "no-store",
         },
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rightsledger import __version__
@@ -84,7 +85,8 @@ def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
             if own_container:
                 container.close()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's assets served by the app (no CDN)
+    app = FastAPIOffline(
         title="rightsledger",
         version=__version__,
         description=(

@@ -238,7 +238,11 @@ def build(settings: Settings, *, database: Database | None = None, role: str = "
         )
         invalidations.start()
         auth_guard = AuthGuard(
-            pool, settings.database_schema, allowed=settings.auth_failures_allowed
+            pool,
+            settings.database_schema,
+            allowed=settings.auth_failures_allowed,
+            keep_days=settings.auth_failures_keep_days,
+            keep_rows=settings.auth_failures_keep_rows,
         )
         exports = ExportStore(pool, settings.database_schema)
         board = FollowerBoard(pool, settings.database_schema)

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import typer
@@ -435,6 +435,7 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
                     port=settings.port,
                     log_level="warning",
                     access_log=False,
+                    **_proxy_options(settings),
                 )
             finally:
                 container.close()
@@ -445,6 +446,7 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
                 port=settings.port,
                 log_level="warning",
                 access_log=False,
+                **_proxy_options(settings),
             )
     finally:
         # Normally done already by the container's closers; here for a start-up cut short.
@@ -454,6 +456,15 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
             broker.stop()
         if container is not None:
             container.database.close()
+
+
+def _proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn believes X-Forwarded-For (and -Proto) only from the trusted proxies; with none
+    (the default) it reads no proxy header at all, and the client is the connection's peer.
+    ``Forwarded`` (RFC 7239) is never read."""
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": ",".join(settings.trusted_proxies)}
 
 
 def _stopper(broker: EmbeddedBroker) -> Callable[[], None]:

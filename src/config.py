@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rightsledger.domain.deadlines import DeadlineRule, Period
 
@@ -101,7 +102,22 @@ class Settings(BaseSettings):
         description="Purposes each role may declare when reading personal data (JSON).",
     )
     auth_failures_allowed: int = Field(
-        default=10, ge=1, description="Failed authentications per client per minute before 429."
+        default=10,
+        ge=1,
+        description="Failed authentications per client address, or per presented key, per "
+        "minute before 429.",
+    )
+    auth_failures_keep_days: int = Field(
+        default=90, ge=1, description="How long failed authentications are kept in the table."
+    )
+    auth_failures_keep_rows: int = Field(
+        default=100_000, ge=100, description="Failed authentications kept in the table at most."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (comma-separated) of the proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed; none by default: the client "
+        "address is then the connection's peer.",
     )
     run_projections: bool = Field(
         default=True, description="Run the projection worker inside the API process."
@@ -145,6 +161,17 @@ class Settings(BaseSettings):
         if not value:
             msg = "at least one jurisdiction must be configured"
             raise ValueError(msg)
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            for item in value:
+                if item != "*":
+                    ipaddress.ip_network(str(item), strict=False)  # ValueError names it
         return value
 
     def deadline_rules(self) -> dict[str, DeadlineRule]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,6 +48,13 @@ DEFAULT_ROLE_PURPOSES: dict[str, list[str]] = {
 }
 
 
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """``$XDG_DATA_HOME/rightsledger`` (``~/.local/share/rightsledger``): one place, whatever
+    the directory a command runs from."""
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "rightsledger"
+
+
 class Settings(BaseSettings):
     """Everything an operator can set. Nothing builds one at import time."""
 
@@ -58,7 +67,12 @@ class Settings(BaseSettings):
     database_schema: str = Field(
         default="public", pattern=r"^[a-z_][a-z0-9_]{0,40}$", description="PostgreSQL schema."
     )
-    data_dir: Path = Field(default=Path(".rightsledger"), description="Embedded server's home.")
+    data_dir: Path = Field(
+        default_factory=lambda: default_data_dir(os.environ),
+        description="Home of the embedded PostgreSQL (and the embedded broker's log); the same "
+        "for every command from any directory unless set (a relative path is taken from the "
+        "current directory).",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     follower_processes: bool = Field(

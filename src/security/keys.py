@@ -49,6 +49,24 @@ class Principal:
         return f"{self.role.value}:{self.name}"
 
 
+SEEDED_NAME = "seeded admin"
+SEEDED_KEY_ID = UUID("5eed0000-0000-4000-8000-000000000001")
+"""The one key RIGHTSLEDGER_ADMIN_KEY makes valid: the same id on every start."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What ``keys list`` shows of a key."""
+
+    key_id: UUID
+    name: str
+    role: str
+    partner_id: UUID | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
 def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
@@ -111,6 +129,15 @@ class ApiKeyStore:
             self._unknown_generation += 1
             self._unknown.clear()
 
+    @staticmethod
+    def add_last_used(conn: Connection[Any], schema: str) -> None:
+        """``api_keys.last_used_at`` (a migration, on its connection)."""
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS last_used_at timestamptz").format(
+                sql.Identifier(schema, "api_keys")
+            )
+        )
+
     def create_table(self) -> None:
         with self._pool.connection() as conn:
             conn.execute(
@@ -140,20 +167,73 @@ class ApiKeyStore:
         self._insert(key_id, name.strip(), role, partner_id, digest(token))
         return key_id, token
 
-    def seed(self, token: str, *, role: Role = Role.ADMIN, name: str = "seeded admin") -> None:
-        """Make a known token valid (RIGHTSLEDGER_ADMIN_KEY); idempotent."""
+    def seed(self, token: str, *, role: Role = Role.ADMIN, name: str = SEEDED_NAME) -> UUID:
+        """Make a known token (RIGHTSLEDGER_ADMIN_KEY) the one seeded key; return its id.
+
+        The seeded key is one row with a fixed id: a start with the same token changes
+        nothing, a start with another token replaces the digest (the old token stops working
+        in every process at once). Seeded keys of earlier versions (random ids, the seeded
+        name) are revoked. A seeded key that was revoked stays revoked for the same token.
+        """
         if len(token) < 16:
             raise KeyStoreError("a seeded key must be at least 16 characters")
-        with self._pool.connection() as conn:
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {} (key_id, name, role, digest, created_at)"
-                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (digest) DO NOTHING"
-                ).format(self._table),
-                (uuid4(), name, role.value, digest(token), datetime.now(UTC)),
+        key_digest = digest(token)
+        now = datetime.now(UTC)
+        dropped: list[UUID] = []
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"rightsledger.seed.{self._schema}",)
             )
-            with conn.cursor() as cur:
-                notify(cur, self._schema, "api-key-created", "")
+            cur.execute(
+                sql.SQL("SELECT key_id, digest FROM {} WHERE key_id = %s OR (name = %s"
+                        " AND role = %s AND partner_id IS NULL AND revoked_at IS NULL)").format(
+                    self._table
+                ),
+                (SEEDED_KEY_ID, name, role.value),
+            )
+            rows = {row[0]: bytes(row[1]) for row in cur.fetchall()}
+            keep = next((k for k, d in rows.items() if d == key_digest), None)
+            if keep is None:
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (key_id, name, role, digest, created_at)"
+                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO UPDATE SET"
+                        " name = excluded.name, role = excluded.role, partner_id = NULL,"
+                        " digest = excluded.digest, created_at = excluded.created_at,"
+                        " revoked_at = NULL, last_used_at = NULL"
+                    ).format(self._table),
+                    (SEEDED_KEY_ID, name, role.value, key_digest, now),
+                )
+                keep = SEEDED_KEY_ID
+                if SEEDED_KEY_ID in rows:
+                    dropped.append(SEEDED_KEY_ID)  # its old token is cached somewhere
+            others = [k for k in rows if k not in (keep, SEEDED_KEY_ID)]
+            if others:
+                cur.execute(
+                    sql.SQL(
+                        "UPDATE {} SET revoked_at = %s WHERE key_id = ANY(%s)"
+                        " AND revoked_at IS NULL"
+                    ).format(self._table),
+                    (now, others),
+                )
+                dropped += others
+            for key_id in dropped:
+                notify(cur, self._schema, "api-key", str(key_id))
+            notify(cur, self._schema, "api-key-created", "")
+        for key_id in dropped:
+            self._forget_key(str(key_id))
+        return keep
+
+    def list(self) -> list[KeyInfo]:
+        """Every key, revoked ones included, oldest first (never a digest or a token)."""
+        with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT key_id, name, role, partner_id, created_at, last_used_at, revoked_at"
+                    " FROM {} ORDER BY created_at, key_id"
+                ).format(self._table)
+            )
+            return [KeyInfo(**row) for row in cur.fetchall()]
 
     def _insert(
         self, key_id: UUID, name: str, role: Role, partner_id: UUID | None, key_digest: bytes
@@ -217,6 +297,16 @@ class ApiKeyStore:
                 (key_digest,),
             )
             row = cur.fetchone()
+            if row is not None:
+                # when a key was last used, to the key cache's lifetime (a cached key is not
+                # looked up again): one write a minute per key at most
+                cur.execute(
+                    sql.SQL(
+                        "UPDATE {} SET last_used_at = now() WHERE key_id = %s AND"
+                        " (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')"
+                    ).format(self._table),
+                    (row["key_id"],),
+                )
         if row is None or not hmac.compare_digest(bytes(row["digest"]), key_digest):
             with self._lock:
                 if not trusted or unknown_generation != self._unknown_generation:

@@ -104,9 +104,17 @@ def _follower_status(step: Step) -> None:
         FollowerBoard(pool, step.schema).create_table()
 
 
+def _key_last_use(step: Step) -> None:
+    """When each API key was last used (``api_keys.last_used_at``, for ``keys list``)."""
+    from rightsledger.security.keys import ApiKeyStore
+
+    ApiKeyStore.add_last_used(step.conn, step.schema)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _initial_tables),
     Migration(2, "follower status", _follower_status),
+    Migration(3, "api key last use", _key_last_use),
 )
 """Every migration, in version order; append, never edit."""
 

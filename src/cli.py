@@ -7,8 +7,10 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -481,6 +483,7 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
             where = "the PostgreSQL server in RIGHTSLEDGER_DATABASE_URL"
         typer.echo(f"rightsledger listening on http://{settings.host}:{settings.port} ({where})")
         typer.echo(f"  API docs:  http://{settings.host}:{settings.port}/docs")
+        typer.echo(f"  metrics:   http://{settings.host}:{settings.port}/metrics")
         if broker is not None:
             typer.echo(
                 f"  Kafka: embedded broker on {broker.bootstrap} (keeps nothing across restarts;"
@@ -507,6 +510,13 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
                 os.environ["RIGHTSLEDGER_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
             if settings.admin_key is not None:
                 os.environ["RIGHTSLEDGER_ADMIN_KEY"] = settings.admin_key.get_secret_value()
+            # The API processes count in prometheus-client's multiprocess mode, in a directory
+            # of this run's (emptied at exit) unless one is given; each answers /metrics with
+            # the sum over all of them. Set before they start: they read it when they import.
+            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                metrics_dir = tempfile.mkdtemp(prefix="rightsledger-metrics-")
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+                container.closers.append(lambda: shutil.rmtree(metrics_dir, ignore_errors=True))
             typer.echo(f"  {settings.web_workers} API processes")
             try:
                 uvicorn.run(

@@ -114,6 +114,8 @@ def _server(url: str) -> str:
 def _open_store(settings: Settings) -> Database:
     """The store ``serve`` created with the same settings; never a new one. Where there is
     none, a CliError says where it looked and how to point at one."""
+    import psycopg
+
     from rightsledger.storage.database import open_database
     from rightsledger.storage.migrations import applied
 
@@ -133,6 +135,8 @@ def _open_store(settings: Settings) -> Database:
         where = f"the PostgreSQL server at {_server(url)}"
     database = open_database(url, settings.data_dir)
     try:
+        # an unreachable server is reported within seconds, not after the TCP timeout
+        psycopg.connect(database.url, connect_timeout=10).close()
         if not applied(database.url, schema):
             raise CliError(f"no store: schema {schema!r} of {where} has none; {how}")
     except BaseException:

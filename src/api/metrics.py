@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+METHODS = COMMAND_METHODS | {"GET", "HEAD", "OPTIONS"}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 router = APIRouter(tags=["health"])
@@ -96,6 +97,8 @@ class Metrics:
 
     def observe(self, method: str, route: BaseRoute | None, status: int, seconds: float) -> None:
         template = getattr(route, "path", None) or "unmatched"
+        if method not in METHODS:
+            method = "other"  # a client's invented method is no new series
         self.requests.labels(method, template, str(status)).inc()
         self.latency.labels(method, template).observe(seconds)
         if method in COMMAND_METHODS and template.startswith("/v1/"):

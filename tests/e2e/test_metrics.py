@@ -49,9 +49,9 @@ def test_metrics_count_requests_commands_and_read_the_store(
     client: TestClient, admin: dict[str, str]
 ) -> None:
     """After some commands, /metrics (unauthenticated) shows each request by route template
-    and status with its latency histogram, commands by kind and outcome, failed
-    authentications, and from the store: the request queue, the log head and the views'
-    and projection worker's positions."""
+    (never by raw path or invented method) and status with its latency histogram, commands
+    by kind and outcome, failed authentications, and from the store: the request queue, the
+    log head and the views' and projection worker's positions."""
     created = client.post("/v1/customers", json=customer_body(), headers=admin)
     assert created.status_code == 201
     customer = created.json()["customer_id"]
@@ -63,6 +63,8 @@ def test_metrics_count_requests_commands_and_read_the_store(
     assert client.get("/v1/requests", headers=wrong).status_code == 401
     read = client.get(f"/v1/requests/{submitted.json()['request_id']}", headers=admin)
     assert read.status_code == 200
+    assert client.get(f"/nowhere/{customer}").status_code == 404
+    client.request("BREW", "/health")
 
     def settled() -> Samples | None:
         answer = client.get("/metrics")
@@ -86,6 +88,12 @@ def test_metrics_count_requests_commands_and_read_the_store(
     assert value(samples, buckets, **posted, le="+Inf") == 2
     one = {"method": "GET", "route": "/v1/requests/{request_id}", "status": "200"}
     assert value(samples, "rightsledger_http_requests_total", **one) == 1
+    # no series per unknown path or invented method
+    assert value(samples, "rightsledger_http_requests_total", method="GET", route="unmatched",
+                 status="404") == 1
+    assert not [key for key in samples if ("route", f"/nowhere/{customer}") in key[1]]
+    assert [key for key in samples if ("method", "other") in key[1]]
+    assert not [key for key in samples if ("method", "BREW") in key[1]]
 
     commands = "rightsledger_commands_total"
     assert value(samples, commands, kind="register_customer", outcome="accepted") == 1

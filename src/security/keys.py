@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -19,6 +20,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from rightsledger.storage.invalidation import Invalidations, notify
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "rlk_"  # noqa: S105 - a prefix, not a secret
 
@@ -185,14 +188,16 @@ class ApiKeyStore:
                 "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"rightsledger.seed.{self._schema}",)
             )
             cur.execute(
-                sql.SQL("SELECT key_id, digest FROM {} WHERE key_id = %s OR (name = %s"
-                        " AND role = %s AND partner_id IS NULL AND revoked_at IS NULL)").format(
-                    self._table
-                ),
-                (SEEDED_KEY_ID, name, role.value),
+                sql.SQL(
+                    "SELECT key_id, digest, revoked_at IS NULL FROM {}"
+                    " WHERE key_id = %s OR digest = %s"
+                    " OR (name = %s AND role = %s AND partner_id IS NULL AND revoked_at IS NULL)"
+                ).format(self._table),
+                (SEEDED_KEY_ID, key_digest, name, role.value),
             )
-            rows = {row[0]: bytes(row[1]) for row in cur.fetchall()}
-            keep = next((k for k, d in rows.items() if d == key_digest), None)
+            rows = {row[0]: (bytes(row[1]), bool(row[2])) for row in cur.fetchall()}
+            # the row that has this token already (revoked or not) is the one seeded key
+            keep = next((k for k, (d, _) in rows.items() if d == key_digest), None)
             if keep is None:
                 cur.execute(
                     sql.SQL(
@@ -207,7 +212,9 @@ class ApiKeyStore:
                 keep = SEEDED_KEY_ID
                 if SEEDED_KEY_ID in rows:
                     dropped.append(SEEDED_KEY_ID)  # its old token is cached somewhere
-            others = [k for k in rows if k not in (keep, SEEDED_KEY_ID)]
+            others = [k for k, (_, active) in rows.items() if k != keep and active]
+            if keep in rows and not rows[keep][1]:
+                log.warning("RIGHTSLEDGER_ADMIN_KEY is a revoked key (%s): it stays revoked", keep)
             if others:
                 cur.execute(
                     sql.SQL(

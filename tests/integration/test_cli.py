@@ -177,8 +177,9 @@ def test_admin_key_is_one_key_replaced_on_each_start(
     database: Database, schema: str, tmp_path: Path
 ) -> None:
     """Every start with RIGHTSLEDGER_ADMIN_KEY leaves exactly one seeded admin key: the same
-    token twice changes nothing, another token replaces it (the old one stops working), and
-    seeded keys of earlier versions are revoked; a CLI command never seeds."""
+    token twice changes nothing, another token replaces it (the old one stops working),
+    seeded keys of earlier versions are revoked, a revoked seeded token stays revoked; a CLI
+    command never seeds."""
     first, second = "rlk_first_admin_token_123", "rlk_second_admin_token_456"
     build(make_settings(database, schema, admin_key=first), database=database).close()
     legacy = build(make_settings(database, schema, admin_key=None), database=database)
@@ -212,6 +213,27 @@ def test_admin_key_is_one_key_replaced_on_each_start(
         }
         assert run(tmp_path, "keys", "list", env=env).returncode == 0
         assert container.keys.authenticate("rlk_a_cli_never_seeds_this") is None
+        assert active_admins(container) == [str(SEEDED_KEY_ID)]
+    finally:
+        container.close()
+
+    # a seeded token that was revoked stays revoked when seeded again, start-up goes on;
+    # another token is a new key again
+    container = build(make_settings(database, schema, admin_key=second), database=database)
+    try:
+        assert container.keys.revoke(SEEDED_KEY_ID)
+    finally:
+        container.close()
+    container = build(make_settings(database, schema, admin_key=second), database=database)
+    try:
+        assert container.keys.authenticate(second) is None
+        assert active_admins(container) == []
+    finally:
+        container.close()
+    container = build(make_settings(database, schema, admin_key=first), database=database)
+    try:
+        assert container.keys.authenticate(first) is not None
+        assert container.keys.authenticate(second) is None
         assert active_admins(container) == [str(SEEDED_KEY_ID)]
     finally:
         container.close()

@@ -233,7 +233,8 @@ def budget(settings: Settings, role: str) -> Budget:
 
 
 def build(settings: Settings, *, database: Database | None = None, role: str = "api") -> Container:
-    """Open the store, build the application and the views; seed the admin key if set.
+    """Open the store, build the application and the views; seed the admin key if set (API
+    processes only).
     ``role`` (``api`` or ``follower``) sets the connection budget."""
     connections = budget(settings, role)
     db = database or open_database(
@@ -271,11 +272,17 @@ def build(settings: Settings, *, database: Database | None = None, role: str = "
         )
         invalidations.start()
         auth_guard = AuthGuard(
-            pool, settings.database_schema, allowed=settings.auth_failures_allowed
+            pool,
+            settings.database_schema,
+            allowed=settings.auth_failures_allowed,
+            keep_days=settings.auth_failures_keep_days,
+            keep_rows=settings.auth_failures_keep_rows,
         )
         exports = ExportStore(pool, settings.database_schema)
         board = FollowerBoard(pool, settings.database_schema)
-        if settings.admin_key is not None:
+        if settings.admin_key is not None and role == "api":
+            # the one seeded admin key, replaced when the token changes (never one more);
+            # a follower or a CLI command never seeds (it might carry another token)
             keys.seed(settings.admin_key.get_secret_value())
     except Exception:
         if database is None:

@@ -7,13 +7,15 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import typer
@@ -71,11 +73,92 @@ def _logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class CliError(Exception):
+    """A condition the command reports in one line (``error: ...``) and exits 1 on."""
+
+
+def _uuid(value: str, what: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise CliError(f"{value!r} is not a {what} (a UUID)") from None
+
+
+def _database_url(settings: Settings) -> str | None:
+    """RIGHTSLEDGER_DATABASE_URL, checked to be a PostgreSQL URL (never echoed: it may hold
+    a password)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    if settings.database_url is None:
+        return None
+    url = settings.database_url.get_secret_value()
+    try:
+        conninfo_to_dict(url)
+    except Exception:
+        raise CliError(
+            "RIGHTSLEDGER_DATABASE_URL is not a PostgreSQL URL (expected "
+            "postgresql://USER:PASSWORD@HOST:PORT/DBNAME)"
+        ) from None
+    return url
+
+
+def _server(url: str) -> str:
+    """Where a PostgreSQL URL points, without its password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    host = params.get("host") or "localhost"
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''}"
+
+
+def _open_store(settings: Settings) -> Database:
+    """The store ``serve`` created with the same settings; never a new one. Where there is
+    none, a CliError says where it looked and how to point at one."""
+    import psycopg
+
+    from rightsledger.storage.database import open_database
+    from rightsledger.storage.migrations import applied
+
+    url = _database_url(settings)
+    schema = settings.database_schema
+    how = (
+        "point at the store `rightsledger serve` uses with RIGHTSLEDGER_DATA_DIR (its data "
+        "directory) or RIGHTSLEDGER_DATABASE_URL (and RIGHTSLEDGER_DATABASE_SCHEMA), or create "
+        "one with `rightsledger migrate`"
+    )
+    if url is None:
+        home = settings.data_dir.resolve()
+        if not (home / "pgdata" / "PG_VERSION").is_file():
+            raise CliError(f"no store: no embedded PostgreSQL under {home}; {how}")
+        where = f"the embedded PostgreSQL under {home}"
+    else:
+        where = f"the PostgreSQL server at {_server(url)}"
+    database = open_database(url, settings.data_dir)
+    try:
+        # an unreachable server is reported within seconds, not after the TCP timeout
+        psycopg.connect(database.url, connect_timeout=10).close()
+        if not applied(database.url, schema):
+            raise CliError(f"no store: schema {schema!r} of {where} has none; {how}")
+    except BaseException:
+        database.close()
+        raise
+    return database
+
+
 def _container() -> Container:
-    """A follower's or a CLI command's container (a small connection budget)."""
+    """A follower's or a CLI command's container (a small connection budget), on the store
+    ``serve`` uses with the same settings; it never creates one."""
     from rightsledger.bootstrap import build
 
-    return build(Settings(), role="follower")
+    settings = Settings()
+    database = _open_store(settings)
+    try:
+        container = build(settings, database=database, role="follower")
+    except BaseException:
+        database.close()
+        raise
+    container.owns_database = True
+    return container
 
 
 @contextlib.contextmanager
@@ -237,12 +320,16 @@ def followers_resume(
     """Make a parked follower retry the event it is parked at (after a fix), or skip it."""
     container = _container()
     try:
+        known = [status.name for status in container.board.statuses()]
         asked = container.board.request(name, "skip" if skip else "resume")
     finally:
         container.close()
+    if name not in known:
+        raise CliError(
+            f"no follower named {name!r} has reported; followers: {', '.join(known) or 'none'}"
+        )
     if not asked:
-        typer.echo(f"error: {name} is not parked (see `rightsledger followers status`)", err=True)
-        raise typer.Exit(1)
+        raise CliError(f"{name} is not parked (see `rightsledger followers status`)")
     typer.echo(f"{name} will {'skip the event and go on' if skip else 'retry'} within a second")
 
 
@@ -319,7 +406,7 @@ def audit_replay(
     container = _container()
     try:
         if customer is not None:
-            state = container.ledger.customer_as_of(UUID(customer), moment)
+            state = container.ledger.customer_as_of(_uuid(customer, "customer id"), moment)
             document = {
                 "customer_id": customer,
                 "as_of": moment.isoformat(),
@@ -376,6 +463,7 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
 
     _logging()
     settings = Settings()
+    _database_url(settings)
     if host:
         settings.host = host
     if port:
@@ -405,6 +493,7 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
             where = "the PostgreSQL server in RIGHTSLEDGER_DATABASE_URL"
         typer.echo(f"rightsledger listening on http://{settings.host}:{settings.port} ({where})")
         typer.echo(f"  API docs:  http://{settings.host}:{settings.port}/docs")
+        typer.echo(f"  metrics:   http://{settings.host}:{settings.port}/metrics")
         if broker is not None:
             typer.echo(
                 f"  Kafka: embedded broker on {broker.bootstrap} (keeps nothing across restarts;"
@@ -431,6 +520,13 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
                 os.environ["RIGHTSLEDGER_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
             if settings.admin_key is not None:
                 os.environ["RIGHTSLEDGER_ADMIN_KEY"] = settings.admin_key.get_secret_value()
+            # The API processes count in prometheus-client's multiprocess mode, in a directory
+            # of this run's (emptied at exit) unless one is given; each answers /metrics with
+            # the sum over all of them. Set before they start: they read it when they import.
+            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                metrics_dir = tempfile.mkdtemp(prefix="rightsledger-metrics-")
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+                container.closers.append(lambda: shutil.rmtree(metrics_dir, ignore_errors=True))
             typer.echo(f"  {settings.web_workers} API processes")
             try:
                 uvicorn.run(
@@ -441,6 +537,7 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
                     port=settings.port,
                     log_level="warning",
                     access_log=False,
+                    **_proxy_options(settings),
                 )
             finally:
                 container.close()
@@ -451,6 +548,7 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
                 port=settings.port,
                 log_level="warning",
                 access_log=False,
+                **_proxy_options(settings),
             )
     finally:
         # Normally done already by the container's closers; here for a start-up cut short.
@@ -460,6 +558,15 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
             broker.stop()
         if container is not None:
             container.database.close()
+
+
+def _proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn believes X-Forwarded-For (and -Proto) only from the trusted proxies; with none
+    (the default) it reads no proxy header at all, and the client is the connection's peer.
+    ``Forwarded`` (RFC 7239) is never read."""
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": ",".join(settings.trusted_proxies)}
 
 
 def _stopper(broker: EmbeddedBroker) -> Callable[[], None]:
@@ -516,10 +623,8 @@ def migrate_command() -> None:
 
     _logging()
     settings = Settings()
-    database = open_database(
-        settings.database_url.get_secret_value() if settings.database_url else None,
-        settings.data_dir,
-    )
+    # with serve, the one command that creates a store (the embedded one too) where none is
+    database = open_database(_database_url(settings), settings.data_dir)
     schema = settings.database_schema
     try:
         done = migrate(database.url, schema, ledger_env(settings, database))
@@ -544,31 +649,103 @@ def keys_create(
     ] = None,
 ) -> None:
     """Create an API key and print it once (only its digest is stored)."""
+    partner_id = _uuid(partner, "partner id") if partner is not None else None
     container = _container()
     try:
-        partner_id = UUID(partner) if partner else None
+        if partner_id is not None:
+            container.ledger.get_partner(partner_id)  # an unknown partner: NotFoundError
         key_id, token = container.keys.create(role, name, partner_id=partner_id)
-    except (KeyStoreError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
     finally:
         container.close()
     typer.echo(f"key id: {key_id}\nrole:   {role.value}\nkey:    {token}")
     typer.echo("Store the key now: it is not shown again.")
 
 
+@keys_app.command("list")
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+) -> None:
+    """Every key, revoked ones included: id, name, role, partner, created, last used (to
+    within the key cache's five minutes), revoked. Never a key or its digest."""
+    container = _container()
+    try:
+        keys = container.keys.list()
+    finally:
+        container.close()
+    if as_json:
+        rows = [
+            {
+                "key_id": str(k.key_id),
+                "name": k.name,
+                "role": k.role,
+                "partner_id": str(k.partner_id) if k.partner_id else None,
+                "created_at": k.created_at.isoformat(),
+                "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
+                "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+            }
+            for k in keys
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+
+    def when(moment: datetime | None) -> str:
+        return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M}" if moment else "-"
+
+    typer.echo(
+        f"{'id':<36}  {'name':<20} {'role':<15} {'partner':<36}  {'created':<16}  "
+        f"{'last used':<16}  revoked"
+    )
+    for k in keys:
+        typer.echo(
+            f"{k.key_id!s:<36}  {k.name[:20]:<20} {k.role:<15} {k.partner_id or '-'!s:<36}  "
+            f"{when(k.created_at):<16}  {when(k.last_used_at):<16}  {when(k.revoked_at)}"
+        )
+    if not keys:
+        typer.echo("no keys")
+
+
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
     """Revoke an API key."""
+    key = _uuid(key_id, "key id")
     container = _container()
     try:
-        changed = container.keys.revoke(UUID(key_id))
+        changed = container.keys.revoke(key)
     finally:
         container.close()
-    typer.echo("revoked" if changed else "no active key with that id")
     if not changed:
-        raise typer.Exit(1)
+        raise CliError(f"no active key {key_id} (see `rightsledger keys list`)")
+    typer.echo("revoked")
+
+
+def _short(error: BaseException) -> str | None:
+    """The one line a known error is reported in; None for anything else (a bug: traced)."""
+    import psycopg
+    from pydantic import ValidationError
+
+    from rightsledger.domain.errors import DomainError
+
+    if isinstance(error, CliError | KeyStoreError | DomainError):
+        return str(error)
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"RIGHTSLEDGER_{'_'.join(str(p) for p in e['loc'][:1]).upper()}: {e['msg']}"
+            for e in error.errors()
+        )
+        return f"invalid settings: {problems}"
+    if isinstance(error, psycopg.OperationalError):
+        reason = " ".join(str(error).split())
+        return f"cannot reach the database: {reason}"
+    return None
 
 
 def main() -> None:
-    app()
+    """The command line; known errors are one line on stderr and exit status 1."""
+    try:
+        app()
+    except Exception as error:
+        message = _short(error)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        raise SystemExit(1) from None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rightsledger.domain.deadlines import DeadlineRule, Period
 from rightsledger.domain.retention import RETENTION_PURPOSES, Span
@@ -57,6 +60,13 @@ DEFAULT_ROLE_PURPOSES: dict[str, list[str]] = {
 }
 
 
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """``$XDG_DATA_HOME/rightsledger`` (``~/.local/share/rightsledger``): one place, whatever
+    the directory a command runs from."""
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "rightsledger"
+
+
 class Settings(BaseSettings):
     """Everything an operator can set. Nothing builds one at import time."""
 
@@ -69,7 +79,12 @@ class Settings(BaseSettings):
     database_schema: str = Field(
         default="public", pattern=r"^[a-z_][a-z0-9_]{0,40}$", description="PostgreSQL schema."
     )
-    data_dir: Path = Field(default=Path(".rightsledger"), description="Embedded server's home.")
+    data_dir: Path = Field(
+        default_factory=lambda: default_data_dir(os.environ),
+        description="Home of the embedded PostgreSQL (and the embedded broker's log); the same "
+        "for every command from any directory unless set (a relative path is taken from the "
+        "current directory).",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     follower_processes: bool = Field(
@@ -113,7 +128,22 @@ class Settings(BaseSettings):
         description="Purposes each role may declare when reading personal data (JSON).",
     )
     auth_failures_allowed: int = Field(
-        default=10, ge=1, description="Failed authentications per client per minute before 429."
+        default=10,
+        ge=1,
+        description="Failed authentications per client address, or per presented key, per "
+        "minute before 429.",
+    )
+    auth_failures_keep_days: int = Field(
+        default=90, ge=1, description="How long failed authentications are kept in the table."
+    )
+    auth_failures_keep_rows: int = Field(
+        default=100_000, ge=100, description="Failed authentications kept in the table at most."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (comma-separated) of the proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed; none by default: the client "
+        "address is then the connection's peer.",
     )
     run_projections: bool = Field(
         default=True, description="Run the projection worker inside the API process."
@@ -201,6 +231,17 @@ class Settings(BaseSettings):
             )
             raise ValueError(msg)
         return self
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            for item in value:
+                if item != "*":
+                    ipaddress.ip_network(str(item), strict=False)  # ValueError names it
+        return value
 
     def deadline_rules(self) -> dict[str, DeadlineRule]:
         return {name: setting.to_rule() for name, setting in self.jurisdictions.items()}

@@ -8,10 +8,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rightsledger import __version__
-from rightsledger.api import console, problems, schemas
+from rightsledger.api import console, metrics, problems, schemas
 from rightsledger.api.idempotency import HEADER, MAX_KEY_LENGTH, IdempotencyKeys
 from rightsledger.api.routers import audit, customers, health, partners, requests
 from rightsledger.bootstrap import Container
@@ -84,7 +85,8 @@ def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
             if own_container:
                 container.close()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's assets served by the app (no CDN)
+    app = FastAPIOffline(
         title="rightsledger",
         version=__version__,
         description=(
@@ -119,6 +121,8 @@ def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(IdempotencyKeys, store=container.idempotency)
     app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
+    # outermost: every answer is counted, a 413 or a 429 too (see docs/api.md, "Metrics")
+    metrics.install(app, container)
     return app
 
 

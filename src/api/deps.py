@@ -14,7 +14,7 @@ from rightsledger.bootstrap import Container
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.values import Purpose
 from rightsledger.projections.base import View
-from rightsledger.security.keys import Principal, Role
+from rightsledger.security.keys import Principal, Role, key_hash
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer rlk_...`")
 
@@ -39,19 +39,29 @@ async def authenticate(
     container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """The caller, from its bearer key. The client address is the peer's, or the one a
+    trusted proxy reported (``RIGHTSLEDGER_TRUSTED_PROXIES``; see ``serve``); failures are
+    limited per address and per presented key (``AuthGuard``)."""
     challenge = {"WWW-Authenticate": 'Bearer realm="rightsledger"'}
     client = request.client.host if request.client else "unknown"
     guard = container.auth_guard
-    wait = guard.retry_after(client)
+    token = credentials.credentials if credentials is not None else None
+    if credentials is not None and credentials.scheme.lower() != "bearer":
+        token = None
+    presented = key_hash(token) if token else None
+    wait = guard.retry_after(client, presented)
     if wait is not None:
+        _count_failure(request, "limited")
         raise ApiProblemError(
             429,
             "Too many failed authentications",
-            f"too many failed authentications from this client; retry in {wait} s",
+            f"too many failed authentications from this client or with this key; retry in "
+            f"{wait} s",
             slug="too-many-failures",
             headers={"Retry-After": str(wait)},
         )
-    if credentials is None or credentials.scheme.lower() != "bearer":
+    if not token or presented is None:
+        _count_failure(request, "no_key")
         await run_in_threadpool(guard.failed, client, "no bearer key")
         raise ApiProblemError(
             401,
@@ -60,12 +70,12 @@ async def authenticate(
             slug="unauthorized",
             headers=challenge,
         )
-    token = credentials.credentials
     principal = container.keys.cached(token)
     if principal is None:
         principal = await run_in_threadpool(container.keys.authenticate, token)
     if principal is None:
-        await run_in_threadpool(guard.failed, client, "unknown or revoked key")
+        _count_failure(request, "unknown_key")
+        await run_in_threadpool(guard.failed, client, "unknown or revoked key", presented)
         raise ApiProblemError(
             401,
             "Unauthorized",
@@ -73,7 +83,15 @@ async def authenticate(
             slug="unauthorized",
             headers=challenge,
         )
+    guard.succeeded(client, presented)
     return principal
+
+
+def _count_failure(request: Request, reason: str) -> None:
+    """Count a failed authentication in the app's metrics, when it has them."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.auth_failure(reason)
 
 
 class RoleGate:

@@ -150,12 +150,20 @@ def _console_sessions(step: Step) -> None:
     )
 
 
+def _key_last_use(step: Step) -> None:
+    """When each API key was last used (``api_keys.last_used_at``, for ``keys list``)."""
+    from rightsledger.security.keys import ApiKeyStore
+
+    ApiKeyStore.add_last_used(step.conn, step.schema)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _initial_tables),
     Migration(2, "follower status", _follower_status),
     Migration(3, "blind index key, lookup and partners views", _lookup_and_partners),
     Migration(4, "retention period keys", _period_keys),
     Migration(5, "console sessions", _console_sessions),
+    Migration(6, "api key last use", _key_last_use),
 )
 """Every migration, in version order; append, never edit."""
 

@@ -69,12 +69,12 @@ def drop(database: Database, schema: str) -> None:
 def test_five_processes_started_at_once_on_a_missing_schema_all_succeed(
     database: Database, schema: str
 ) -> None:
-    """Five `rightsledger` processes (three `projections status`, which builds the whole
-    container, and two `migrate`) started together where not even the schema exists all
-    exit 0: one applies the migrations while the others wait on the lock (no "tuple
-    concurrently updated"), and schema_migrations lists each version exactly once."""
+    """Five `rightsledger migrate` processes (the command that creates a store; the others
+    refuse a missing one) started together where not even the schema exists all exit 0:
+    one applies the migrations while the others wait on the lock (no "tuple concurrently
+    updated"), and schema_migrations lists each version exactly once."""
     drop(database, schema)  # the fixture's teardown drops what the processes create
-    commands = [["projections", "status"]] * 3 + [["migrate"]] * 2
+    commands = [["migrate"]] * 5
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "rightsledger", *command],

@@ -21,24 +21,23 @@ def health() -> s.Health:
     return s.Health(status="ok")
 
 
+def oldest_waiting(container: Container, position: int) -> datetime | None:
+    """When the first event after ``position`` was recorded (None when there is none)."""
+    ledger = container.ledger
+    found = ledger.recorder.select_notifications(start=position, limit=1, inclusive_of_start=False)
+    if not found:
+        return None
+    recorded = ledger.mapper.transcoder.decode(found[0].state).get("timestamp")
+    return recorded if isinstance(recorded, datetime) else None
+
+
 def followers_health(container: Container, head: int) -> Health:
     """Every follower that has reported: alive, not parked, not too far behind."""
-    ledger = container.ledger
     settings = container.settings
-
-    def oldest_waiting(position: int) -> datetime | None:
-        found = ledger.recorder.select_notifications(
-            start=position, limit=1, inclusive_of_start=False
-        )
-        if not found:
-            return None
-        recorded = ledger.mapper.transcoder.decode(found[0].state).get("timestamp")
-        return recorded if isinstance(recorded, datetime) else None
-
     return assess(
         container.board.statuses(),
         head=head,
-        oldest_waiting=oldest_waiting,
+        oldest_waiting=lambda position: oldest_waiting(container, position),
         now=datetime.now(UTC),
         stale_after=timedelta(seconds=settings.ready_stale_seconds),
         lag_limit=timedelta(seconds=settings.ready_lag_seconds),

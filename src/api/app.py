@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rightsledger import __version__
@@ -246,8 +246,8 @@ def _document_access(
     personal data, which purposes each of them may declare, derived from the route's
     ``RoleGate`` dependency and the configured purposes of each role."""
     paths = document.get("paths", {})
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
+    for route in iter_route_contexts(app.routes):  # routes of included routers, as OpenAPI
+        if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
         parts = list(_dependants(route.dependant))
         gates = [part.call for part in parts if isinstance(part.call, RoleGate)]

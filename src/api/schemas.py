@@ -536,8 +536,12 @@ class Problem(BaseModel):
     status: int
     detail: str
     instance: str | None = None
-    field: str | None = None
+    field: str | None = Field(
+        default=None, description="The offending field's path, e.g. identity.name or items.2."
+    )
     errors: list[dict[str, Any]] | None = None
+    line: int | None = Field(default=None, description="Malformed JSON: the error's line.")
+    column: int | None = Field(default=None, description="Malformed JSON: the error's column.")
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -549,8 +553,8 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "Unknown id",
         405: "Method not allowed",
         409: "Not allowed in the current state, or a concurrent change",
-        413: "Request body too large",
-        422: "Invalid input (names the field)",
+        413: "Request body too large (streamed or not)",
+        422: "Invalid input (names the field; malformed JSON names the line and column)",
         429: "Too many failed authentications",
         503: "A view has not reached the requested position",
     }

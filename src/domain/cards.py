@@ -16,9 +16,9 @@ What keeps ordinary text from being taken for a card: the group rule (dates, ``2
 have groups of two; a change of separator ends a number, so ``020 7946 0958 / 020 7946 0959``
 is two phone numbers); a number written after ``+`` with at most 15 digits is a phone number
 in international form (E.164 numbers have at most 15 digits); and groups glued to letters
-(``DE89 3704 0044 0532 0130 00``, an IBAN; a UUID's hexadecimal groups) make the run a
-reference code rather than a card. A UUID never holds 13 digits of card shape (its middle
-groups are 4-4-4). Refusals name the field, never the value.
+(``DE89 3704 0044 0532 0130 00``, an IBAN; a UUID's or a digest's hexadecimal digits) make
+the run a reference code rather than a card. A UUID never holds 13 digits of card shape
+(its middle groups are 4-4-4). Refusals name the field, never the value.
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def _candidates(text: str) -> Iterator[tuple[str, _Group]]:
     chain: list[_Group] = []
     kind: str | None = None
     for index, group in enumerate(groups):
-        yield group.digits, group
+        if not group.glued:
+            yield group.digits, group
         size = len(group.digits)
         link = _separator(text, groups[index - 1], group) if chain else None
         extends = link is not None and size <= MAX_GROUP and _full(chain[-1])

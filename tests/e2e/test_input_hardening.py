@@ -65,14 +65,30 @@ def request_body(customer_id: str, **overrides: Any) -> dict[str, Any]:
 
 
 @fixture_ok
-@given(st.uuids())
+@given(st.uuids(), st.uuids())
 def test_no_uuid_as_an_id_is_ever_refused(
-    client: TestClient, admin: dict[str, str], customer_id: UUID
+    client: TestClient, admin: dict[str, str], customer_id: UUID, partner_id: UUID
 ) -> None:
-    """A request for any customer id is never refused as a card number: an unknown id is
-    404, whatever digits it holds."""
-    response = client.post("/v1/requests", json=request_body(str(customer_id)), headers=admin)
-    assert assert_problem(response, 404)["type"] != "/problems/card-number"
+    """Ids in real request bodies are never refused as card numbers: a request for an
+    unknown customer, a share with an unknown partner and an acknowledgement of an unknown
+    request are 404, whatever digits the ids hold."""
+    asked = client.post("/v1/requests", json=request_body(str(customer_id)), headers=admin)
+    assert assert_problem(asked, 404)["type"] != "/problems/card-number"
+    registered = new_customer(client, admin)
+    share = {
+        "partner_id": str(partner_id),
+        "basis": "service_provider",
+        "categories": ["billing"],
+        "purpose": "billing",
+    }
+    shared = client.post(f"/v1/customers/{registered}/disclosures", json=share, headers=admin)
+    assert "partner" in assert_problem(shared, 404)["detail"]
+    acknowledged = client.post(
+        f"/v1/partners/{partner_id}/acknowledgements",
+        json={"request_id": str(customer_id)},
+        headers=admin,
+    )
+    assert assert_problem(acknowledged, 404)["type"] != "/problems/card-number"
 
 
 def test_ids_the_former_rule_refused_are_accepted(
@@ -220,6 +236,17 @@ def test_a_body_that_is_not_an_object_is_named(
     """A JSON array (or string, or number) where an object is expected says so."""
     problem = assert_problem(client.post("/v1/customers", json=body, headers=admin), 422)
     assert problem["detail"] == f"the body must be a JSON object, not {kind}"
+
+
+def test_a_missing_or_non_json_body_is_named(client: TestClient, admin: dict[str, str]) -> None:
+    """A route that needs a body says so when none is sent, and asks for JSON when the body
+    is sent as something else."""
+    missing = client.post(f"/v1/requests/{FLAGGED_BEFORE}/verify", headers=admin)
+    assert assert_problem(missing, 422)["detail"] == "this operation needs a JSON object body"
+    as_text = client.post(
+        "/v1/customers", content=b"{}", headers={**admin, "content-type": "text/plain"}
+    )
+    assert "Content-Type: application/json" in assert_problem(as_text, 422)["detail"]
 
 
 def test_revoke_without_a_body_is_revoke_with_an_empty_one(

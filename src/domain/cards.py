@@ -8,9 +8,9 @@ digit read as its ASCII digit. Then a number is
 
 - a run of digits on its own (``4111111111111111``), or
 - groups of 4 to 6 digits (the last may be shorter) joined by one kind of separator
-  throughout: a run of whitespace (spaces, tabs), or one of ``-`` ``.`` ``/`` ``_`` (or
-  a dash) with optional whitespace around it (``4111 1111 1111 1111``,
-  ``4111.1111.1111.1111``, ``3400-000000-00009``, ``4111 / 1111 / 1111 / 1111``).
+  throughout: a run of spaces or tabs, or one of ``-`` ``.`` ``/`` ``_`` (or a dash)
+  with optional spaces around it: ``4111 1111 1111 1111``, ``4111.1111.1111.1111``,
+  ``3400-000000-00009``, ``4111 / 1111 / 1111 / 1111``. A line break ends a number.
 
 What keeps ordinary text from being taken for a card: the group rule (dates, ``2026-01-15``,
 have groups of two; a change of separator ends a number, so ``020 7946 0958 / 020 7946 0959``
@@ -40,8 +40,10 @@ MAX_PHONE_DIGITS = 15
 
 _DIGITS = re.compile(r"[0-9]+")
 _DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212"
-_SEPARATOR = re.compile(rf"\s*([{_DASHES}./_])\s*|\s+")
-_PHONE_PREFIX = re.compile(r"\+[\s(]*$")
+_SPACE = r"[^\S\r\n\v\f\x1c-\x1e\x85\u2028\u2029]"
+"""Whitespace within a line: spaces and tabs (a line break ends a number)."""
+_SEPARATOR = re.compile(rf"{_SPACE}*([{_DASHES}./_]){_SPACE}*|{_SPACE}+")
+_PHONE_PREFIX = re.compile(rf"\+(?:{_SPACE}|\()*$")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -75,19 +77,22 @@ class _Group:
     digits: str
     start: int
     end: int
-    glued: bool
+    code: bool
+    """Glued to letters, or joined by a separator to a group that is: part of a code."""
     after_plus: bool
 
 
 def _groups(text: str) -> list[_Group]:
-    out = []
+    out: list[_Group] = []
     for match in _DIGITS.finditer(text):
         start, end = match.span()
         glued = (start > 0 and text[start - 1].isalpha()) or (
             end < len(text) and text[end].isalpha()
         )
+        joined = bool(out) and _SEPARATOR.fullmatch(text, out[-1].end, start) is not None
+        code = glued or (joined and out[-1].code)
         after_plus = _PHONE_PREFIX.search(text, max(0, start - 4), start) is not None
-        out.append(_Group(match.group(), start, end, glued, after_plus))
+        out.append(_Group(match.group(), start, end, code, after_plus))
     return out
 
 
@@ -112,8 +117,11 @@ def _candidates(text: str) -> Iterator[tuple[str, _Group]]:
     chain: list[_Group] = []
     kind: str | None = None
     for index, group in enumerate(groups):
-        if not group.glued:
-            yield group.digits, group
+        if group.code:
+            yield from _grouped(chain)
+            chain, kind = [], None
+            continue
+        yield group.digits, group
         size = len(group.digits)
         link = _separator(text, groups[index - 1], group) if chain else None
         extends = link is not None and size <= MAX_GROUP and _full(chain[-1])
@@ -123,8 +131,8 @@ def _candidates(text: str) -> Iterator[tuple[str, _Group]]:
             continue
         yield from _grouped(chain)
         if extends:
-            # The separator changed: a new number starts, with or without the group
-            # between the two ("4111 1111 1111 1111 12/26" is a card and its expiry).
+            # The separator changed: what came before is a number with or without the
+            # group between the two, and a new one starts at that group.
             yield from _grouped(chain[:-1])
             chain, kind = [chain[-1], group], link
         else:
@@ -138,7 +146,7 @@ def _full(group: _Group) -> bool:
 
 
 def _grouped(chain: list[_Group]) -> Iterator[tuple[str, _Group]]:
-    if len(chain) > 1 and not any(group.glued for group in chain):
+    if len(chain) > 1:
         yield "".join(group.digits for group in chain), chain[0]
         if not _full(chain[-1]):  # a short last group may be the card's or the next thing's
             yield from _grouped(chain[:-1])

@@ -290,6 +290,33 @@ def test_ordinary_numbers_are_not_card_numbers(text: str) -> None:
     assert not contains_card_number(text)
 
 
+@given(
+    st.from_regex(r"[A-Z]{2}[0-9]{2}", fullmatch=True),
+    st.lists(st.from_regex(r"[0-9]{4}", fullmatch=True), min_size=3, max_size=7),
+    st.sampled_from([" ", ""]),
+)
+def test_ibans_are_never_refused(head: str, groups: list[str], joint: str) -> None:
+    """An IBAN (country code, check digits, then groups of four) is a reference code,
+    whatever its digits: even one holding a Luhn-valid 16 digits after its check digits."""
+    assert not contains_card_number(joint.join([head, *groups]))
+    assert not contains_card_number(f"IBAN {head} 4111 1111 1111 1111 00")
+
+
+@given(card_numbers)
+def test_a_line_break_ends_a_number(number: str) -> None:
+    """Groups on separate lines (a letter's address and phone lines) are separate numbers."""
+    groups = [number[i : i + 4] for i in range(0, len(number), 4)]
+    assert not contains_card_number("\n".join(groups))
+    assert not contains_card_number(" \r\n ".join(groups))
+
+
+@given(card_numbers)
+def test_a_card_next_to_a_code_is_still_refused(number: str) -> None:
+    """Letters glued to digits make a code of what follows, not of what came before."""
+    groups = " ".join(number[i : i + 4] for i in range(0, len(number), 4))
+    assert contains_card_number(f"card {groups} CVV123")
+
+
 @given(st.integers(min_value=10**7, max_value=10**15 - 1))
 def test_international_phone_numbers_are_never_refused(number: int) -> None:
     """A number written after '+' with at most 15 digits is a phone number."""

@@ -21,6 +21,7 @@ from rightsledger.storage.database import Database
 from tests.conftest import make_settings
 from tests.e2e.conftest import customer_body
 from tests.e2e.service import Service
+from tests.e2e.test_access_control import MATRIX, PUBLIC
 from tests.e2e.test_api import assert_problem, head, new_customer
 
 FLAGGED_BEFORE = "abcdef00-4111-1111-1111-1111abcdefab"
@@ -379,3 +380,16 @@ def test_every_operation_says_who_may_call_it(configured: TestClient) -> None:
     assert export["x-roles"] == ["admin", "privacy_officer"]
     assert "serves legal only" in export["description"]
     assert document["paths"]["/health"]["get"]["description"].endswith("anyone; no key.")
+
+
+def test_the_roles_in_the_openapi_are_the_roles_the_routes_admit(client: TestClient) -> None:
+    """``x-roles`` of every operation is the route-by-role matrix that the access-control
+    tests exercise (plus admin); public routes have none."""
+    document = client.get("/openapi.json").json()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            route = (method.upper(), path)
+            if route in PUBLIC:
+                assert "x-roles" not in operation, route
+            else:
+                assert operation["x-roles"] == sorted({*MATRIX[route], "admin"}), route

@@ -95,10 +95,16 @@ def _count_failure(request: Request, reason: str) -> None:
 
 
 class RoleGate:
-    """A dependency admitting only the listed roles (admin is always admitted)."""
+    """A dependency admitting only the listed roles (admin is always admitted).
 
-    def __init__(self, *roles: Role) -> None:
+    ``purpose`` says that the personal data read behind this gate serves that purpose only
+    (the route checks it with ``declared_purpose(only=...)``); the OpenAPI document states,
+    for each operation, the roles its gate admits and the purposes each of them may declare.
+    """
+
+    def __init__(self, *roles: Role, purpose: Purpose | None = None) -> None:
         self.roles = frozenset({*roles, Role.ADMIN})
+        self.purpose = purpose
 
     async def __call__(self, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if principal.role not in self.roles:
@@ -112,8 +118,8 @@ class RoleGate:
         return principal
 
 
-def allow(*roles: Role) -> RoleGate:
-    return RoleGate(*roles)
+def allow(*roles: Role, purpose: Purpose | None = None) -> RoleGate:
+    return RoleGate(*roles, purpose=purpose)
 
 
 class ViewRead:

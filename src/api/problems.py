@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rightsledger.api.schemas import CARD_NUMBER_ERROR
+from rightsledger.domain.cards import card_number_message, contains_card_number
 from rightsledger.domain.errors import DomainError, StateError
 from rightsledger.domain.ledger import (
     CommitUnavailableError,
@@ -78,18 +80,91 @@ class ApiProblemError(Exception):
         self.headers = headers
 
 
+REDACTED = "[redacted]"
+
+
+def field_path(loc: Any) -> str:
+    """A validation error's location as the API names fields: ``identity.name``,
+    ``items.2.note`` (the leading ``body`` dropped). A part of the path that holds a card
+    number (a mapping key, an unknown field's name) is redacted: nothing is echoed."""
+    parts = [str(part) for part in loc]
+    if parts[:1] == ["body"]:
+        parts = parts[1:]
+    return ".".join(REDACTED if contains_card_number(part) else part for part in parts)
+
+
 def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
     out = []
     for err in errors:
-        loc = [str(part) for part in err.get("loc", ())]
+        json_error = err.get("type") == "json_invalid"
         out.append(
             {
-                "field": ".".join(loc[1:] if loc[:1] == ["body"] else loc),
+                # a JSON syntax error's location is an offset in the body, not a field
+                "field": "" if json_error else field_path(err.get("loc", ())),
                 "message": err.get("msg", ""),
                 "type": err.get("type", ""),
             }
         )
     return out
+
+
+def line_and_column(document: str | bytes, offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset, as the JSON decoder counts them."""
+    text = document.decode("utf-8", "replace") if isinstance(document, bytes) else document
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - text.rfind("\n", 0, offset)
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    for kind, name in kinds.items():
+        if isinstance(value, kind):
+            return name
+    return "a number" if isinstance(value, int | float) else "not JSON"
+
+
+def _body_problem(request: Request, exc: RequestValidationError) -> JSONResponse | None:
+    """Problems with the body as a whole: not JSON, not an object, or missing."""
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        kind = err.get("type")
+        if kind == "json_invalid":
+            offset = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else 0
+            line, column = line_and_column(exc.body or "", offset)
+            reason = (err.get("ctx") or {}).get("error", "invalid JSON")
+            return problem(
+                422,
+                "Malformed JSON",
+                f"the body is not valid JSON: {reason} at line {line}, column {column}",
+                type_="/problems/malformed-json",
+                instance=request.url.path,
+                line=line,
+                column=column,
+                errors=_jsonable_errors([err]),
+            )
+        if loc != ("body",):
+            continue
+        if kind == "model_attributes_type":
+            got = err.get("input")
+            detail = (
+                "send the body as JSON with Content-Type: application/json"
+                if isinstance(got, bytes | bytearray)
+                else f"the body must be a JSON object, not {_json_kind(got)}"
+            )
+        elif kind == "missing":
+            detail = "this operation needs a JSON object body"
+        else:
+            continue
+        return problem(
+            422,
+            "Invalid request body",
+            detail,
+            type_="/problems/validation",
+            instance=request.url.path,
+            field="",
+            errors=_jsonable_errors([err]),
+        )
+    return None
 
 
 def install(app: FastAPI) -> None:
@@ -121,13 +196,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        whole = _body_problem(request, exc)
+        if whole is not None:
+            return whole
         errors = _jsonable_errors(exc.errors())
-        card = [e for e in errors if "card number" in e["message"]]
+        card = [e for e in errors if e["type"] == CARD_NUMBER_ERROR]
         if card:
             return problem(
                 422,
                 "Payment card numbers are never stored",
-                card[0]["message"].removeprefix("Value error, "),
+                card_number_message(card[0]["field"]),
                 type_="/problems/card-number",
                 instance=request.url.path,
                 field=card[0]["field"],

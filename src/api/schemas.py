@@ -1,49 +1,117 @@
-"""Request and response models. Every request model forbids unknown fields and card numbers."""
+"""Request and response models. Every request model forbids unknown fields; text a person
+wrote and personal values (``Text``, ``LongText``, ``Label``, email, phone) are refused when
+they hold a card number, identifiers (ids, enumerated values, dates, amounts) never are."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from rightsledger.domain.cards import find_card_number, find_unstorable
+from rightsledger.domain.cards import contains_card_number, find_unstorable
 from rightsledger.domain.values import (
     ActivityKind,
     ActivityReason,
+    Basis,
     Category,
     Channel,
     InvoiceStatus,
     PartnerKind,
     Purpose,
+    RequestChannel,
     RequestStatus,
     RequestType,
 )
 
-Text = Annotated[str, Field(min_length=1, max_length=2000)]
-LongText = Annotated[str, Field(min_length=1, max_length=10_000)]
+CARD_NUMBER_ERROR = "card_number"
+"""The validation error type of a card number in a field (see problems.py)."""
+
+
+def _no_card_number(value: str) -> str:
+    if contains_card_number(value):
+        raise PydanticCustomError(
+            CARD_NUMBER_ERROR,
+            "contains a payment card number; card numbers are never stored, payments go "
+            "through the payment processor's token",
+        )
+    return value
+
+
+NoCardNumber = AfterValidator(_no_card_number)
+"""Refuses a value holding a card number; the error names the field, never the value."""
+
+Text = Annotated[str, Field(min_length=1, max_length=2000), NoCardNumber]
+LongText = Annotated[str, Field(min_length=1, max_length=10_000), NoCardNumber]
+Label = Annotated[str, Field(min_length=1, max_length=100), NoCardNumber]
+"""A short name a person chose (a policy or wording version)."""
+Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320), NoCardNumber]
+Phone = Annotated[str, Field(pattern=r"^\+?[0-9 ().-]{3,40}$"), NoCardNumber]
+FieldName = Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,63}$")]
+
+
+def listed(vocabulary: type[StrEnum], max_length: int = 100) -> Any:
+    """A value of one of the policy's vocabularies, listed as an enum in the OpenAPI document,
+    whose refusal the domain explains with the policy's reason (e.g. why data is never sold)."""
+    return Field(
+        min_length=1,
+        max_length=max_length,
+        json_schema_extra={"enum": [member.value for member in vocabulary]},
+    )
+
+
+BasisName = Annotated[str, listed(Basis)]
+ChannelName = Annotated[str, listed(Channel)]
+CategoryName = Annotated[str, listed(Category)]
+InvoiceStatusName = Annotated[str, listed(InvoiceStatus)]
+PartnerKindName = Annotated[str, listed(PartnerKind)]
+AnyPurposeName = Annotated[str, listed(Purpose)]
+PurposeName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        json_schema_extra={"enum": [p.value for p in Purpose if p is not Purpose.MARKETING]},
+    ),
+]
+"""A purpose data is shared for: never marketing (the domain explains the refusal)."""
+RequestChannelName = Annotated[str, listed(RequestChannel, max_length=50)]
+
+
+Jurisdiction = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=50,
+        description="One of the configured jurisdictions (the OpenAPI document lists them).",
+    ),
+]
 
 
 class Command(BaseModel):
-    """Base of request bodies: unknown fields are refused, and so are card numbers anywhere."""
+    """Base of request bodies: unknown fields are refused, and so is text PostgreSQL cannot
+    store anywhere; card numbers are refused by the text types (``Text`` and the like)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_card_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
         broken = find_unstorable(value, info.field_name or "")
         if broken is not None:
             msg = f"'{broken}' contains a NUL character or an unpaired surrogate"
-            raise ValueError(msg)
-        where = find_card_number(value, info.field_name or "")
-        if where is not None:
-            msg = (
-                f"'{where}' contains a payment card number; card numbers are never stored, "
-                "payments go through the payment processor's token"
-            )
             raise ValueError(msg)
         return value
 
@@ -53,8 +121,8 @@ class Command(BaseModel):
 
 class IdentityIn(Command):
     name: Text
-    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)] | None = None
-    phone: Annotated[str, Field(pattern=r"^\+?[0-9 ().-]{3,40}$")] | None = None
+    email: Email | None = None
+    phone: Phone | None = None
     postal_address: Text | None = None
 
 
@@ -75,7 +143,7 @@ class PaymentMethodIn(Command):
 
 
 class CustomerCreate(Command):
-    policy_version: Annotated[str, Field(min_length=1, max_length=100)] = Field(
+    policy_version: Label = Field(
         description="Version of the privacy policy the customer accepted."
     )
     identity: IdentityIn
@@ -89,8 +157,8 @@ class CustomerCreate(Command):
 
 class IdentityPatch(Command):
     name: Text | None = None
-    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)] | None = None
-    phone: Annotated[str, Field(pattern=r"^\+?[0-9 ().-]{3,40}$")] | None = None
+    email: Email | None = None
+    phone: Phone | None = None
     postal_address: Text | None = None
 
 
@@ -129,7 +197,7 @@ class CustomerPatch(Command):
 
 class Evidence(Command):
     method: Text = Field(description="How consent was captured, e.g. 'web_form_checkbox'.")
-    wording_version: Annotated[str, Field(min_length=1, max_length=100)]
+    wording_version: Label
     captured_at: AwareDatetime
 
 
@@ -156,12 +224,14 @@ class ActivityIn(Command):
 
 class DisclosureIn(Command):
     partner_id: UUID
-    basis: Annotated[str, Field(min_length=1, max_length=100)] = Field(
+    basis: BasisName = Field(
         description="legal_obligation, service_provider or fraud_prevention; nothing else."
     )
     categories: Annotated[list[Category], Field(min_length=1, max_length=5)]
-    purpose: Annotated[str, Field(min_length=1, max_length=100)]
-    reference: Annotated[str, Field(max_length=2000)] = ""
+    purpose: PurposeName = Field(
+        description="Why the data is shared; never marketing."
+    )
+    reference: Annotated[str, Field(max_length=2000), NoCardNumber] = ""
 
 
 class CustomerCreated(BaseModel):
@@ -175,12 +245,12 @@ class CommandAccepted(BaseModel):
 
 
 class CategoryOut(BaseModel):
-    purposes: list[str]
+    purposes: list[AnyPurposeName]
     fields: dict[str, str] = Field(default_factory=dict)
 
 
 class ConsentOut(BaseModel):
-    channel: str
+    channel: ChannelName
     granted: bool
     changed_at: datetime
     evidence: dict[str, Any]
@@ -190,7 +260,7 @@ class InvoiceOut(BaseModel):
     invoice_id: UUID
     amount: Decimal | str = Field(description="The amount; '[erased]' once purged.")
     currency: str
-    status: str
+    status: InvoiceStatusName
     issued_at: datetime
 
 
@@ -207,10 +277,10 @@ class DisclosureOut(BaseModel):
     customer_id: UUID
     partner_id: UUID
     partner_name: str | None
-    partner_kind: str | None
-    basis: str
-    categories: list[str]
-    purpose: str
+    partner_kind: PartnerKindName | None
+    basis: BasisName
+    categories: list[CategoryName]
+    purpose: AnyPurposeName
     reference: str
     actor: str
     disclosed_at: datetime
@@ -235,7 +305,7 @@ class CustomerOut(BaseModel):
 
 
 class ConsentEventOut(BaseModel):
-    channel: str
+    channel: ChannelName
     granted: bool
     evidence: dict[str, Any]
     recorded_at: datetime
@@ -271,7 +341,7 @@ class ContractRenewal(Command):
 class PartnerOut(BaseModel):
     partner_id: UUID
     name: str
-    kind: str
+    kind: PartnerKindName
     contract_reference: str | None
     confidentiality_agreement: str | None
     contract_valid_until: date | None
@@ -291,13 +361,13 @@ class PartnerCreated(BaseModel):
 class RequestIn(Command):
     customer_id: UUID
     type: RequestType
-    channel: Annotated[str, Field(min_length=1, max_length=50)] = Field(
+    channel: RequestChannelName = Field(
         description="How the written request arrived: web_form, email or postal_mail."
     )
-    jurisdiction: Annotated[str, Field(min_length=1, max_length=50)]
+    jurisdiction: Jurisdiction
     statement: LongText | None = None
     document_reference: Text | None = None
-    corrections: dict[Category, dict[str, Text]] | None = None
+    corrections: dict[Category, dict[FieldName, Text]] | None = None
 
 
 class VerifyIn(Command):
@@ -332,7 +402,7 @@ class RequestOut(BaseModel):
     customer_id: UUID
     type: RequestType
     status: RequestStatus
-    channel: str
+    channel: RequestChannelName
     jurisdiction: str
     statement: str | None
     document_reference: str | None
@@ -401,9 +471,9 @@ class LogPage(BaseModel):
 class DisclosureAsOf(BaseModel):
     disclosure_id: UUID
     partner_id: UUID
-    basis: str
-    categories: list[str]
-    purpose: str
+    basis: BasisName
+    categories: list[CategoryName]
+    purpose: AnyPurposeName
     reference: str
     disclosed_at: datetime
 
@@ -434,7 +504,7 @@ class TrailEntry(BaseModel):
     customer_id: UUID | None
     version: int
     actor: str | None
-    purpose: str | None
+    purpose: AnyPurposeName | None
     summary: str
 
 
@@ -473,8 +543,12 @@ class Problem(BaseModel):
     status: int
     detail: str
     instance: str | None = None
-    field: str | None = None
+    field: str | None = Field(
+        default=None, description="The offending field's path, e.g. identity.name or items.2."
+    )
     errors: list[dict[str, Any]] | None = None
+    line: int | None = Field(default=None, description="Malformed JSON: the error's line.")
+    column: int | None = Field(default=None, description="Malformed JSON: the error's column.")
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -486,8 +560,8 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "Unknown id",
         405: "Method not allowed",
         409: "Not allowed in the current state, or a concurrent change",
-        413: "Request body too large",
-        422: "Invalid input (names the field)",
+        413: "Request body too large (streamed or not)",
+        422: "Invalid input (names the field; malformed JSON names the line and column)",
         429: "Too many failed authentications",
         503: "A view has not reached the requested position",
     }

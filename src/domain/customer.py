@@ -450,7 +450,6 @@ class Customer(Aggregate):
     ) -> UUID:
         """Record an invoice (billing records are kept for regulatory compliance)."""
         self._ensure_not_erased()
-        refuse_card_numbers(amount=str(amount), currency=currency, status=status)
         try:
             value = Decimal(str(amount))
         except InvalidOperation:
@@ -543,7 +542,7 @@ class Customer(Aggregate):
     ) -> UUID:
         """Share categories with a partner, only on a basis the policy permits."""
         self._ensure_not_erased()
-        refuse_card_numbers(reference=reference, purpose=purpose)
+        refuse_card_numbers(reference=reference)
         try:
             share_basis = Basis(basis)
         except ValueError:

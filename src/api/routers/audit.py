@@ -19,6 +19,7 @@ from rightsledger.api.deps import (
     declared_purpose,
 )
 from rightsledger.domain.customer import Customer
+from rightsledger.domain.values import Purpose
 from rightsledger.projections.audit import AuditTrailView, event_type
 from rightsledger.projections.base import jsonable
 from rightsledger.security.keys import Principal, Role
@@ -28,6 +29,9 @@ from rightsledger.storage.sealing import RULES
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 Auditor = Annotated[Principal, Depends(allow(Role.AUDITOR, Role.PRIVACY_OFFICER))]
+LegalAuditor = Annotated[
+    Principal, Depends(allow(Role.AUDITOR, Role.PRIVACY_OFFICER, purpose=Purpose.LEGAL))
+]
 
 PERSONAL_MASK = "[personal]"
 _ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
@@ -105,7 +109,7 @@ def customer_state(
     as_of: Annotated[datetime, Query(description="ISO-8601 time with a zone.")],
     ledger: LedgerDep,
     container: ContainerDep,
-    who: Auditor,
+    who: LegalAuditor,
     x_purpose: PurposeHeader = None,
 ) -> s.CustomerAsOf:
     """The customer's data, consents and disclosures as they stood at ``as_of``, replayed

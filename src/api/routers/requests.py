@@ -22,7 +22,7 @@ from rightsledger.api.deps import (
 from rightsledger.domain import receipts
 from rightsledger.domain.ledger import NotFoundError, Outcome, RightsLedger
 from rightsledger.domain.requests import DataRightsRequest
-from rightsledger.domain.values import RequestStatus, RequestType
+from rightsledger.domain.values import Purpose, RequestStatus, RequestType
 from rightsledger.projections.requests import RequestQueueView
 from rightsledger.security.keys import Principal, Role
 
@@ -30,7 +30,7 @@ router = APIRouter(prefix="/v1/requests", tags=["requests"])
 
 Intake = Annotated[Principal, Depends(allow(Role.INTAKE, Role.PRIVACY_OFFICER))]
 Officer = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER))]
-ExportReader = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER))]
+ExportReader = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER, purpose=Purpose.LEGAL))]
 Reader = Annotated[Principal, Depends(allow(Role.INTAKE, Role.PRIVACY_OFFICER, Role.AUDITOR))]
 AcceptHeader = Annotated[
     str | None,
@@ -185,10 +185,12 @@ def deny_request(
 
 @router.post("/{request_id}/revoke", response_model=s.RequestChanged)
 def revoke_request(
-    request_id: UUID, body: s.RevokeIn, ledger: LedgerDep, who: Intake
+    request_id: UUID, ledger: LedgerDep, who: Intake, body: s.RevokeIn | None = None
 ) -> s.RequestChanged:
-    """The requester withdraws the request."""
-    return _changed(ledger, ledger.revoke_request(request_id, reason=body.reason, actor=who.actor))
+    """The requester withdraws the request (the body, with its optional reason, may be left
+    out)."""
+    reason = body.reason if body is not None else None
+    return _changed(ledger, ledger.revoke_request(request_id, reason=reason, actor=who.actor))
 
 
 @router.get("/{request_id}/export", response_model=s.ExportOut, responses=letters.RESPONSES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
 
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import (
@@ -17,7 +17,7 @@ from rightsledger.api.deps import (
     allow,
     declared_purpose,
 )
-from rightsledger.api.pages import Limit, Offset, disclosure_page
+from rightsledger.api.pages import CursorParam, Limit, disclosure_page
 from rightsledger.domain.ledger import NotFoundError
 from rightsledger.domain.values import Channel
 from rightsledger.projections.customers import CustomerProfileView
@@ -223,12 +223,18 @@ def get_consents(
 def customer_disclosures(
     customer_id: UUID,
     who: DisclosureReader,
+    ledger: LedgerDep,
+    request: Request,
     read: Annotated[ViewRead, Depends(ReadFrom("disclosures"))],
     limit: Limit = 100,
-    offset: Offset = 0,
+    cursor: CursorParam = None,
 ) -> s.DisclosurePage:
-    """Every share of this customer's data: to whom, on which basis, for what, when."""
-    return disclosure_page(read, by="customer", value=customer_id, limit=limit, offset=offset)
+    """Every share of this customer's data: to whom, on which basis, for what, when (in log
+    order, paged by `cursor`; 404 for an id that is not a customer's)."""
+    ledger.ensure_customer(customer_id)
+    return disclosure_page(
+        read, request, by="customer", value=customer_id, limit=limit, cursor=cursor
+    )
 
 
 @router.post(

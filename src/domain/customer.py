@@ -625,9 +625,10 @@ class Customer(Aggregate):
         decides, not this one). Received after an erasure too: a request is not personal data."""
         for earlier, kind in self.requests.items():
             if kind == request_type and earlier != request_id and still_open(earlier):
+                kind = request_type.replace("_", "-")
                 raise DuplicateRequestError(
-                    f"a {request_type.replace('_', '-')} request for this customer is still "
-                    f"open ({earlier}); it answers this one too",
+                    f"the customer's {kind} request {earlier} is still open: it is the one "
+                    "to answer; another of the same type is received once it is closed",
                     open_request=earlier,
                 )
         if request_id in self.requests:

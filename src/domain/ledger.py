@@ -553,7 +553,7 @@ class RightsLedger(Application[UUID]):
         request_id = uuid4()
 
         def load() -> tuple[Aggregate, ...]:
-            customer = self._load(Customer, customer_id)
+            customer = self._load(Customer, customer_id)  # unknown customer: NotFoundError
             request = DataRightsRequest.submit(
                 customer_id=customer_id,
                 request_type=request_type,
@@ -567,9 +567,9 @@ class RightsLedger(Application[UUID]):
                 corrections=corrections,
                 request_id=request_id,
             )
-            return customer, request
+            return request, customer
 
-        def decide(customer: Customer, request: DataRightsRequest) -> UUID:
+        def decide(request: DataRightsRequest, customer: Customer) -> UUID:
             customer.receive_request(
                 request_id=request.id,
                 request_type=request.request_type.value,

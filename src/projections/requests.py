@@ -329,9 +329,7 @@ class RequestQueueView(RowView):
             params["status"] = [status] if isinstance(status, str) else list(status)
         if request_type is not None:
             clauses.append(sql.SQL("type = ANY(%(type)s)"))
-            params["type"] = (
-                [request_type] if isinstance(request_type, str) else list(request_type)
-            )
+            params["type"] = [request_type] if isinstance(request_type, str) else list(request_type)
         if jurisdiction is not None:
             clauses.append(sql.SQL("jurisdiction = %(jurisdiction)s"))
             params["jurisdiction"] = jurisdiction

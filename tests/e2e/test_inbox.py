@@ -44,7 +44,7 @@ def submit(
     kind: str = "access",
     jurisdiction: str = "gdpr",
 ) -> dict[str, Any]:
-    body = {
+    body: dict[str, Any] = {
         "customer_id": customer,
         "type": kind,
         "channel": "email",

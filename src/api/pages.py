@@ -1,9 +1,11 @@
 """Paged answers: one shape for every list route.
 
 Every list takes ``limit`` and an opaque ``cursor`` and answers ``{items, next_cursor,
-position}`` with a ``Link: <...>; rel="next"`` header while more remain. A cursor is the sort key of
-the last item of a page (keyset pagination: pages stay consistent while items arrive),
-tagged with the list it belongs to, base64url-encoded JSON. Clients treat it as opaque.
+position}`` with a ``Link: <...>; rel="next"`` header while more remain. A cursor is the
+sort key of the last item of a page (keyset pagination: pages stay consistent while items
+arrive), tagged with the list it belongs to, base64url-encoded JSON. Clients treat it as
+opaque. A view reads ``limit + 1`` rows after the cursor's key, in its sort order; the
+extra row only says that another page follows.
 """
 
 from __future__ import annotations

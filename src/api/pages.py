@@ -1,9 +1,11 @@
 """Paged answers: one shape for every list route.
 
-Every list takes ``limit`` and an opaque ``cursor`` and answers ``{items, next_cursor}``
-with a ``Link: <...>; rel="next"`` header while more remain. A cursor is the sort key of
-the last item of a page (keyset pagination: pages stay consistent while items arrive),
-tagged with the list it belongs to, base64url-encoded JSON. Clients treat it as opaque.
+Every list takes ``limit`` and an opaque ``cursor`` and answers ``{items, next_cursor,
+position}`` with a ``Link: <...>; rel="next"`` header while more remain. A cursor is the
+sort key of the last item of a page (keyset pagination: pages stay consistent while items
+arrive), tagged with the list it belongs to, base64url-encoded JSON. Clients treat it as
+opaque. A view reads ``limit + 1`` rows after the cursor's key, in its sort order; the
+extra row only says that another page follows.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -31,7 +33,6 @@ CursorParam = Annotated[
         description="Opaque cursor from a previous page's `next_cursor` (or its Link header).",
     ),
 ]
-Offset = Annotated[int, Query(ge=0, le=1_000_000)]
 
 Key = tuple[Any, ...]
 """The sort key of one item: JSON-representable values (str, int, float, bool, None)."""
@@ -95,13 +96,54 @@ def uuid_key(value: Any) -> str:
     return str(value) if isinstance(value, UUID) else value
 
 
+def paged(
+    request: Request,
+    response: Response,
+    kind: str,
+    rows: Sequence[Any],
+    limit: int,
+    key: Callable[[Any], Sequence[Any]],
+) -> tuple[list[Any], str | None]:
+    """One page from the ``limit + 1`` rows a view read: the items, the next cursor (also
+    set as the Link header), or None on the last page."""
+    cursor = next_cursor(kind, rows, limit, key)
+    link_next(request, response, cursor)
+    return trim(rows, limit), cursor
+
+
+def position_key(row: Any) -> tuple[int]:
+    """The sort key of lists in log order."""
+    return (int(row["position"]),)
+
+
+def position_after(kind: str, cursor: str | None) -> int:
+    """The position a log-ordered list's cursor resumes after (0 for the first page)."""
+    key = decode_cursor(kind, cursor, 1)
+    if key is None:
+        return 0
+    (after,) = key
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        raise BadCursorError("the cursor is not one this service gave out; start again without it")
+    return after
+
+
 def disclosure_page(
-    read: ViewRead, *, by: str, value: UUID, limit: int, offset: int
+    read: ViewRead,
+    request: Request,
+    *,
+    by: str,
+    value: UUID,
+    limit: int,
+    cursor: str | None,
 ) -> s.DisclosurePage:
-    """A page of the disclosures register, for one partner or one customer."""
+    """A page of the disclosures register, for one partner or one customer, in log order."""
     view = read.view
     assert isinstance(view, DisclosuresView)
+    kind = f"{by}-disclosures"
     select = view.for_partner if by == "partner" else view.for_customer
-    rows, position = select(value, limit=limit, offset=offset)
+    rows, position = select(value, limit=limit + 1, after=position_after(kind, cursor))
     read.reflect(position)
-    return s.DisclosurePage(items=[s.DisclosureOut(**row) for row in rows], position=position)
+    items, next_ = paged(request, read.response, kind, rows, limit, position_key)
+    return s.DisclosurePage(
+        items=[s.DisclosureOut(**row) for row in items], next_cursor=next_, position=position
+    )

@@ -24,6 +24,7 @@ from rightsledger.domain.ledger import (
     NotFoundError,
     OutcomeUnknownError,
 )
+from rightsledger.domain.requests import DuplicateRequestError
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +168,29 @@ def _body_problem(request: Request, exc: RequestValidationError) -> JSONResponse
     return None
 
 
+def duplicate(request: Request, error: DuplicateRequestError) -> JSONResponse:
+    """409 naming the open request of the same type, with a link to it."""
+    href = f"/v1/requests/{error.open_request}"
+    return problem(
+        409,
+        error.title,
+        error.detail,
+        type_="/problems/duplicate-request",
+        instance=request.url.path,
+        headers={"Link": f'<{href}>; rel="duplicate"'},
+        field=error.field,
+        request_id=str(error.open_request),
+        href=href,
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into problem+json."""
 
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        if isinstance(exc, DuplicateRequestError):
+            return duplicate(request, exc)
         transient = isinstance(exc, ConcurrentChangeError)  # retrying is expected to work
         return problem(
             domain_status(exc),

@@ -4,7 +4,7 @@ they hold a card number, identifiers (ids, enumerated values, dates, amounts) ne
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -289,6 +289,10 @@ class DisclosureOut(BaseModel):
 
 class DisclosurePage(BaseModel):
     items: list[DisclosureOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page (also in the Link header); "
+        "null on the last page."
+    )
     position: int = Field(description="Log position the register reflects.")
 
 
@@ -397,6 +401,23 @@ class RequestChanged(BaseModel):
     position: int
 
 
+class TimelineEntry(BaseModel):
+    version: int
+    at: datetime
+    type: str = Field(description="The event's type, e.g. `DataRightsRequest.IdentityVerified`.")
+    actor: str | None = Field(description="Who issued the command; null when not recorded.")
+    summary: str
+    changes: dict[str, Any] = Field(
+        description="What the event recorded (personal values shown as `[personal]`)."
+    )
+
+
+class AwaitedPartner(BaseModel):
+    partner_id: UUID
+    categories: list[str]
+    notified_at: datetime
+
+
 class RequestOut(BaseModel):
     request_id: UUID
     customer_id: UUID
@@ -414,6 +435,17 @@ class RequestOut(BaseModel):
     reason: str | None
     closed_at: datetime | None
     overdue: bool
+    time_left: timedelta | None = Field(
+        description="Until the due date (ISO 8601 duration); null once closed or overdue."
+    )
+    overdue_by: timedelta | None = Field(
+        description="How long past its due date an open request is; null otherwise."
+    )
+    awaiting: list[AwaitedPartner] = Field(
+        description="Partners notified of a deletion that have not acknowledged yet."
+    )
+    acknowledged: list[UUID] = Field(description="Partners that have acknowledged.")
+    timeline: list[TimelineEntry] = Field(description="Every event of the request, in order.")
     version: int
 
 
@@ -422,6 +454,7 @@ class RequestSummary(BaseModel):
     customer_id: UUID
     type: RequestType
     status: RequestStatus
+    channel: str
     jurisdiction: str
     received_at: datetime
     verified_at: datetime | None
@@ -434,7 +467,18 @@ class RequestSummary(BaseModel):
 
 class RequestPage(BaseModel):
     items: list[RequestSummary]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page (also in the Link header); "
+        "null on the last page."
+    )
     position: int = Field(description="Log position the list reflects.")
+
+
+class RequestCounts(BaseModel):
+    by_status: dict[RequestStatus, int] = Field(description="Requests in each status.")
+    open_work: int = Field(description="Open and in progress: what the inbox lists.")
+    overdue: int = Field(description="Open or in progress and past their due date.")
+    position: int = Field(description="Log position the counts reflect.")
 
 
 class Health(BaseModel):
@@ -464,8 +508,12 @@ class LogEvent(BaseModel):
 
 class LogPage(BaseModel):
     items: list[LogEvent]
-    next_after: int = Field(description="Pass as `after` to read the next page.")
-    head: int = Field(description="The log's last position now.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page (also in the Link header); "
+        "null on the last page."
+    )
+    position: int = Field(description="The log's last position when read.")
+    head: int = Field(description="The log's last position when read (as `position`).")
 
 
 class DisclosureAsOf(BaseModel):
@@ -510,6 +558,10 @@ class TrailEntry(BaseModel):
 
 class TrailPage(BaseModel):
     items: list[TrailEntry]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page (also in the Link header); "
+        "null on the last page."
+    )
     position: int
 
 

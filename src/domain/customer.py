@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -22,6 +22,7 @@ from rightsledger.domain.errors import (
     StateError,
 )
 from rightsledger.domain.partner import Partner
+from rightsledger.domain.requests import DuplicateRequestError
 from rightsledger.domain.retention import RetentionSchedule, activity_period
 from rightsledger.domain.values import (
     AUTHORITY_KINDS,
@@ -267,6 +268,17 @@ class Customer(Aggregate):
             if self.purpose not in marks or marks[self.purpose] < self.through:
                 marks[self.purpose] = self.through
 
+    class RequestReceived(Event):
+        """A data-rights request of the customer's was received. The customer's stream lists
+        their requests so that submissions for one customer are decided one at a time, on
+        the store's state (the version check at insert), and never duplicate an open one."""
+
+        request_id: UUID
+        request_type: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.requests[self.request_id] = self.request_type
+
     class Erased(Event):
         """Personal data erased on request; billing records and the processor's token kept."""
 
@@ -308,6 +320,10 @@ class Customer(Aggregate):
         self.purged_at: datetime | None = None
         self.activity_purged_through: dict[str, datetime] = {}
         """Per purpose, the period boundary activity has been purged through."""
+
+        self.requests: dict[UUID, str] = {}
+        """The customer's data-rights requests (id -> type), received since the streams
+        record them; older requests are not listed."""
         # Reads recorded in the former form only; reads are now ``AccessRecord``s.
         self.access_log: list[dict[str, Any]] = []
 
@@ -624,6 +640,31 @@ class Customer(Aggregate):
             reference=ref,
         )
         return disclosure_id
+
+    def receive_request(
+        self,
+        *,
+        request_id: UUID,
+        request_type: str,
+        still_open: Callable[[UUID], bool],
+        actor: str,
+    ) -> None:
+        """Record a new data-rights request; refused while one of the same type is still
+        open (``still_open`` says whether an earlier request is: the request's own stream
+        decides, not this one). Received after an erasure too: a request is not personal data."""
+        for earlier, kind in self.requests.items():
+            if kind == request_type and earlier != request_id and still_open(earlier):
+                kind = request_type.replace("_", "-")
+                raise DuplicateRequestError(
+                    f"the customer's {kind} request {earlier} is still open: it is the one "
+                    "to answer; another of the same type is received once it is closed",
+                    open_request=earlier,
+                )
+        if request_id in self.requests:
+            raise StateError(f"request {request_id} was already received")
+        self.trigger_event(
+            self.RequestReceived, actor=actor, request_id=request_id, request_type=request_type
+        )
 
     def erase(self, *, request_id: UUID, retained_until: datetime, actor: str) -> None:
         """Erase personal data; billing records stay until ``retained_until`` (regulation)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar, cast
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
 from eventsourcing.domain import Aggregate
@@ -430,6 +430,11 @@ class RightsLedger(Application[UUID]):
     def get_customer(self, customer_id: UUID) -> Customer:
         return self._read(Customer, customer_id)
 
+    def ensure_customer(self, customer_id: UUID) -> None:
+        """NotFoundError unless the id is a customer's (from its first stored event)."""
+        if not self._is_customer(customer_id):
+            raise NotFoundError(f"no customer with id {customer_id}", field="customer_id")
+
     def record_access(
         self,
         customer_id: UUID,
@@ -541,20 +546,52 @@ class RightsLedger(Application[UUID]):
         document_reference: str | None = None,
         corrections: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Outcome:
-        self._load(Customer, customer_id)
-        request = DataRightsRequest.submit(
-            customer_id=customer_id,
-            request_type=request_type,
-            channel=channel,
-            jurisdiction=jurisdiction,
-            rules=self.jurisdictions,
-            received_at=self.clock(),
-            actor=actor,
-            statement=statement,
-            document_reference=document_reference,
-            corrections=corrections,
-        )
-        return self._add(request)
+        """Receive a request, recorded on its own stream and on the customer's together.
+
+        The customer's ``RequestReceived`` makes submissions for one customer conflict at
+        insert (the version check), so two at once, through any API processes, are decided
+        one after the other; the later one then sees the earlier one and is refused with
+        ``DuplicateRequestError`` while a request of the same type is still open.
+        """
+        received_at = self.clock()
+        request_id = uuid4()
+
+        def load() -> tuple[Aggregate, ...]:
+            customer = self._load(Customer, customer_id)  # unknown customer: NotFoundError
+            request = DataRightsRequest.submit(
+                customer_id=customer_id,
+                request_type=request_type,
+                channel=channel,
+                jurisdiction=jurisdiction,
+                rules=self.jurisdictions,
+                received_at=received_at,
+                actor=actor,
+                statement=statement,
+                document_reference=document_reference,
+                corrections=corrections,
+                request_id=request_id,
+            )
+            return request, customer
+
+        def decide(request: DataRightsRequest, customer: Customer) -> UUID:
+            customer.receive_request(
+                request_id=request.id,
+                request_type=request.request_type.value,
+                still_open=self._request_open,
+                actor=actor,
+            )
+            return request.id
+
+        submitted, position = self._decide(load, decide, f"customer {customer_id}")
+        return Outcome(submitted, position)
+
+    def _request_open(self, request_id: UUID) -> bool:
+        """Whether the request is still open, on its stored events (a final status is final,
+        so a cached copy brought up to date is enough)."""
+        try:
+            return not self._read(DataRightsRequest, request_id).status.is_final
+        except NotFoundError:
+            return False
 
     def verify_request(
         self, request_id: UUID, *, method: str, reference: str, actor: str
@@ -596,6 +633,17 @@ class RightsLedger(Application[UUID]):
 
     def get_request(self, request_id: UUID) -> DataRightsRequest:
         return self._read(DataRightsRequest, request_id)
+
+    def request_with_history(self, request_id: UUID) -> tuple[DataRightsRequest, list[Any]]:
+        """The request and every one of its events, in order, from one read of its stream."""
+        events = list(self.events.get(request_id))
+        request: Any = None
+        for event in events:
+            assert isinstance(event, Aggregate.Event | Aggregate.Created)
+            request = event.mutate(request)
+        if not isinstance(request, DataRightsRequest):
+            raise NotFoundError(f"no request with id {request_id}", field="id")
+        return request, events
 
     def request_after_command(self, request_id: UUID) -> DataRightsRequest:
         """The request as a command of this process just left it (from the cache when there,

@@ -20,6 +20,7 @@ from rightsledger.domain.errors import (
     NotInWritingError,
     NotVerifiedError,
     RequestClosedError,
+    StateError,
     UnknownJurisdictionError,
 )
 from rightsledger.domain.values import (
@@ -33,6 +34,16 @@ from rightsledger.domain.values import (
 _TEXT_LIMIT = 10_000
 _NAMED_PARTNERS = 50
 """Partners an expiry's reason names at most (the event's ``unacknowledged`` lists all)."""
+
+
+class DuplicateRequestError(StateError):
+    """A request of the same type for the same customer is still open."""
+
+    title = "Duplicate request"
+
+    def __init__(self, detail: str, *, open_request: UUID) -> None:
+        super().__init__(detail, field="type")
+        self.open_request = open_request
 
 
 def _reason(reason: str, field: str = "reason") -> str:

@@ -162,6 +162,12 @@ def _(event: FollowerSkip.Recorded) -> str:
 
 
 @describe.register
+def _(event: Customer.RequestReceived) -> str:
+    kind = event.request_type.replace("_", "-").capitalize()
+    return f"{kind} request {event.request_id} received"
+
+
+@describe.register
 def _(event: Customer.Erased) -> str:
     return (
         f"Personal data erased for request {event.request_id}; billing records retained until "

@@ -117,28 +117,31 @@ class DisclosuresView(View):
     # ---------------------------------------------------------------- queries
 
     def _select(
-        self, column: str, value: UUID, limit: int, offset: int
+        self, column: str, value: UUID, limit: int, after: int | None
     ) -> tuple[list[dict[str, Any]], int]:
         return self.fetch(
             sql.SQL(
                 "SELECT d.disclosure_id, d.customer_id, d.partner_id, p.name AS partner_name,"
                 " p.kind AS partner_kind, d.basis, d.purpose, d.categories, d.reference, d.actor,"
                 " d.disclosed_at, d.position FROM {} d LEFT JOIN {} p USING (partner_id)"
-                " WHERE {} = %(value)s ORDER BY d.position LIMIT %(limit)s OFFSET %(offset)s"
+                " WHERE {} = %(value)s AND d.position > %(after)s"
+                " ORDER BY d.position LIMIT %(limit)s"
             ).format(
                 self.table("disclosures"),
                 self.table("disclosure_partners"),
                 sql.Identifier("d", column),
             ),
-            {"value": value, "limit": limit, "offset": offset},
+            {"value": value, "limit": limit, "after": after or 0},
         )
 
     def for_partner(
-        self, partner_id: UUID, *, limit: int = 100, offset: int = 0
+        self, partner_id: UUID, *, limit: int = 100, after: int | None = None
     ) -> tuple[list[dict[str, Any]], int]:
-        return self._select("partner_id", partner_id, limit, offset)
+        """Shares to one partner in log order, after the position ``after`` (keyset pages)."""
+        return self._select("partner_id", partner_id, limit, after)
 
     def for_customer(
-        self, customer_id: UUID, *, limit: int = 100, offset: int = 0
+        self, customer_id: UUID, *, limit: int = 100, after: int | None = None
     ) -> tuple[list[dict[str, Any]], int]:
-        return self._select("customer_id", customer_id, limit, offset)
+        """Shares of one customer's data in log order, after the position ``after``."""
+        return self._select("customer_id", customer_id, limit, after)

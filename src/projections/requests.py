@@ -313,48 +313,103 @@ class RequestQueueView(RowView):
 
     # ---------------------------------------------------------------- queries
 
-    def search(
-        self,
+    @staticmethod
+    def _filters(
         *,
-        status: str | None = None,
-        request_type: str | None = None,
-        overdue: bool | None = None,
-        due_before: datetime | None = None,
-        customer_id: UUID | None = None,
-        open_only: bool = False,
-        now: datetime,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> tuple[list[dict[str, Any]], int]:
-        """Rows matching the filters, soonest due first, and the position they reflect."""
+        status: str | Sequence[str] | None,
+        request_type: str | Sequence[str] | None,
+        jurisdiction: str | None,
+        due_before: datetime | None,
+        customer_id: UUID | None,
+        params: dict[str, Any],
+    ) -> list[sql.Composable]:
         clauses: list[sql.Composable] = []
-        params: dict[str, Any] = {"now": now, "limit": limit, "offset": offset}
         if status is not None:
-            clauses.append(sql.SQL("status = %(status)s"))
-            params["status"] = status
+            clauses.append(sql.SQL("status = ANY(%(status)s)"))
+            params["status"] = [status] if isinstance(status, str) else list(status)
         if request_type is not None:
-            clauses.append(sql.SQL("type = %(type)s"))
-            params["type"] = request_type
+            clauses.append(sql.SQL("type = ANY(%(type)s)"))
+            params["type"] = [request_type] if isinstance(request_type, str) else list(request_type)
+        if jurisdiction is not None:
+            clauses.append(sql.SQL("jurisdiction = %(jurisdiction)s"))
+            params["jurisdiction"] = jurisdiction
         if due_before is not None:
             clauses.append(sql.SQL("due_at < %(due_before)s"))
             params["due_before"] = due_before
         if customer_id is not None:
             clauses.append(sql.SQL("customer_id = %(customer_id)s"))
             params["customer_id"] = customer_id
-        if open_only:
-            clauses.append(OPEN_STATUSES)
+        return clauses
+
+    def search(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        request_type: str | Sequence[str] | None = None,
+        jurisdiction: str | None = None,
+        overdue: bool | None = None,
+        due_before: datetime | None = None,
+        customer_id: UUID | None = None,
+        now: datetime,
+        limit: int = 100,
+        after: tuple[datetime, UUID] | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Rows matching the filters, soonest due first (then by id), starting after the
+        key ``after`` (``(due_at, request_id)`` of the last row of the previous page), and
+        the position they reflect. ``status`` and ``request_type`` take one value or several."""
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        clauses = self._filters(
+            status=status,
+            request_type=request_type,
+            jurisdiction=jurisdiction,
+            due_before=due_before,
+            customer_id=customer_id,
+            params=params,
+        )
         if overdue is True:
             clauses.append(sql.SQL("{} AND due_at < %(now)s").format(OPEN_STATUSES))
         elif overdue is False:
             clauses.append(sql.SQL("NOT ({} AND due_at < %(now)s)").format(OPEN_STATUSES))
+        if after is not None:
+            clauses.append(sql.SQL("(due_at, request_id) > (%(after_due)s, %(after_id)s)"))
+            params["after_due"], params["after_id"] = after
         where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
         query = sql.SQL(
-            "SELECT request_id, customer_id, type, status, jurisdiction, received_at,"
+            "SELECT request_id, customer_id, type, status, channel, jurisdiction, received_at,"
             " verified_at, due_at, extended, reason, closed_at,"
             " ({open} AND due_at < %(now)s) AS overdue FROM {table}{where}"
-            " ORDER BY due_at, request_id LIMIT %(limit)s OFFSET %(offset)s"
+            " ORDER BY due_at, request_id LIMIT %(limit)s"
         ).format(open=OPEN_STATUSES, table=self.table("request_queue"), where=where)
         return self.fetch(query, params)
+
+    def counts(
+        self,
+        *,
+        now: datetime,
+        request_type: str | Sequence[str] | None = None,
+        jurisdiction: str | None = None,
+        customer_id: UUID | None = None,
+    ) -> tuple[dict[str, int], int, int]:
+        """Requests per status, how many are open past their due date, and the position
+        the counts reflect (one snapshot)."""
+        params: dict[str, Any] = {"now": now}
+        clauses = self._filters(
+            status=None,
+            request_type=request_type,
+            jurisdiction=jurisdiction,
+            due_before=None,
+            customer_id=customer_id,
+            params=params,
+        )
+        where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
+        query = sql.SQL(
+            "SELECT status, count(*) AS n,"
+            " count(*) FILTER (WHERE {open} AND due_at < %(now)s) AS overdue"
+            " FROM {table}{where} GROUP BY status"
+        ).format(open=OPEN_STATUSES, table=self.table("request_queue"), where=where)
+        rows, position = self.fetch(query, params)
+        by_status = {row["status"]: int(row["n"]) for row in rows}
+        return by_status, sum(int(row["overdue"]) for row in rows), position
 
     def needing_attention(
         self,

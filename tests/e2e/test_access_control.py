@@ -54,6 +54,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/partners/{partner_id}/contract"): {"privacy_officer"},
     ("POST", "/v1/requests"): {"intake", "privacy_officer"},
     ("GET", "/v1/requests"): {"auditor", "intake", "privacy_officer"},
+    ("GET", "/v1/requests/summary"): {"auditor", "intake", "privacy_officer"},
     ("GET", "/v1/requests/{request_id}"): {"auditor", "intake", "privacy_officer"},
     ("POST", "/v1/requests/{request_id}/verify"): {"privacy_officer"},
     ("POST", "/v1/requests/{request_id}/extend"): {"privacy_officer"},

@@ -21,7 +21,7 @@ def post(client: TestClient, path: str, body: dict[str, Any], auth: dict[str, st
 
 
 def test_auditors_page_through_the_whole_log(client: TestClient, headers: Headers) -> None:
-    """The log comes back in order, page by page, with types, actors and payloads."""
+    """The log comes back in order, page by page (cursor), with types, actors and payloads."""
     admin = headers(Role.ADMIN)
     customer = post(client, "/v1/customers", customer_body(), admin)["customer_id"]
     for granted in (True, False, True):
@@ -40,9 +40,11 @@ def test_auditors_page_through_the_whole_log(client: TestClient, headers: Header
     assert "Ada" not in str(registered)
     assert first["items"][1]["payload"]["channel"] == "post"
     assert first["items"][1]["actor"] == "admin:seeded admin"
-    rest = client.get(f"/v1/audit/events?after={first['next_after']}", headers=auditor).json()
+    assert first["next_cursor"] is not None
+    rest = client.get(f"/v1/audit/events?cursor={first['next_cursor']}", headers=auditor).json()
     assert [e["position"] for e in rest["items"]] == [3, 4]
-    assert rest["head"] == 4
+    assert rest["next_cursor"] is None
+    assert rest["head"] == rest["position"] == 4
     assert client.get("/v1/audit/events", headers=headers(Role.SUPPORT)).status_code == 403
 
 

@@ -117,6 +117,7 @@ def test_every_view_reflects_a_sequence_of_commands(container: Container) -> Non
         "Customer.InvoiceRecorded",
         "Customer.DataDisclosed",
         "DataRightsRequest.Submitted",
+        "Customer.RequestReceived",
         "DataRightsRequest.IdentityVerified",
     ]
     assert trail[3]["summary"] == "Corrected identity_contact: email"

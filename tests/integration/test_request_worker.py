@@ -45,7 +45,9 @@ def test_an_event_handled_twice_does_nothing_new(container: Container) -> None:
     for _, event in ledger.log_page(0, 100):
         worker.handle(event)
     assert ledger.recorder.max_notification_id() == head
-    assert worker.position() == 3  # the verification: the only event it reacts to
+    # the verification (after the request's and the customer's record of it): the only event
+    # it reacts to
+    assert worker.position() == 4
 
 
 def test_deadlines_are_chased_and_unverified_requests_expire(container: Container) -> None:

@@ -179,11 +179,11 @@ def test_a_backlog_is_chased_in_pages_up_to_the_cap_and_the_rest_next_sweep(
     on the next sweep; no request is chased twice."""
     ledger = container.ledger
     chases = Chases(ledger, monkeypatch)
-    customer = ledger.register_customer(
-        policy_version="v1", identity={"name": "Ann"}, actor="intake:t"
-    ).id
     requests = []
     for day in range(30):
+        customer = ledger.register_customer(
+            policy_version="v1", identity={"name": "Ann"}, actor="intake:t"
+        ).id
         ledger.clock = lambda day=day: T0 + timedelta(hours=day)  # type: ignore[misc]
         requests.append(submit(ledger, customer, "access"))
     container.projection_worker().catch_up()
@@ -204,15 +204,16 @@ def test_next_attention_in_the_sweeps_sql_agrees_with_the_domain(container: Cont
     recipients = partners(ledger, 1)
     ledger.clock = lambda: T0
     deletion = awaiting_deletion(ledger, recipients, "d")
-    customer = ledger.register_customer(
-        policy_version="v1", identity={"name": "Bo"}, actor="intake:t"
-    ).id
+    customer, other = (
+        ledger.register_customer(policy_version="v1", identity={"name": name}, actor="intake:t").id
+        for name in ("Bo", "Cy")
+    )
     unverified = submit(ledger, customer, "access")
     working = submit(ledger, customer, "opt_out")
-    extended = submit(ledger, customer, "access")
+    extended = submit(ledger, other, "access")  # one open request of a type per customer
     ledger.extend_request(extended, reason="complex", actor="po")
     ledger.verify_request(working, method="m", reference="r", actor="po")  # opt-out, not done
-    revoked = submit(ledger, customer, "access")
+    revoked = submit(ledger, customer, "deletion")
     ledger.revoke_request(revoked, actor="intake:t")
     ids = [deletion, unverified, working, extended, revoked]
     due = ledger.get_request(unverified).due_at

@@ -776,7 +776,7 @@ def customer_data(
     if problem is None and can["disclosures"]:
         disclosures, problem = attempt(
             lambda: customers.customer_disclosures(
-                customer_id, who, _read(container, "disclosures"), 500, 0
+                customer_id, who, container.ledger, request, _read(container, "disclosures"), 500
             )
         )
     accesses = None
@@ -835,7 +835,7 @@ def partner_page(
     disclosures = None
     if may(who, partners.partner_disclosures):
         disclosures = partners.partner_disclosures(
-            partner_id, who, _read(container, "disclosures"), 500, 0
+            partner_id, who, container.ledger, request, _read(container, "disclosures"), 500
         )
     outstanding = None
     if may(who, requests.list_requests):
@@ -855,7 +855,7 @@ def audit_page(
     container: ContainerDep,
     session: Viewer,
     customer_id: str = "",
-    after: int = 0,
+    cursor: str | None = None,
 ) -> Response:
     """The trail (of one customer or the whole log), state as of a moment, chain
     verification, and the followers' positions and lag."""
@@ -869,17 +869,20 @@ def audit_page(
             customer = UUID(customer_id.strip())
         except ValueError:
             problem = Problem(422, "Not a customer id", "a customer id is a UUID")
-    after = max(0, after)
     read = _read(container, "audit_trail")
+    trail: s.TrailPage | None
     if customer is not None:
-        trail = audit.customer_trail(customer, who, read, after, 100)
+        found = customer
+        trail, problem = attempt(
+            lambda: audit.customer_trail(found, who, container.ledger, request, read, 100, cursor)
+        )
     else:
-        trail = audit.global_trail(who, read, after, 100)
+        trail, problem = attempt(lambda: audit.global_trail(who, request, read, 100, cursor))
     head = container.ledger.recorder.max_notification_id() or 0
     followers = health.followers_health(container, head)
     return render(
         request, "audit.html", session, problem.status if problem else 200,
-        problem=problem, trail=trail, customer_id=customer_id.strip(), after=after,
+        problem=problem, trail=trail, customer_id=customer_id.strip(), cursor=cursor,
         head=head, followers=followers, views=container.views.positions(),
         can_state=may(who, audit.customer_state), can_verify=may(who, audit.verify_history),
         purposes=allowed_purposes(container, who),

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import (
@@ -18,6 +18,7 @@ from rightsledger.api.deps import (
     allow,
     declared_purpose,
 )
+from rightsledger.api.pages import CursorParam, paged, position_after, position_key
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.values import Purpose
 from rightsledger.projections.audit import AuditTrailView, event_type
@@ -32,6 +33,11 @@ Auditor = Annotated[Principal, Depends(allow(Role.AUDITOR, Role.PRIVACY_OFFICER)
 LegalAuditor = Annotated[
     Principal, Depends(allow(Role.AUDITOR, Role.PRIVACY_OFFICER, purpose=Purpose.LEGAL))
 ]
+
+TrailLimit = Annotated[int, Query(ge=1, le=1000, description="Entries per page (at most 1000).")]
+
+LOG = "log"
+"""The cursor kind of the event log."""
 
 PERSONAL_MASK = "[personal]"
 _ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
@@ -57,11 +63,15 @@ def payload(event: Any) -> dict[str, Any]:
 def log_events(
     ledger: LedgerDep,
     who: Auditor,
-    after: Annotated[int, Query(ge=0, le=2**62, description="Last position already read.")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    request: Request,
+    response: Response,
+    limit: TrailLimit = 100,
+    cursor: CursorParam = None,
 ) -> s.LogPage:
     """Page through the whole event log in order, straight from the event store."""
-    page = ledger.log_page(after, limit)
+    after = position_after(LOG, cursor)
+    head = ledger.recorder.max_notification_id() or 0
+    page = ledger.log_page(after, limit + 1)
     items = [
         s.LogEvent(
             position=position,
@@ -74,9 +84,10 @@ def log_events(
         )
         for position, event in page
     ]
-    head = ledger.recorder.max_notification_id() or 0
-    next_after = items[-1].position if items else after
-    return s.LogPage(items=items, next_after=next_after, head=head)
+    shown, next_ = paged(request, response, LOG, items, limit, lambda item: (item.position,))
+    head = max(head, shown[-1].position if shown else 0)
+    response.headers["X-Position"] = str(head)
+    return s.LogPage(items=shown, next_cursor=next_, position=head, head=head)
 
 
 def state_out(customer: Customer) -> s.CustomerState:
@@ -142,35 +153,50 @@ def customer_state(
     )
 
 
-def _trail(read: ViewRead, customer_id: UUID | None, after: int, limit: int) -> s.TrailPage:
+def _trail(
+    read: ViewRead,
+    request: Request,
+    customer_id: UUID | None,
+    limit: int,
+    cursor: str | None,
+) -> s.TrailPage:
     view = read.view
     assert isinstance(view, AuditTrailView)
-    rows, position = view.trail(customer_id, after=after, limit=limit)
+    kind = "customer-trail" if customer_id is not None else "trail"
+    rows, position = view.trail(customer_id, after=position_after(kind, cursor), limit=limit + 1)
     read.reflect(position)
-    return s.TrailPage(items=[s.TrailEntry(**row) for row in rows], position=position)
+    items, next_ = paged(request, read.response, kind, rows, limit, position_key)
+    return s.TrailPage(
+        items=[s.TrailEntry(**row) for row in items], next_cursor=next_, position=position
+    )
 
 
 @router.get("/customers/{customer_id}/trail", response_model=s.TrailPage)
 def customer_trail(
     customer_id: UUID,
     who: Auditor,
+    ledger: LedgerDep,
+    request: Request,
     read: Annotated[ViewRead, Depends(ReadFrom("audit_trail"))],
-    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: TrailLimit = 100,
+    cursor: CursorParam = None,
 ) -> s.TrailPage:
-    """Everything that happened to a customer's data, requests included, in log order."""
-    return _trail(read, customer_id, after, limit)
+    """Everything that happened to a customer's data, requests included, in log order
+    (404 for an id that is not a customer's)."""
+    ledger.ensure_customer(customer_id)
+    return _trail(read, request, customer_id, limit, cursor)
 
 
 @router.get("/trail", response_model=s.TrailPage)
 def global_trail(
     who: Auditor,
+    request: Request,
     read: Annotated[ViewRead, Depends(ReadFrom("audit_trail"))],
-    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: TrailLimit = 100,
+    cursor: CursorParam = None,
 ) -> s.TrailPage:
     """Every event, for everyone, in log order, human-readable."""
-    return _trail(read, None, after, limit)
+    return _trail(read, request, None, limit, cursor)
 
 
 @router.post("/verify", response_model=s.VerificationOut)

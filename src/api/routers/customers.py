@@ -20,7 +20,6 @@ from rightsledger.api.deps import (
 from rightsledger.api.pages import (
     CursorParam,
     Limit,
-    Offset,
     decode_cursor,
     disclosure_page,
     link_next,
@@ -236,12 +235,18 @@ def get_consents(
 def customer_disclosures(
     customer_id: UUID,
     who: DisclosureReader,
+    ledger: LedgerDep,
+    request: Request,
     read: Annotated[ViewRead, Depends(ReadFrom("disclosures"))],
     limit: Limit = 100,
-    offset: Offset = 0,
+    cursor: CursorParam = None,
 ) -> s.DisclosurePage:
-    """Every share of this customer's data: to whom, on which basis, for what, when."""
-    return disclosure_page(read, by="customer", value=customer_id, limit=limit, offset=offset)
+    """Every share of this customer's data: to whom, on which basis, for what, when (in log
+    order, paged by `cursor`; 404 for an id that is not a customer's)."""
+    ledger.ensure_customer(customer_id)
+    return disclosure_page(
+        read, request, by="customer", value=customer_id, limit=limit, cursor=cursor
+    )
 
 
 @router.post(

@@ -13,7 +13,6 @@ from rightsledger.api.deps import LedgerDep, ReadFrom, ViewRead, allow
 from rightsledger.api.pages import (
     CursorParam,
     Limit,
-    Offset,
     decode_cursor,
     disclosure_page,
     link_next,
@@ -107,12 +106,18 @@ def get_partner(partner_id: UUID, ledger: LedgerDep, who: Reader) -> s.PartnerOu
 def partner_disclosures(
     partner_id: UUID,
     who: RegisterReader,
+    ledger: LedgerDep,
+    request: Request,
     read: Annotated[ViewRead, Depends(ReadFrom("disclosures"))],
     limit: Limit = 100,
-    offset: Offset = 0,
+    cursor: CursorParam = None,
 ) -> s.DisclosurePage:
-    """The disclosures register for one partner: what it received, on which basis, when."""
-    return disclosure_page(read, by="partner", value=partner_id, limit=limit, offset=offset)
+    """The disclosures register for one partner: what it received, on which basis, when (in
+    log order, paged by `cursor`; 404 for an unknown partner)."""
+    ledger.get_partner(partner_id)
+    return disclosure_page(
+        read, request, by="partner", value=partner_id, limit=limit, cursor=cursor
+    )
 
 
 @router.post("/{partner_id}/acknowledgements", response_model=s.RequestChanged)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from rightsledger.api import letters
 from rightsledger.api import schemas as s
@@ -19,10 +19,13 @@ from rightsledger.api.deps import (
     allow,
     declared_purpose,
 )
+from rightsledger.api.pages import BadCursorError, CursorParam, Limit, decode_cursor, paged
+from rightsledger.api.routers.audit import payload
 from rightsledger.domain import receipts
 from rightsledger.domain.ledger import NotFoundError, Outcome, RightsLedger
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.values import Purpose, RequestStatus, RequestType
+from rightsledger.projections.audit import describe, event_type
 from rightsledger.projections.requests import RequestQueueView
 from rightsledger.security.keys import Principal, Role
 
@@ -41,7 +44,59 @@ Download = Annotated[
 ]
 
 
-def request_out(request: DataRightsRequest) -> s.RequestOut:
+OPEN_WORK = (RequestStatus.OPEN, RequestStatus.IN_PROGRESS)
+"""What the inbox lists unless ``status`` says otherwise."""
+
+QUEUE = "requests"
+"""The cursor kind of the request list."""
+
+
+def _seconds(delta: timedelta) -> timedelta:
+    return timedelta(seconds=int(delta.total_seconds()))
+
+
+def timeline(events: list[Any]) -> list[s.TimelineEntry]:
+    """Each of the request's events: when, who issued it, and what it changed (personal
+    values masked; the requester's words are shown beside, for a declared purpose)."""
+    entries = []
+    for event in events:
+        changes = payload(event)
+        actor = changes.pop("actor", None)
+        entries.append(
+            s.TimelineEntry(
+                version=event.originator_version,
+                at=event.timestamp,
+                type=event_type(event),
+                actor=actor,
+                summary=describe(event),
+                changes=changes,
+            )
+        )
+    return entries
+
+
+def awaited_partners(request: DataRightsRequest, events: list[Any]) -> list[s.AwaitedPartner]:
+    """Partners notified and still to acknowledge, with what they were told of and when."""
+    notified_at = next(
+        (e.timestamp for e in events if isinstance(e, DataRightsRequest.PartnersNotified)), None
+    )
+    return [
+        s.AwaitedPartner(
+            partner_id=UUID(str(n["partner_id"])),
+            categories=list(n["categories"]),
+            notified_at=notified_at or request.received_at,
+        )
+        for n in request.notified
+        if UUID(str(n["partner_id"])) in request.awaiting
+    ]
+
+
+def request_out(
+    request: DataRightsRequest, events: list[Any] | None = None, now: datetime | None = None
+) -> s.RequestOut:
+    now = now or datetime.now(UTC)
+    history = events or []
+    still_open = not request.status.is_final
     return s.RequestOut(
         request_id=request.id,
         customer_id=request.customer_id,
@@ -58,7 +113,12 @@ def request_out(request: DataRightsRequest) -> s.RequestOut:
         extension_reason=request.extension_reason,
         reason=request.reason,
         closed_at=request.closed_at,
-        overdue=request.is_overdue(datetime.now(UTC)),
+        overdue=request.is_overdue(now),
+        time_left=_seconds(request.due_at - now) if still_open and now <= request.due_at else None,
+        overdue_by=_seconds(now - request.due_at) if request.is_overdue(now) else None,
+        awaiting=awaited_partners(request, history),
+        acknowledged=sorted(request.acknowledged, key=str),
+        timeline=timeline(history),
         version=request.version,
     )
 
@@ -73,9 +133,16 @@ def _changed(ledger: RightsLedger, outcome: Outcome) -> s.RequestChanged:
     )
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=s.RequestAccepted)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=s.RequestAccepted,
+    responses={409: {"description": "A request of the same type for the customer is open"}},
+)
 def submit_request(body: s.RequestIn, ledger: LedgerDep, who: Intake) -> s.RequestAccepted:
-    """Receive a written request; its due date is set now, by the jurisdiction's rule."""
+    """Receive a written request; its due date is set now, by the jurisdiction's rule. While
+    a request of the same type for the same customer is open, answers 409
+    (`/problems/duplicate-request`) with that request's `request_id` and `href`."""
     outcome = ledger.submit_request(
         customer_id=body.customer_id,
         request_type=body.type.value,
@@ -90,42 +157,113 @@ def submit_request(body: s.RequestIn, ledger: LedgerDep, who: Intake) -> s.Reque
         ),
         actor=who.actor,
     )
-    request = ledger.request_after_command(outcome.id)
+    submitted = ledger.request_after_command(outcome.id)
     return s.RequestAccepted(
         request_id=outcome.id,
-        status=request.status,
-        due_at=request.due_at,
+        status=submitted.status,
+        due_at=submitted.due_at,
         position=outcome.position,
     )
+
+
+StatusFilter = Annotated[
+    list[RequestStatus] | None,
+    Query(
+        alias="status",
+        description="Statuses to list (repeat the parameter for several); "
+        "default: open and in_progress.",
+    ),
+]
+TypeFilter = Annotated[
+    list[RequestType] | None,
+    Query(alias="type", description="Request types to list (repeatable)."),
+]
+JurisdictionFilter = Annotated[str | None, Query(min_length=1, max_length=64)]
+
+
+def _queue(read: ViewRead) -> RequestQueueView:
+    queue = read.view
+    assert isinstance(queue, RequestQueueView)
+    return queue
+
+
+def _queue_after(cursor: str | None) -> tuple[datetime, UUID] | None:
+    key = decode_cursor(QUEUE, cursor, 2)
+    if key is None:
+        return None
+    try:
+        due, request_id = key
+        return datetime.fromisoformat(str(due)), UUID(str(request_id))
+    except ValueError:
+        raise BadCursorError(
+            "the cursor is not one this service gave out; start again without it"
+        ) from None
 
 
 @router.get("", response_model=s.RequestPage)
 def list_requests(
     who: Reader,
+    request: Request,
     read: Annotated[ViewRead, Depends(ReadFrom("request_queue"))],
-    status_: Annotated[RequestStatus | None, Query(alias="status")] = None,
-    type_: Annotated[RequestType | None, Query(alias="type")] = None,
+    status_: StatusFilter = None,
+    type_: TypeFilter = None,
+    jurisdiction: JurisdictionFilter = None,
     overdue: bool | None = None,
     due_before: datetime | None = None,
     customer_id: UUID | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Limit = 100,
+    cursor: CursorParam = None,
 ) -> s.RequestPage:
-    """The request queue, soonest due first; overdue is derived from the due date."""
-    queue = read.view
-    assert isinstance(queue, RequestQueueView)
-    rows, position = queue.search(
-        status=status_.value if status_ else None,
-        request_type=type_.value if type_ else None,
+    """The inbox: open work (open, in progress) soonest due first, unless `status` names
+    other statuses; overdue is derived from the due date. Pages by `cursor`."""
+    rows, position = _queue(read).search(
+        status=[st.value for st in status_ or OPEN_WORK],
+        request_type=[t.value for t in type_] if type_ else None,
+        jurisdiction=jurisdiction,
         overdue=overdue,
         due_before=due_before,
         customer_id=customer_id,
         now=datetime.now(UTC),
-        limit=limit,
-        offset=offset,
+        limit=limit + 1,
+        after=_queue_after(cursor),
     )
     read.reflect(position)
-    return s.RequestPage(items=[s.RequestSummary(**row) for row in rows], position=position)
+    items, next_ = paged(
+        request,
+        read.response,
+        QUEUE,
+        rows,
+        limit,
+        lambda row: (row["due_at"].isoformat(), str(row["request_id"])),
+    )
+    return s.RequestPage(
+        items=[s.RequestSummary(**row) for row in items], next_cursor=next_, position=position
+    )
+
+
+@router.get("/summary", response_model=s.RequestCounts)
+def summarise_requests(
+    who: Reader,
+    read: Annotated[ViewRead, Depends(ReadFrom("request_queue"))],
+    type_: TypeFilter = None,
+    jurisdiction: JurisdictionFilter = None,
+    customer_id: UUID | None = None,
+) -> s.RequestCounts:
+    """How many requests there are in each status, and how many open ones are overdue."""
+    by_status, overdue, position = _queue(read).counts(
+        now=datetime.now(UTC),
+        request_type=[t.value for t in type_] if type_ else None,
+        jurisdiction=jurisdiction,
+        customer_id=customer_id,
+    )
+    read.reflect(position)
+    counts = {st: by_status.get(st.value, 0) for st in RequestStatus}
+    return s.RequestCounts(
+        by_status=counts,
+        open_work=sum(counts[st] for st in OPEN_WORK),
+        overdue=overdue,
+        position=position,
+    )
 
 
 @router.get("/{request_id}", response_model=s.RequestOut)
@@ -135,18 +273,20 @@ def get_request(
     who: Reader,
     x_purpose: PurposeHeader = None,
 ) -> s.RequestOut:
-    """One request with its status, deadlines and reasons. The requester's own words (the
+    """One request, from its events: status, deadlines and reasons, the time left until the
+    due date (or how long it is overdue), the partners still awaited, and its timeline (each
+    event with its time, who issued it and what it changed). The requester's own words (the
     statement, the document reference, the corrections asked for) are personal data: they
     are shown only to a reader declaring a purpose (X-Purpose), and that read is recorded."""
-    request = container.ledger.get_request(request_id)
-    shown = request_out(request)
+    found, events = container.ledger.request_with_history(request_id)
+    shown = request_out(found, events)
     if x_purpose is None:
         return shown.model_copy(
             update={"statement": None, "document_reference": None, "corrections": None}
         )
-    purpose = declared_purpose(container, who, x_purpose, request.customer_id, "request")
+    purpose = declared_purpose(container, who, x_purpose, found.customer_id, "request")
     container.ledger.record_access(
-        request.customer_id,
+        found.customer_id,
         actor=who.actor,
         role=who.role.value,
         purpose=purpose,

@@ -506,6 +506,7 @@ class Worker:
     ok: int = 0
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
+    exhausted: bool = False
 
     @property
     def done(self) -> int:
@@ -589,12 +590,20 @@ COMMANDS = {
 }
 
 
-def command(kind: str, customer: str, granted: bool) -> tuple[str, dict[str, Any]]:
-    """The path and body of one command of the chosen kind, never refused by a rule."""
+REQUEST_TYPES = ("access", "opt_out", "deletion")
+"""A customer may have one open request of each type: the intake load submits these in turn
+to each customer (so ``--customers`` bounds it at three requests a customer)."""
+
+
+def command(
+    kind: str, customer: str, granted: bool, round_: int = 0
+) -> tuple[str, dict[str, Any]]:
+    """The path and body of one command of the chosen kind, never refused by a rule
+    (``round_``: how many times this customer was given a command before)."""
     if kind == "requests":
         return "/v1/requests", {
             "customer_id": customer,
-            "type": "access",
+            "type": REQUEST_TYPES[round_ % len(REQUEST_TYPES)],
             "channel": "email",
             "jurisdiction": "gdpr",
             "statement": "Please send me a copy of my personal data.",
@@ -632,9 +641,13 @@ def run_load(
                 elif time.perf_counter() >= deadline:
                     break
                 customer = worker.customers[position % len(worker.customers)]
+                round_ = position // len(worker.customers)
+                if args.command == "requests" and round_ >= len(REQUEST_TYPES):
+                    worker.exhausted = True  # every customer has one open request of each type
+                    break
                 position += 1
                 granted = not worker.held.get(customer, False)
-                path, body = command(args.command, customer, granted)
+                path, body = command(args.command, customer, granted, round_)
                 start = time.perf_counter()
                 status, data = client.request("POST", path, body)
                 worker.latencies.append(time.perf_counter() - start)
@@ -666,6 +679,11 @@ def run_load(
     with Progress("load", render):
         elapsed = run_threads(clients, work)
     after = CpuSample.take(server_pid)
+    if any(w.exhausted for w in workers):
+        note(
+            f"the load stopped early: every customer had one open request of each type "
+            f"({', '.join(REQUEST_TYPES)}); pass a larger --customers"
+        )
     return LoadResult(
         elapsed=elapsed,
         ok=sum(w.ok for w in workers),

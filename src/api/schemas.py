@@ -696,6 +696,17 @@ class DeletedOut(Answer):
     partners_told: list[PartnerToldOut]
 
 
+class RetentionRuleOut(BaseModel):
+    """How long one category is kept for one purpose, from when, and why."""
+
+    category: str
+    purpose: str
+    period: dict[str, int] | None = Field(description="`{months, days}`; null: while held.")
+    counted_from: str
+    kept: str = Field(description="The period in words.")
+    basis: str
+
+
 class ReceiptOut(Answer):
     """What a fulfilled request did, rebuilt from the events; no personal value in it."""
 
@@ -717,6 +728,9 @@ class ReceiptOut(Answer):
     opt_out: OptedOutOut | None = None
     deletion: DeletedOut | None = None
     notes: list[str] = []
+    retention: list[RetentionRuleOut] = Field(
+        default=[], description="The retention schedule in force: each category's rules."
+    )
 
 
 # ---------------------------------------------------------------------- finding a customer

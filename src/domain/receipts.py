@@ -168,6 +168,9 @@ class Receipt:
     opt_out: OptedOut | None = None
     deletion: Deleted | None = None
     notes: list[str] = field(default_factory=list)
+    retention: list[dict[str, Any]] = field(default_factory=list)
+    """The retention schedule in force when the receipt was built: each category's rules
+    (category, purpose, period, counted from, basis)."""
 
 
 def _replay(events: Iterable[Any]) -> tuple[Any, list[Any]]:
@@ -209,10 +212,12 @@ def build_receipt(
     *,
     partner_names: Mapping[UUID, str | None] | None = None,
     schedules: Mapping[str, Retention] | None = None,
+    retention: Iterable[Mapping[str, Any]] = (),
 ) -> Receipt:
     """The receipt of a fulfilled request, from its events and its customer's (in stream
     order). ``partner_names`` names the partners told; ``schedules`` are categories an
-    erasure kept under a retention schedule (beside those ``retained_on_erasure`` names).
+    erasure kept under a retention schedule (beside those ``retained_on_erasure`` names);
+    ``retention`` is the schedule in force (``RetentionSchedule.describe()``), stated as is.
     A request that is not fulfilled has no receipt: ``NotFulfilledError``."""
     request, r_events = _replay(request_events)
     if not isinstance(request, DataRightsRequest):
@@ -274,6 +279,7 @@ def build_receipt(
         request_version=request.version,
         customer_version=customer_version,
         notes=notes,
+        retention=[dict(rule) for rule in retention],
         **receipt,
     )
 

@@ -112,10 +112,13 @@ def assemble(
     retention: str,
     generated_at: datetime,
     reads: Iterable[Mapping[str, Any]] = (),
+    schedule: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The machine-readable export for an access request. ``reads`` are the customer's
     recorded reads (``recorded_reads``); the access log lists those recorded in the former
-    form, on the customer's own stream, first."""
+    form, on the customer's own stream, first. ``schedule`` is the retention schedule's
+    rules (``RetentionSchedule.describe()``): each category states its own."""
+    rules = [dict(rule) for rule in schedule]
     categories: dict[str, Any] = {}
     for category in customer.purposes:
         if not customer.holds_name(category):
@@ -132,6 +135,7 @@ def assemble(
             ]
         if category == "activity":
             entry["entries"] = list(customer.activity)
+        entry["retention"] = [rule for rule in rules if rule["category"] == category]
         categories[category] = entry
     disclosures = []
     for disclosure in customer.disclosures:
@@ -155,6 +159,7 @@ def assemble(
         "disclosures": disclosures,
         "access_log": [*customer.access_log, *(dict(read) for read in reads)],
         "retention": retention,
+        "retention_schedule": rules,
     }
     result: dict[str, Any] = jsonable(document)
     return result

@@ -170,6 +170,7 @@ class RequestWorker:
             retention=retention,
             generated_at=self.clock(),
             reads=export.recorded_reads(self.views.audit_trail, self.ledger, customer.id),
+            schedule=self.policy.retention.describe(),
         )
         digest = export.digest(document)
         self.exports.save(request.id, customer.id, digest, document)

@@ -86,13 +86,13 @@ def receipt(api: TestClient, request_id: str, auth: dict[str, str] = ADMIN) -> A
 def log_events(api: TestClient, aggregate_id: str) -> list[dict[str, Any]]:
     """Every event of one aggregate, from the audit log route."""
     found: list[dict[str, Any]] = []
-    after = 0
+    params: dict[str, Any] = {"limit": 500}
     while True:
-        page = call(api, "GET", f"/v1/audit/events?after={after}&limit=1000", ADMIN)
+        page = call(api, "GET", "/v1/audit/events", ADMIN, params=params)
         found += [e for e in page["items"] if e["aggregate_id"] == aggregate_id]
-        if not page["items"]:
+        if page["next_cursor"] is None:
             return found
-        after = page["next_after"]
+        params["cursor"] = page["next_cursor"]
 
 
 def moment(value: str) -> datetime:
@@ -198,6 +198,17 @@ def test_access_export_downloads_as_a_file_and_reads_as_an_escaped_letter(
     html = api.get(f"/v1/requests/{request}/receipt", headers={**ADMIN, **HTML})
     assert html.headers["content-type"].startswith("text/html")
     assert answer["access"]["digest"] in html.text
+
+    # both state the retention schedule in force, each category its own rules
+    schedule = working.ledger.retention.describe()
+    assert answer["retention"] == schedule
+    document = plain.json()["document"]
+    assert document["retention_schedule"] == schedule
+    for category, entry in document["categories"].items():
+        assert entry["retention"] == [r for r in schedule if r["category"] == category]
+    troubleshooting = next(r for r in schedule if r["purpose"] == "troubleshooting")
+    assert troubleshooting["kept"] in html.text
+    assert troubleshooting["kept"] in page
     assert "Ada" not in html.text
 
 

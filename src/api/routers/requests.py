@@ -404,6 +404,7 @@ def build_receipt(ledger: RightsLedger, request_id: UUID) -> receipts.Receipt:
         ledger.events.get(request_id),
         ledger.events.get(request.customer_id),
         partner_names=names,
+        retention=ledger.retention.describe(),
     )
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from uuid import uuid4
 
 import pytest
 from eventsourcing.domain import Aggregate
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rightsledger.domain.personal import (
     ENVELOPE,
@@ -115,7 +117,7 @@ def test_an_undeclared_field_is_refused() -> None:
         declaration(Probe.Noted)
     with pytest.raises(UndeclaredFieldError):
         sealing.derive_rules([Probe.Noted])
-    event = Probe.Noted(
+    event = cast(Any, Probe.Noted)(
         originator_id=uuid4(), originator_version=2, timestamp=T, actor="a", note="n"
     )
     with pytest.raises(UndeclaredFieldError):
@@ -135,3 +137,35 @@ def test_a_new_personal_field_is_sealed_without_another_list() -> None:
 
     _subject, rules = sealing.derive_rules([Probe2.Noted])[Probe2.Noted]
     assert [(rule.attribute, rule.item) for rule in rules] == [("note", None)]
+
+
+def _with_personal(event: Any, text: str) -> Any:
+    """The event with every personal text replaced by ``text`` (mappings: each value)."""
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return text
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    changes = {field: fill(getattr(event, field)) for field in declaration(type(event)).personal}
+    return dataclasses.replace(event, **changes)
+
+
+@given(
+    index=st.integers(min_value=0, max_value=len(SAMPLES) - 1),
+    secret=st.text(min_size=1).map(lambda text: f"{PII}{text}"),
+)
+def test_whatever_a_personal_value_holds_it_stays_off_the_topic_and_the_trail(
+    index: int, secret: str
+) -> None:
+    """Any personal text, in any event, reaches neither the topic's document nor the
+    audit summary (in the document, also not JSON-escaped)."""
+    event = _with_personal(SAMPLES[index], secret)
+    document = cloudevents.encode(
+        cloudevents.envelope(event, source="urn:rightsledger:test", subject=subject_of(event))
+    )
+    assert secret.encode() not in document
+    assert json.dumps(secret).encode()[1:-1] not in document
+    assert secret not in describe(event)

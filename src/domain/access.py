@@ -9,11 +9,13 @@ who read, in which role, for what purpose, which categories were shown and what 
 
 from __future__ import annotations
 
+from typing import ClassVar
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
 from rightsledger.domain.errors import InvalidPurposeError
+from rightsledger.domain.personal import Internal, Public
 from rightsledger.domain.values import Purpose
 
 REFUSED_PURPOSE_LIMIT = 50
@@ -36,23 +38,25 @@ class AccessRecord(Aggregate):
     class DataAccessed(Aggregate.Created):
         """Someone read the customer's personal data, for a declared purpose."""
 
-        customer_id: UUID
-        actor: str
-        role: str
-        purpose: str
-        categories: list[str]
-        what: str
+        id_on_topic: ClassVar[str | None] = None
+        customer_id: Public[UUID]
+        actor: Internal[str]
+        role: Public[str]
+        purpose: Public[str]
+        categories: Public[list[str]]
+        what: Public[str]
 
     class AccessRefused(Aggregate.Created):
         """A read of the customer's personal data was refused (role or purpose not allowed)."""
 
-        customer_id: UUID
-        actor: str
-        role: str
-        purpose: str
-        categories: list[str]
-        what: str
-        reason: str
+        id_on_topic: ClassVar[str | None] = None
+        customer_id: Public[UUID]
+        actor: Internal[str]
+        role: Public[str]
+        purpose: Public[str]
+        categories: Internal[list[str]]
+        what: Public[str]
+        reason: Internal[str]
 
     def __init__(
         self,

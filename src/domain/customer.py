@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any, ClassVar
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
@@ -22,6 +22,7 @@ from rightsledger.domain.errors import (
     StateError,
 )
 from rightsledger.domain.partner import Partner
+from rightsledger.domain.personal import Internal, Key, PeriodScope, Personal, Public
 from rightsledger.domain.requests import DuplicateRequestError
 from rightsledger.domain.retention import RetentionSchedule, activity_period
 from rightsledger.domain.values import (
@@ -94,6 +95,17 @@ def _check_fields(category: Category, values: Mapping[str, object], field: str) 
     return checked
 
 
+def _correction_key(event: Customer.DetailsCorrected) -> Key:
+    """Corrected payment details are retained with the billing records; the rest is personal."""
+    return Key.RETAINED if event.category == Category.PAYMENT.value else Key.CUSTOMER
+
+
+def _activity_scope(event: Customer.ActivityLogged) -> PeriodScope:
+    """Activity is sealed per purpose and month it occurred in, so each period is purged alone."""
+    period = activity_period(event.occurred_at)
+    return PeriodScope(Category.ACTIVITY.value, event.reason, period.label, period.end)
+
+
 def _evidence(evidence: Mapping[str, Any]) -> dict[str, Any]:
     method = _text(evidence.get("method", ""), "evidence.method")
     wording = _text(evidence.get("wording_version", ""), "evidence.wording_version")
@@ -109,25 +121,36 @@ class Customer(Aggregate):
     """A customer, the personal data held about them by category, and their consents."""
 
     class Event(Aggregate.Event):
-        actor: str
+        id_on_topic: ClassVar[str | None] = "customer_id"
+        actor: Internal[str]
 
     class Registered(Aggregate.Created):
-        actor: str
-        policy_version: str
-        data: dict[str, dict[str, str]]
-        purposes: dict[str, list[str]]
+        id_on_topic: ClassVar[str | None] = "customer_id"
+        actor: Internal[str]
+        policy_version: Public[str]
+        data: Annotated[
+            dict[str, dict[str, str]],
+            Personal(
+                items={
+                    Category.IDENTITY.value: Key.CUSTOMER,
+                    Category.ACCOUNT.value: Key.CUSTOMER,
+                    Category.PAYMENT.value: Key.RETAINED,
+                }
+            ),
+        ]
+        purposes: Public[dict[str, list[str]]]
 
     class DetailsCorrected(Event):
-        category: str
-        changes: dict[str, str]
-        request_id: UUID | None
+        category: Public[str]
+        changes: Annotated[dict[str, str], Personal(_correction_key)]
+        request_id: Public[UUID | None]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.data.setdefault(self.category, {}).update(self.changes)
 
     class ConsentGranted(Event):
-        channel: str
-        evidence: dict[str, Any]
+        channel: Public[str]
+        evidence: Internal[dict[str, Any]]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.consents[self.channel] = {
@@ -137,9 +160,9 @@ class Customer(Aggregate):
             }
 
     class ConsentWithdrawn(Event):
-        channel: str
-        evidence: dict[str, Any]
-        request_id: UUID | None
+        channel: Public[str]
+        evidence: Internal[dict[str, Any]]
+        request_id: Public[UUID | None]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.consents[self.channel] = {
@@ -149,11 +172,11 @@ class Customer(Aggregate):
             }
 
     class InvoiceRecorded(Event):
-        invoice_id: UUID
-        amount: Decimal
-        currency: str
-        status: str
-        issued_at: datetime
+        invoice_id: Public[UUID]
+        amount: Annotated[Decimal, Personal(Key.RETAINED)]
+        currency: Internal[str]
+        status: Public[str]
+        issued_at: Public[datetime]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.invoices[str(self.invoice_id)] = {
@@ -164,11 +187,11 @@ class Customer(Aggregate):
             }
 
     class ActivityLogged(Event):
-        entry_id: UUID
-        kind: str
-        reason: str
-        detail: str
-        occurred_at: datetime
+        entry_id: Public[UUID]
+        kind: Public[str]
+        reason: Public[str]
+        detail: Annotated[str, Personal(Key.PERIOD, period=_activity_scope)]
+        occurred_at: Public[datetime]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.activity.append(
@@ -187,10 +210,10 @@ class Customer(Aggregate):
         stream of its own (``rightsledger.domain.access``); nothing new is written as this
         event, but stored logs hold it and it keeps loading into ``access_log``."""
 
-        role: str
-        purpose: str
-        categories: list[str]
-        what: str
+        role: Public[str]
+        purpose: Public[str]
+        categories: Public[list[str]]
+        what: Public[str]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.access_log.append(
@@ -210,10 +233,10 @@ class Customer(Aggregate):
         refused (role or purpose not allowed). Refusals are now ``AccessRecord.AccessRefused``;
         nothing new is written as this event, but stored logs hold it and it keeps loading."""
 
-        role: str
-        purpose: str
-        what: str
-        reason: str
+        role: Public[str]
+        purpose: Public[str]
+        what: Public[str]
+        reason: Internal[str]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.access_log.append(
@@ -230,12 +253,12 @@ class Customer(Aggregate):
             )
 
     class DataDisclosed(Event):
-        disclosure_id: UUID
-        partner_id: UUID
-        basis: str
-        categories: list[str]
-        purpose: str
-        reference: str
+        disclosure_id: Public[UUID]
+        partner_id: Public[UUID]
+        basis: Public[str]
+        categories: Public[list[str]]
+        purpose: Public[str]
+        reference: Internal[str]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.disclosures.append(
@@ -255,11 +278,11 @@ class Customer(Aggregate):
         customer's record. Every period ending on or before ``through`` is purged, and its
         key is destroyed after this is recorded (``periods`` lists those holding entries)."""
 
-        purpose: str
-        through: datetime
-        entries: list[UUID]
-        periods: list[str]
-        schedule: dict[str, Any]
+        purpose: Public[str]
+        through: Public[datetime]
+        entries: Public[list[UUID]]
+        periods: Public[list[str]]
+        schedule: Public[dict[str, Any]]
 
         def apply(self, aggregate: Any) -> None:
             gone = set(self.entries)
@@ -273,8 +296,9 @@ class Customer(Aggregate):
         their requests so that submissions for one customer are decided one at a time, on
         the store's state (the version check at insert), and never duplicate an open one."""
 
-        request_id: UUID
-        request_type: str
+        id_on_topic: ClassVar[str | None] = None
+        request_id: Internal[UUID]
+        request_type: Internal[str]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.requests[self.request_id] = self.request_type
@@ -282,8 +306,8 @@ class Customer(Aggregate):
     class Erased(Event):
         """Personal data erased on request; billing records and the processor's token kept."""
 
-        request_id: UUID
-        retained_until: datetime
+        request_id: Public[UUID]
+        retained_until: Public[datetime]
 
         def apply(self, aggregate: Any) -> None:
             payment = aggregate.data.get(Category.PAYMENT.value)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from eventsourcing.domain import Aggregate
 
 from rightsledger.domain.errors import InvalidCommandError
+from rightsledger.domain.personal import Internal
 
 
 class FollowerSkip(Aggregate):
     """An operator told a parked follower to step over one event of the log."""
 
     class Recorded(Aggregate.Created):
-        follower: str
-        position: int
-        reason: str
-        actor: str
+        id_on_topic: ClassVar[str | None] = None
+        follower: Internal[str]
+        position: Internal[int]
+        reason: Internal[str]
+        actor: Internal[str]
 
     def __init__(self, follower: str, position: int, reason: str, actor: str) -> None:
         self.follower = follower

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
 from rightsledger.domain.cards import refuse_card_numbers
 from rightsledger.domain.errors import InvalidPartnerError
+from rightsledger.domain.personal import Internal, Public
 from rightsledger.domain.values import PartnerKind
 
 
@@ -17,20 +18,22 @@ class Partner(Aggregate):
     """A payment processor, support provider, infrastructure partner or authority."""
 
     class Event(Aggregate.Event):
-        actor: str
+        id_on_topic: ClassVar[str | None] = "partner_id"
+        actor: Internal[str]
 
     class Registered(Aggregate.Created):
-        actor: str
-        name: str
-        kind: str
-        contract_reference: str | None
-        confidentiality_agreement: str | None
-        contract_valid_until: str | None
+        id_on_topic: ClassVar[str | None] = "partner_id"
+        actor: Internal[str]
+        name: Internal[str]
+        kind: Public[str]
+        contract_reference: Internal[str | None]
+        confidentiality_agreement: Internal[str | None]
+        contract_valid_until: Public[str | None]
 
     class ContractRenewed(Event):
-        contract_reference: str
-        confidentiality_agreement: str
-        contract_valid_until: str
+        contract_reference: Internal[str]
+        confidentiality_agreement: Internal[str]
+        contract_valid_until: Public[str]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.contract_reference = self.contract_reference

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, ClassVar
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
@@ -23,6 +23,7 @@ from rightsledger.domain.errors import (
     StateError,
     UnknownJurisdictionError,
 )
+from rightsledger.domain.personal import Internal, Key, Personal, Public, Published
 from rightsledger.domain.values import (
     CATEGORY_FIELDS,
     Category,
@@ -127,25 +128,27 @@ class DataRightsRequest(Aggregate):
     """A customer's written request to exercise a right of section 1.4 of the policy."""
 
     class Event(Aggregate.Event):
-        actor: str
+        id_on_topic: ClassVar[str | None] = "request_id"
+        actor: Internal[str]
 
     class Submitted(Aggregate.Created):
-        actor: str
-        customer_id: UUID
-        request_type: str
-        channel: str
-        statement: str | None
-        document_reference: str | None
-        jurisdiction: str
-        received_at: datetime
-        due_at: datetime
-        extension_months: int
-        extension_days: int
-        corrections: dict[str, dict[str, str]] | None
+        id_on_topic: ClassVar[str | None] = "request_id"
+        actor: Internal[str]
+        customer_id: Public[UUID]
+        request_type: Annotated[str, Published("type")]
+        channel: Public[str]
+        statement: Annotated[str | None, Personal(Key.REQUEST)]
+        document_reference: Annotated[str | None, Personal(Key.REQUEST)]
+        jurisdiction: Public[str]
+        received_at: Public[datetime]
+        due_at: Public[datetime]
+        extension_months: Internal[int]
+        extension_days: Internal[int]
+        corrections: Annotated[dict[str, dict[str, str]] | None, Personal(Key.REQUEST)]
 
     class IdentityVerified(Event):
-        method: str
-        reference: str
+        method: Public[str]
+        reference: Annotated[str, Personal(Key.REQUEST)]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.status = RequestStatus.IN_PROGRESS
@@ -153,8 +156,8 @@ class DataRightsRequest(Aggregate):
             aggregate.verification = {"method": self.method, "reference": self.reference}
 
     class DeadlineExtended(Event):
-        reason: str
-        due_at: datetime
+        reason: Annotated[str, Personal(Key.REQUEST)]
+        due_at: Public[datetime]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.extension_reason = self.reason
@@ -162,7 +165,7 @@ class DataRightsRequest(Aggregate):
             aggregate.due_at = self.due_at
 
     class Denied(Event):
-        reason: str
+        reason: Annotated[str, Personal(Key.REQUEST)]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.status = RequestStatus.DENIED
@@ -170,7 +173,7 @@ class DataRightsRequest(Aggregate):
             aggregate.closed_at = self.timestamp
 
     class Revoked(Event):
-        reason: str | None
+        reason: Annotated[str | None, Personal(Key.REQUEST)]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.status = RequestStatus.REVOKED
@@ -178,7 +181,7 @@ class DataRightsRequest(Aggregate):
             aggregate.closed_at = self.timestamp
 
     class Fulfilled(Event):
-        summary: str
+        summary: Internal[str]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.status = RequestStatus.FULFILLED
@@ -188,9 +191,9 @@ class DataRightsRequest(Aggregate):
     class ExportPrepared(Event):
         """The access export was assembled; its digest proves what was delivered."""
 
-        digest: str
-        categories: list[str]
-        items: int
+        digest: Public[str]
+        categories: Public[list[str]]
+        items: Public[int]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.export_digest = self.digest
@@ -198,8 +201,8 @@ class DataRightsRequest(Aggregate):
     class PartnersNotified(Event):
         """Partners that received the customer's data were told of a correction or deletion."""
 
-        notifications: list[dict[str, Any]]
-        awaiting_acknowledgement: bool
+        notifications: Public[list[dict[str, Any]]]
+        awaiting_acknowledgement: Public[bool]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.notified = [dict(n) for n in self.notifications]
@@ -207,7 +210,7 @@ class DataRightsRequest(Aggregate):
                 aggregate.awaiting = {UUID(str(n["partner_id"])) for n in self.notifications}
 
     class PartnerAcknowledged(Event):
-        partner_id: UUID
+        partner_id: Public[UUID]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.awaiting.discard(self.partner_id)
@@ -216,7 +219,7 @@ class DataRightsRequest(Aggregate):
     class WorkDone(Event):
         """The worker's part is recorded: what it did, so a repeated delivery does nothing."""
 
-        action: str
+        action: Public[str]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.work_done = self.action
@@ -225,23 +228,25 @@ class DataRightsRequest(Aggregate):
         """The erasure's consequences are done: the customer's keys destroyed and their
         exports deleted. Only then can a deletion be fulfilled."""
 
+        id_on_topic: ClassVar[str | None] = None
+
         def apply(self, aggregate: Any) -> None:
             aggregate.erasure_carried_out = True
 
     class DeadlineApproaching(Event):
-        due_at: datetime
+        due_at: Public[datetime]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.reminded = True
 
     class Overdue(Event):
-        due_at: datetime
+        due_at: Public[datetime]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.overdue_recorded = True
 
     class Escalated(Event):
-        reason: str
+        reason: Internal[str]
 
         def apply(self, aggregate: Any) -> None:
             aggregate.escalated = True
@@ -250,8 +255,8 @@ class DataRightsRequest(Aggregate):
         """Past the due date (extension included) without being completed."""
 
         class_version = 2
-        reason: str
-        unacknowledged: list[str]
+        reason: Annotated[str, Personal(Key.REQUEST)]
+        unacknowledged: Internal[list[str]]
         """Partners (ids) a deletion still awaited: not sealed, so still named after the
         erasure has made ``reason`` unreadable. Version 1 events had none: read as []."""
 

@@ -2,7 +2,8 @@
 
 Summaries name what happened and which fields or categories were touched, never
 the customer's personal values themselves (names, contact details, addresses, free
-text), so the trail can be kept after a customer's data is erased.
+text: the fields event classes declare ``Personal``), so the trail can be kept after a
+customer's data is erased.
 
 Reads of personal data are ``AccessRecord`` aggregates of their own; the trail files
 each under the customer it names (``customer_id``) with the type names reads always
@@ -46,10 +47,17 @@ def trail_type(event: object) -> str:
     return TRAIL_TYPES.get(type(event)) or event_type(event)
 
 
+class UndescribedEventError(LookupError):
+    """An event class has no description in the audit trail."""
+
+
 @singledispatch
 def describe(event: object) -> str:
-    """A one-line account of an event, free of personal values."""
-    return event_type(event).split(".")[-1]
+    """A one-line account of an event, in words, from the fields its class declares
+    ``Public`` or ``Internal`` (``rightsledger.domain.personal``), never a ``Personal``
+    value (of a personal mapping, only the names of its fields). Every event class has its
+    own; one without is refused rather than summarised by its name."""
+    raise UndescribedEventError(f"no audit description for {event_type(event)}")
 
 
 @describe.register

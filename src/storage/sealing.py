@@ -1,7 +1,8 @@
 """Personal values inside stored events, sealed with the subject's key (AES-256-GCM).
 
 ``SealingMapper`` is the event store's mapper. Before an event is encoded, each
-personal value named by ``RULES`` is replaced by a sealed envelope: the value's
+personal value its class declares (``Personal`` markers, ``rightsledger.domain.personal``;
+``RULES`` is derived from them) is replaced by a sealed envelope: the value's
 shape (text, mapping of fields, number), the key's id, and nonce + ciphertext,
 authenticated with the event's id, version and field name, so a sealed value cannot
 be moved to another event. Reading reverses it. When the key has been destroyed, the
@@ -20,7 +21,7 @@ from __future__ import annotations
 import base64
 import copy
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -28,9 +29,7 @@ from uuid import UUID
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
-from rightsledger.domain.customer import Customer
-from rightsledger.domain.requests import DataRightsRequest
-from rightsledger.domain.retention import activity_period
+from rightsledger.domain.personal import Key, PeriodScope, Personal, declaration, domain_events
 from rightsledger.storage.keyvault import (
     PERSONAL,
     RETAINED,
@@ -56,7 +55,11 @@ class Rule:
     subject's own."""
 
 
-def _customer_subject(event: Any, kind: str) -> tuple[UUID, UUID]:
+Subject = Callable[[Any, str], tuple[UUID, UUID | None]]
+"""The key's id and its customer for an event's value sealed under a kind of key."""
+
+
+def _customer_subject(event: Any, kind: str) -> tuple[UUID, UUID | None]:
     customer: UUID = event.originator_id
     return (retained_key_id(customer) if kind == RETAINED else customer), customer
 
@@ -66,37 +69,53 @@ def _request_subject(event: Any, _kind: str) -> tuple[UUID, UUID | None]:
     return event.originator_id, customer
 
 
-def _activity_period(event: Any) -> KeyScope:
-    period = activity_period(event.occurred_at)
-    return KeyScope("activity", event.reason, period.label, period.end)
+def _kind(choice: Personal | Key) -> Callable[[Any], str]:
+    """The vault's kind of key (personal or retained) for a declared key or strategy."""
+    if isinstance(choice, Key):
+        kind = RETAINED if choice is Key.RETAINED else PERSONAL
+        return lambda _event: kind
+    return lambda event: RETAINED if choice.key_of(event) is Key.RETAINED else PERSONAL
 
 
-def _correction_kind(event: Any) -> str:
-    return RETAINED if event.category == "payment_method" else PERSONAL
+def _period(strategy: Callable[[Any], PeriodScope]) -> Callable[[Any], KeyScope]:
+    def scope(event: Any) -> KeyScope:
+        period = strategy(event)
+        return KeyScope(period.category, period.purpose, period.period, period.period_end)
+
+    return scope
 
 
-RULES: dict[type, tuple[Callable[[Any, str], tuple[UUID, UUID | None]], list[Rule]]] = {
-    Customer.Registered: (
-        _customer_subject,
-        [
-            Rule("data", "identity_contact"),
-            Rule("data", "account_service"),
-            Rule("data", "payment_method", lambda _e: RETAINED),
-        ],
-    ),
-    Customer.DetailsCorrected: (_customer_subject, [Rule("changes", kind=_correction_kind)]),
-    Customer.ActivityLogged: (_customer_subject, [Rule("detail", period=_activity_period)]),
-    Customer.InvoiceRecorded: (_customer_subject, [Rule("amount", kind=lambda _e: RETAINED)]),
-    DataRightsRequest.Submitted: (
-        _request_subject,
-        [Rule("statement"), Rule("document_reference"), Rule("corrections")],
-    ),
-    DataRightsRequest.IdentityVerified: (_request_subject, [Rule("reference")]),
-    DataRightsRequest.DeadlineExtended: (_request_subject, [Rule("reason")]),
-    DataRightsRequest.Denied: (_request_subject, [Rule("reason")]),
-    DataRightsRequest.Revoked: (_request_subject, [Rule("reason")]),
-    DataRightsRequest.Expired: (_request_subject, [Rule("reason")]),
-}
+def rules_of(event_class: type) -> tuple[Subject, list[Rule]] | None:
+    """The sealing rules an event class's declaration implies (None: nothing personal).
+
+    A request's values are sealed with the request's key; a customer's with one of the
+    customer's keys (personal, retained, or a period's)."""
+    declared = declaration(event_class)
+    if not declared.personal:
+        return None
+    keys = declared.keys()
+    if Key.REQUEST in keys and keys != {Key.REQUEST}:
+        raise TypeError(f"{event_class.__qualname__} mixes the request's key with a customer's")
+    subject = _request_subject if Key.REQUEST in keys else _customer_subject
+    rules: list[Rule] = []
+    for attribute, marker in declared.personal.items():
+        if marker.items is not None:
+            rules.extend(Rule(attribute, item, _kind(key)) for item, key in marker.items.items())
+        elif marker.period is not None:
+            rules.append(Rule(attribute, period=_period(marker.period)))
+        else:
+            rules.append(Rule(attribute, kind=_kind(marker)))
+    return subject, rules
+
+
+def derive_rules(event_classes: Iterable[type]) -> dict[type, tuple[Subject, list[Rule]]]:
+    """The rules of every event class that holds a personal value."""
+    return {cls: spec for cls in event_classes if (spec := rules_of(cls)) is not None}
+
+
+RULES: dict[type, tuple[Subject, list[Rule]]] = derive_rules(domain_events())
+"""Per event class holding personal values: how to find its key, and each value's rule;
+derived from the ``Personal`` markers on the domain's event classes."""
 
 
 def _shape(value: Any) -> tuple[str, list[str] | None]:

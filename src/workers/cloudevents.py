@@ -1,23 +1,25 @@
 """Domain events as CloudEvents 1.0 for the topic: ids, categories, statuses and times only.
 
-What goes on the topic leaves rightsledger's control, so ``data`` is built from an
-allowlist per event type: identifiers, categories, purposes, bases, statuses, channels
-and times. Names, contact details, addresses, payment tokens, amounts, free text
-(statements, reasons, activity details, references) and corrected values never do.
+What goes on the topic leaves rightsledger's control, so ``data`` holds only what the
+event class declares ``Public`` (``rightsledger.domain.personal``): identifiers,
+categories, purposes, bases, statuses, channels and times, plus the words and shapes its
+renderer (``RENDERERS``) adds. Names, contact details, addresses, payment tokens,
+amounts, free text (statements, reasons, activity details, references) and corrected
+values are declared ``Personal`` or ``Internal`` and never do.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from functools import singledispatch
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from rightsledger.domain.access import AccessRecord
 from rightsledger.domain.customer import Customer
-from rightsledger.domain.partner import Partner
+from rightsledger.domain.personal import declaration
 from rightsledger.domain.requests import DataRightsRequest
 
 SPEC_VERSION = "1.0"
@@ -52,274 +54,116 @@ def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-@singledispatch
-def public_data(event: object) -> dict[str, Any]:  # noqa: ARG001 - dispatch fallback
-    """The event's personal-data-free payload (nothing beyond the envelope by default)."""
-    return {}
+def json_value(value: Any) -> Any:
+    """A public field's value as the topic carries it: ids as text, times in ISO 8601."""
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_value(v) for v in value]
+    return value
 
 
-@public_data.register
+Renderer = Callable[[Any], dict[str, Any]]
+RENDERERS: dict[type, Renderer] = {}
+"""Per event class, what its ``data`` holds beyond its public fields: words (a status, a
+category) and shapes made from other fields (the names of a personal mapping's fields,
+parts of consent evidence). Never a personal value."""
+
+_T = TypeVar("_T")
+
+
+def renders(
+    *classes: type[_T],
+) -> Callable[[Callable[[_T], dict[str, Any]]], Callable[[_T], dict[str, Any]]]:
+    """Register the function as the renderer of these event classes."""
+
+    def register(render: Callable[[_T], dict[str, Any]]) -> Callable[[_T], dict[str, Any]]:
+        for cls in classes:
+            RENDERERS[cls] = render
+        return render
+
+    return register
+
+
+def words(cls: type, **values: Any) -> None:
+    """Constant words an event class's ``data`` carries (its status, its category)."""
+    RENDERERS[cls] = lambda _event: dict(values)
+
+
+def public_data(event: Any) -> dict[str, Any]:
+    """The event's personal-data-free payload: its aggregate's id, its ``Public`` fields
+    and what its renderer adds. An event class without a declaration is refused
+    (``UndeclaredFieldError``): nothing is published by default."""
+    declared = declaration(type(event))
+    data: dict[str, Any] = {}
+    if declared.id_on_topic is not None:
+        data[declared.id_on_topic] = str(event.originator_id)
+    for field, name in declared.public.items():
+        data[name] = json_value(getattr(event, field))
+    render = RENDERERS.get(type(event))
+    if render is not None:
+        data.update(render(event))
+    return data
+
+
+@renders(Customer.Registered)
 def _(event: Customer.Registered) -> dict[str, Any]:
-    return {
-        "customer_id": str(event.originator_id),
-        "policy_version": event.policy_version,
-        "categories_held": sorted(event.data),
-        "purposes": {k: list(v) for k, v in sorted(event.purposes.items())},
-    }
+    return {"categories_held": sorted(event.data)}
 
 
-@public_data.register
+@renders(Customer.DetailsCorrected)
 def _(event: Customer.DetailsCorrected) -> dict[str, Any]:
-    return {
-        "customer_id": str(event.originator_id),
-        "category": event.category,
-        "fields": field_names(event.changes),
-        "request_id": str(event.request_id) if event.request_id else None,
-    }
+    return {"fields": field_names(event.changes)}
 
 
-def _consent(
-    event: Customer.ConsentGranted | Customer.ConsentWithdrawn, *, granted: bool
-) -> dict[str, Any]:
-    captured = event.evidence.get("captured_at")
+def _evidence(evidence: dict[str, Any]) -> dict[str, Any]:
+    captured = evidence.get("captured_at")
     return {
-        "customer_id": str(event.originator_id),
         "purpose": "marketing",
-        "channel": event.channel,
-        "granted": granted,
-        "wording_version": event.evidence.get("wording_version"),
+        "wording_version": evidence.get("wording_version"),
         "captured_at": _time(captured) if isinstance(captured, datetime) else None,
     }
 
 
-@public_data.register
+@renders(Customer.ConsentGranted)
 def _(event: Customer.ConsentGranted) -> dict[str, Any]:
-    return _consent(event, granted=True)
+    return {**_evidence(event.evidence), "granted": True}
 
 
-@public_data.register
+@renders(Customer.ConsentWithdrawn)
 def _(event: Customer.ConsentWithdrawn) -> dict[str, Any]:
-    data = _consent(event, granted=False)
-    data["request_id"] = str(event.request_id) if event.request_id else None
-    return data
+    return {**_evidence(event.evidence), "granted": False}
 
 
-@public_data.register
-def _(event: Customer.InvoiceRecorded) -> dict[str, Any]:
-    return {
-        "customer_id": str(event.originator_id),
-        "category": "billing",
-        "invoice_id": str(event.invoice_id),
-        "status": event.status,
-        "issued_at": _time(event.issued_at),
-    }
-
-
-@public_data.register
-def _(event: Customer.ActivityLogged) -> dict[str, Any]:
-    return {
-        "customer_id": str(event.originator_id),
-        "category": "activity",
-        "entry_id": str(event.entry_id),
-        "kind": event.kind,
-        "reason": event.reason,
-        "occurred_at": _time(event.occurred_at),
-    }
-
-
-@public_data.register
-def _(event: Customer.DataDisclosed) -> dict[str, Any]:
-    return {
-        "customer_id": str(event.originator_id),
-        "disclosure_id": str(event.disclosure_id),
-        "partner_id": str(event.partner_id),
-        "basis": event.basis,
-        "categories": list(event.categories),
-        "purpose": event.purpose,
-    }
-
-
-@public_data.register
-def _(event: Partner.Registered) -> dict[str, Any]:
-    return {
-        "partner_id": str(event.originator_id),
-        "kind": event.kind,
-        "contract_valid_until": event.contract_valid_until,
-    }
-
-
-@public_data.register
-def _(event: Partner.ContractRenewed) -> dict[str, Any]:
-    return {
-        "partner_id": str(event.originator_id),
-        "contract_valid_until": event.contract_valid_until,
-    }
-
-
-@public_data.register
+@renders(DataRightsRequest.Submitted)
 def _(event: DataRightsRequest.Submitted) -> dict[str, Any]:
-    return {
-        "request_id": str(event.originator_id),
-        "customer_id": str(event.customer_id),
-        "type": event.request_type,
-        "channel": event.channel,
-        "jurisdiction": event.jurisdiction,
-        "status": "open",
-        "received_at": _time(event.received_at),
-        "due_at": _time(event.due_at),
-        "categories_to_correct": field_names(event.corrections) if event.corrections else None,
-    }
+    corrections = field_names(event.corrections) if event.corrections else None
+    return {"status": "open", "categories_to_correct": corrections}
 
 
-def _status(event: DataRightsRequest.Event, status: str) -> dict[str, Any]:
-    return {"request_id": str(event.originator_id), "status": status}
-
-
-@public_data.register
-def _(event: DataRightsRequest.IdentityVerified) -> dict[str, Any]:
-    return {**_status(event, "in_progress"), "method": event.method}
-
-
-@public_data.register
-def _(event: DataRightsRequest.DeadlineExtended) -> dict[str, Any]:
-    return {**_status(event, "in_progress"), "due_at": _time(event.due_at), "extended": True}
-
-
-@public_data.register
-def _(event: DataRightsRequest.Denied) -> dict[str, Any]:
-    return _status(event, "denied")
-
-
-@public_data.register
-def _(event: DataRightsRequest.Revoked) -> dict[str, Any]:
-    return _status(event, "revoked")
-
-
-@public_data.register
-def _(event: DataRightsRequest.Fulfilled) -> dict[str, Any]:
-    return _status(event, "fulfilled")
-
-
-@public_data.register
-def _(event: DataRightsRequest.Expired) -> dict[str, Any]:
-    return _status(event, "expired")
-
-
-@public_data.register
-def _(event: Customer.Erased) -> dict[str, Any]:
-    return {
-        "customer_id": str(event.originator_id),
-        "request_id": str(event.request_id),
-        "retained_until": _time(event.retained_until),
-        "retained_categories": ["billing", "payment_method"],
-    }
-
-
-@public_data.register
-def _(event: Customer.ActivityPurged) -> dict[str, Any]:
-    return {
-        "customer_id": str(event.originator_id),
-        "category": "activity",
-        "purpose": event.purpose,
-        "through": _time(event.through),
-        "entries": [str(entry_id) for entry_id in event.entries],
-        "periods": list(event.periods),
-        "schedule": dict(event.schedule),
-    }
-
-
-@public_data.register
-def _(event: Customer.RetainedRecordsPurged) -> dict[str, Any]:
-    return {"customer_id": str(event.originator_id)}
-
-
-@public_data.register
-def _(event: DataRightsRequest.ExportPrepared) -> dict[str, Any]:
-    return {
-        **_status(event, "in_progress"),
-        "categories": list(event.categories),
-        "items": event.items,
-        "digest": event.digest,
-    }
-
-
-@public_data.register
-def _(event: DataRightsRequest.PartnersNotified) -> dict[str, Any]:
-    return {
-        **_status(event, "in_progress"),
-        "notifications": [
-            {"partner_id": n["partner_id"], "categories": list(n["categories"])}
-            for n in event.notifications
-        ],
-        "awaiting_acknowledgement": event.awaiting_acknowledgement,
-    }
-
-
-@public_data.register
-def _(event: DataRightsRequest.PartnerAcknowledged) -> dict[str, Any]:
-    return {**_status(event, "in_progress"), "partner_id": str(event.partner_id)}
-
-
-@public_data.register
-def _(event: DataRightsRequest.WorkDone) -> dict[str, Any]:
-    return {**_status(event, "in_progress"), "action": event.action}
-
-
-@public_data.register
-def _(event: DataRightsRequest.DeadlineApproaching) -> dict[str, Any]:
-    return {"request_id": str(event.originator_id), "due_at": _time(event.due_at)}
-
-
-@public_data.register
-def _(event: DataRightsRequest.Overdue) -> dict[str, Any]:
-    return {"request_id": str(event.originator_id), "due_at": _time(event.due_at), "overdue": True}
-
-
-@public_data.register
-def _(event: DataRightsRequest.Escalated) -> dict[str, Any]:
-    return {"request_id": str(event.originator_id), "escalated": True}
-
-
-@public_data.register
-def _(event: Customer.DataAccessed) -> dict[str, Any]:
-    return {
-        "customer_id": str(event.originator_id),
-        "role": event.role,
-        "purpose": event.purpose,
-        "categories": list(event.categories),
-        "what": event.what,
-    }
-
-
-@public_data.register
-def _(event: Customer.AccessRefused) -> dict[str, Any]:
-    return {
-        "customer_id": str(event.originator_id),
-        "role": event.role,
-        "purpose": event.purpose,
-        "what": event.what,
-    }
-
-
-@public_data.register
-def _(event: AccessRecord.DataAccessed) -> dict[str, Any]:
-    return {
-        "customer_id": str(event.customer_id),
-        "role": event.role,
-        "purpose": event.purpose,
-        "categories": list(event.categories),
-        "what": event.what,
-    }
-
-
-@public_data.register
-def _(event: AccessRecord.AccessRefused) -> dict[str, Any]:
-    return {
-        "customer_id": str(event.customer_id),
-        "role": event.role,
-        "purpose": event.purpose,
-        "what": event.what,
-    }
+words(Customer.InvoiceRecorded, category="billing")
+words(Customer.ActivityLogged, category="activity")
+words(Customer.ActivityPurged, category="activity")
+words(Customer.Erased, retained_categories=["billing", "payment_method"])
+for _cls in (
+    DataRightsRequest.IdentityVerified,
+    DataRightsRequest.ExportPrepared,
+    DataRightsRequest.PartnersNotified,
+    DataRightsRequest.PartnerAcknowledged,
+    DataRightsRequest.WorkDone,
+):
+    words(_cls, status="in_progress")
+words(DataRightsRequest.DeadlineExtended, status="in_progress", extended=True)
+words(DataRightsRequest.Denied, status="denied")
+words(DataRightsRequest.Revoked, status="revoked")
+words(DataRightsRequest.Fulfilled, status="fulfilled")
+words(DataRightsRequest.Expired, status="expired")
+words(DataRightsRequest.Overdue, overdue=True)
+words(DataRightsRequest.Escalated, escalated=True)
 
 
 def envelope(event: Any, *, source: str, subject: UUID | None) -> dict[str, Any]:

@@ -427,7 +427,9 @@ class _Terminated(SystemExit):
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (RIGHTSLEDGER_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (RIGHTSLEDGER_PORT).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (RIGHTSLEDGER_PORT).")
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(min=1, max=32, help="API processes (RIGHTSLEDGER_WEB_WORKERS)."),
@@ -437,6 +439,7 @@ def serve(
     # uvicorn handles SIGTERM while it serves, shuts down gracefully, then restores this
     # handler and raises SIGTERM again: the clean-up below then runs (the default handler
     # would end the process at once, leaving the broker behind), and serve ends by SIGTERM.
+    # With several API processes serve serves nothing itself: this handler ends its wait.
     terminated: list[int] = []
 
     def on_sigterm(signum: int, _: FrameType | None) -> None:
@@ -546,7 +549,7 @@ def plan_serve(
         if settings.run_projections:
             followers["projections run"] = ["projections", "run"]
         if settings.run_workers:
-            followers["workers run"] = ["workers", "run"] + ([] if bootstrap else ["--no-relay"])
+            followers["workers run"] = ["workers", "run"]  # with the relay: there is a broker
         if followers:
             # the API processes leave them to their own processes
             update["run_projections"] = False
@@ -647,9 +650,12 @@ def _serve_processes(plan: ServePlan, container: Container) -> None:
         metrics_dir = tempfile.mkdtemp(prefix="rightsledger-metrics-")
         container.closers.append(lambda: shutil.rmtree(metrics_dir, ignore_errors=True))
     # uvicorn's own binding (address family, SO_REUSEADDR, inheritable); it exits with the
-    # error logged when the address is taken
+    # error logged when the address is taken. The config's app is never loaded here.
     listener = uvicorn.Config(
-        "rightsledger.cli:app", host=settings.host, port=settings.port, log_level="warning"
+        "rightsledger.api.app:create_app",
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
     ).bind_socket()
     try:
         fd = listener.fileno()

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -34,8 +35,6 @@ from rightsledger.security.keys import KeyStoreError, Role
 from rightsledger.workers.supervisor import Supervisor, supervising_parent, watch_parent
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from rightsledger.bootstrap import Container
     from rightsledger.storage.database import Database
     from rightsledger.workers.broker import EmbeddedBroker
@@ -428,7 +427,9 @@ class _Terminated(SystemExit):
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (RIGHTSLEDGER_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (RIGHTSLEDGER_PORT).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (RIGHTSLEDGER_PORT).")
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(min=1, max=32, help="API processes (RIGHTSLEDGER_WEB_WORKERS)."),
@@ -438,6 +439,7 @@ def serve(
     # uvicorn handles SIGTERM while it serves, shuts down gracefully, then restores this
     # handler and raises SIGTERM again: the clean-up below then runs (the default handler
     # would end the process at once, leaving the broker behind), and serve ends by SIGTERM.
+    # With several API processes serve serves nothing itself: this handler ends its wait.
     terminated: list[int] = []
 
     def on_sigterm(signum: int, _: FrameType | None) -> None:
@@ -455,6 +457,111 @@ def serve(
         signal.raise_signal(signal.SIGTERM)
 
 
+@dataclass(frozen=True)
+class ServePlan:
+    """What ``serve`` runs, decided from the settings before anything starts.
+
+    ``settings`` are serve's own (the options over the environment's, the admin key of the
+    run, the embedded broker's address, and the followers left out of the API when they run
+    as processes of their own); every process serve starts is given what it needs of them in
+    an environment of its own (:meth:`follower_env`, :meth:`api_env`). Nothing changes the
+    settings or the process environment afterwards.
+    """
+
+    settings: Settings
+    generated_key: str | None
+    broker_port: int | None
+    """Start the embedded broker on this port (None: Kafka is configured, or not needed)."""
+    followers: dict[str, list[str]]
+    """The follower processes: name (as logged) -> ``rightsledger`` arguments."""
+
+    @property
+    def api_processes(self) -> int:
+        return self.settings.web_workers
+
+    def _store_env(self, database_url: str) -> dict[str, str]:
+        settings = self.settings
+        env = {
+            **os.environ,
+            "RIGHTSLEDGER_DATABASE_URL": database_url,
+            "RIGHTSLEDGER_DATABASE_SCHEMA": settings.database_schema,
+        }
+        if settings.kafka_bootstrap:
+            env["RIGHTSLEDGER_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
+        return env
+
+    def follower_env(self, database_url: str) -> dict[str, str]:
+        """The follower processes' environment: serve's, on the store and broker serve uses."""
+        return self._store_env(database_url)
+
+    def api_env(self, database_url: str, metrics_dir: str) -> dict[str, str]:
+        """An API process's environment: serve's, on the store and broker serve uses, with
+        the followers left to their processes, and prometheus-client's multiprocess
+        directory. The admin key is seeded by serve, so it is not passed on."""
+        from rightsledger.api.metrics import MULTIPROCESS_ENV
+
+        settings = self.settings
+        env = self._store_env(database_url)
+        env.pop("RIGHTSLEDGER_ADMIN_KEY", None)
+        env.update(
+            {
+                "RIGHTSLEDGER_RUN_PROJECTIONS": _flag(settings.run_projections),
+                "RIGHTSLEDGER_RUN_WORKERS": _flag(settings.run_workers),
+                MULTIPROCESS_ENV: metrics_dir,
+            }
+        )
+        return env
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def plan_serve(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+) -> ServePlan:
+    """Derive what ``serve`` runs from ``settings`` and its options (see :class:`ServePlan`)."""
+    from rightsledger.workers.broker import HOST as BROKER_HOST
+
+    update: dict[str, Any] = {}
+    if host:
+        update["host"] = host
+    if port:
+        update["port"] = port
+    if workers:
+        update["web_workers"] = workers
+    generated = None
+    if settings.admin_key is None and settings.database_url is None:
+        generated = "rlk_local_" + secrets.token_urlsafe(24)
+        update["admin_key"] = SecretStr(generated)
+    broker_port = None
+    bootstrap = settings.kafka_bootstrap
+    if settings.run_workers and not bootstrap:
+        broker_port = settings.kafka_port
+        bootstrap = f"{BROKER_HOST}:{broker_port}"
+        update["kafka_bootstrap"] = bootstrap
+    followers: dict[str, list[str]] = {}
+    if settings.follower_processes:
+        if settings.run_projections:
+            followers["projections run"] = ["projections", "run"]
+        if settings.run_workers:
+            followers["workers run"] = ["workers", "run"]  # with the relay: there is a broker
+        if followers:
+            # the API processes leave them to their own processes
+            update["run_projections"] = False
+            update["run_workers"] = False
+    return ServePlan(
+        settings=settings.model_copy(update=update),
+        generated_key=generated,
+        broker_port=broker_port,
+        followers=followers,
+    )
+
+
 def _serve(host: str | None, port: int | None, workers: int | None) -> None:
     import uvicorn
 
@@ -462,28 +569,19 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
     from rightsledger.bootstrap import build
 
     _logging()
-    settings = Settings()
-    _database_url(settings)
-    if host:
-        settings.host = host
-    if port:
-        settings.port = port
-    if workers:
-        settings.web_workers = workers
-    generated = None
-    if settings.admin_key is None and settings.database_url is None:
-        generated = "rlk_local_" + secrets.token_urlsafe(24)
-        settings.admin_key = SecretStr(generated)
+    environment = Settings()
+    _database_url(environment)
+    plan = plan_serve(environment, host=host, port=port, workers=workers)
+    settings = plan.settings
     broker = None
-    supervisor: Supervisor | None = None
+    followers: Supervisor | None = None
     container: Container | None = None
     try:
-        if settings.run_workers and not settings.kafka_bootstrap:
+        if plan.broker_port is not None:
             from rightsledger.workers.broker import EmbeddedBroker
 
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-            broker = EmbeddedBroker(settings.kafka_port, log_dir=settings.data_dir).start()
-            settings.kafka_bootstrap = broker.bootstrap
+            broker = EmbeddedBroker(plan.broker_port, log_dir=settings.data_dir).start()
         container = build(settings)
         if broker is not None:
             # closed with the container (the API's shutdown), after the followers that use it
@@ -501,44 +599,17 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
             )
         elif settings.kafka_bootstrap:
             typer.echo(f"  Kafka: {settings.kafka_bootstrap}")
-        if generated:
-            typer.echo(f"  admin key for this run: {generated}")
+        if plan.generated_key:
+            typer.echo(f"  admin key for this run: {plan.generated_key}")
         typer.echo("  create a key: rightsledger keys create --role intake --name front-desk")
-        supervisor = _followers(settings, container.database)
-        if supervisor is not None:
-            supervisor.start()
-            settings.run_projections = False
-            settings.run_workers = False
-            os.environ["RIGHTSLEDGER_RUN_PROJECTIONS"] = "false"
-            os.environ["RIGHTSLEDGER_RUN_WORKERS"] = "false"
-            container.closers.append(supervisor.stop)
-        if settings.web_workers > 1:
-            # Each process builds its own container from the environment; the store and the
-            # broker started here are shared, and advisory locks keep one active follower each.
-            os.environ["RIGHTSLEDGER_DATABASE_URL"] = container.database.url
-            if settings.kafka_bootstrap:
-                os.environ["RIGHTSLEDGER_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
-            if settings.admin_key is not None:
-                os.environ["RIGHTSLEDGER_ADMIN_KEY"] = settings.admin_key.get_secret_value()
-            # The API processes count in prometheus-client's multiprocess mode, in a directory
-            # of this run's (emptied at exit) unless one is given; each answers /metrics with
-            # the sum over all of them. Set before they start: they read it when they import.
-            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-                metrics_dir = tempfile.mkdtemp(prefix="rightsledger-metrics-")
-                os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-                container.closers.append(lambda: shutil.rmtree(metrics_dir, ignore_errors=True))
-            typer.echo(f"  {settings.web_workers} API processes")
+        if plan.followers:
+            followers = _supervisor(
+                plan.followers, plan.follower_env(container.database.url), container.database
+            ).start()
+            container.closers.append(followers.stop)
+        if plan.api_processes > 1:
             try:
-                uvicorn.run(
-                    "rightsledger.cli:api_process_app",
-                    factory=True,
-                    workers=settings.web_workers,
-                    host=settings.host,
-                    port=settings.port,
-                    log_level="warning",
-                    access_log=False,
-                    **_proxy_options(settings),
-                )
+                _serve_processes(plan, container)
             finally:
                 container.close()
         else:
@@ -552,12 +623,58 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
             )
     finally:
         # Normally done already by the container's closers; here for a start-up cut short.
-        if supervisor is not None:
-            supervisor.stop()
+        if followers is not None:
+            followers.stop()
         if broker is not None:
             broker.stop()
         if container is not None:
             container.database.close()
+
+
+def _serve_processes(plan: ServePlan, container: Container) -> None:
+    """``serve --workers N``: serve binds the listening socket and runs N API processes
+    (``api-process``) on it, passed by file descriptor, each building its own container from
+    the environment it is given; supervised like the followers (restarted with back-off,
+    dying with serve). Returns on SIGINT; SIGTERM ends it by ``_Terminated``."""
+    import uvicorn
+
+    from rightsledger.api.metrics import MULTIPROCESS_ENV
+
+    settings = plan.settings
+    # The API processes count in prometheus-client's multiprocess mode, in a directory of
+    # this run's (emptied at exit) unless one is given; each answers /metrics with the sum
+    # over all of them. prometheus-client reads it when it is imported: it is in their
+    # environment from the start.
+    metrics_dir = os.environ.get(MULTIPROCESS_ENV) or ""
+    if not metrics_dir:
+        metrics_dir = tempfile.mkdtemp(prefix="rightsledger-metrics-")
+        container.closers.append(lambda: shutil.rmtree(metrics_dir, ignore_errors=True))
+    # uvicorn's own binding (address family, SO_REUSEADDR, inheritable); it exits with the
+    # error logged when the address is taken. The config's app is never loaded here.
+    listener = uvicorn.Config(
+        "rightsledger.api.app:create_app",
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+    ).bind_socket()
+    try:
+        fd = listener.fileno()
+        commands = {
+            f"api process {n}": ["api-process", "--fd", str(fd)]
+            for n in range(1, plan.api_processes + 1)
+        }
+        processes = _supervisor(
+            commands,
+            plan.api_env(container.database.url, metrics_dir),
+            container.database,
+            pass_fds=(fd,),
+        )
+        typer.echo(f"  {plan.api_processes} API processes")
+        with processes, contextlib.suppress(KeyboardInterrupt):
+            while True:
+                signal.pause()
+    finally:
+        listener.close()
 
 
 def _proxy_options(settings: Settings) -> dict[str, Any]:
@@ -576,42 +693,47 @@ def _stopper(broker: EmbeddedBroker) -> Callable[[], None]:
     return stop
 
 
-def api_process_app() -> FastAPI:
-    """The app of one of ``serve --workers N``'s API processes: built from the environment,
-    and shut down (SIGTERM to itself, which uvicorn handles) if serve is gone."""
-    from rightsledger.api.app import from_environment
+@app.command("api-process", hidden=True)
+def api_process(
+    fd: Annotated[int, typer.Option(help="The listening socket's file descriptor.")],
+) -> None:
+    """One of ``serve --workers N``'s API processes: the app built from the environment serve
+    gave it, on the socket serve listens on; shut down (SIGTERM to itself, which uvicorn
+    handles) if serve is gone."""
+    import socket
 
-    parent = os.getppid()
-    watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM), parent=parent, grace=10.0)
-    return from_environment()
+    import uvicorn
+
+    from rightsledger.api.app import create_app
+    from rightsledger.bootstrap import build
+
+    _logging()
+    settings = Settings()
+    parent = supervising_parent()
+    if parent is not None:
+        watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM), parent=parent, grace=10.0)
+    listener = socket.socket(fileno=fd)  # family and type read from the descriptor
+    config = uvicorn.Config(
+        create_app(build(settings), own_container=True),
+        log_level="warning",
+        access_log=False,
+        **_proxy_options(settings),
+    )
+    uvicorn.Server(config).run(sockets=[listener])
 
 
-def _followers(settings: Settings, database: Database) -> Supervisor | None:
-    """The projection worker and the request workers (with the relay) as processes of their
-    own beside the API, as in production (the API's process keeps its core for requests),
-    under a supervisor (to be started): restarted when they exit, stopped with serve, and
-    dying with it."""
-    if not settings.follower_processes:
-        return None
-    env = {
-        **os.environ,
-        "RIGHTSLEDGER_DATABASE_URL": database.url,
-        "RIGHTSLEDGER_DATABASE_SCHEMA": settings.database_schema,
-    }
-    if settings.kafka_bootstrap:
-        env["RIGHTSLEDGER_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
-    commands: dict[str, list[str]] = {}
-    if settings.run_projections:
-        commands["projections run"] = ["projections", "run"]
-    if settings.run_workers:
-        commands["workers run"] = ["workers", "run"] + (
-            [] if settings.kafka_bootstrap else ["--no-relay"]
-        )
-    if not commands:
-        return None
+def _supervisor(
+    commands: dict[str, list[str]],
+    env: dict[str, str],
+    database: Database,
+    *,
+    pass_fds: tuple[int, ...] = (),
+) -> Supervisor:
+    """``rightsledger`` commands as processes of their own beside serve, under a supervisor
+    (to be started): restarted when they exit, stopped with serve, and dying with it."""
     argv = {name: [sys.executable, "-m", "rightsledger", *args] for name, args in commands.items()}
-    # an embedded server is stopped after the followers if serve ends without stopping it
-    return Supervisor(argv, env, on_spawn=database.outlived_by)
+    # an embedded server is stopped after them if serve ends without stopping it
+    return Supervisor(argv, env, on_spawn=database.outlived_by, pass_fds=pass_fds)
 
 
 @app.command("migrate")

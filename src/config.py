@@ -68,9 +68,10 @@ def default_data_dir(environ: Mapping[str, str]) -> Path:
 
 
 class Settings(BaseSettings):
-    """Everything an operator can set. Nothing builds one at import time."""
+    """Everything an operator can set. Nothing builds one at import time, and none changes
+    once read (frozen): what a command derives from them is a new value (``model_copy``)."""
 
-    model_config = SettingsConfigDict(env_prefix="RIGHTSLEDGER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RIGHTSLEDGER_", extra="ignore", frozen=True)
 
     database_url: SecretStr | None = Field(
         default=None,

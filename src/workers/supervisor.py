@@ -1,13 +1,14 @@
-"""Supervision of the processes ``serve`` starts beside the API.
+"""Supervision of the processes ``serve`` starts: the followers and the API processes.
 
-:class:`Supervisor` starts each follower command (``projections run``, ``workers run``) as a
+:class:`Supervisor` starts each command (``projections run``, ``workers run``; with
+``serve --workers N``, N ``api-process`` on the socket serve listens on) as a
 process of its own and watches it from a thread: a process that exits while the supervisor is
 not stopping is started again after a back-off (0.5 s, doubling up to 30 s; back to 0.5 s once a
 process has run for 60 s), and every restart is logged with the exit status. :meth:`stop` sends
 SIGTERM to every child, waits, and kills what is left.
 
 Children must not outlive their parent, however it ends (SIGKILL included), so there are two
-safeguards, both used for every follower:
+safeguards, both used for every child:
 
 - :func:`die_with_parent` is a ``preexec_fn`` that asks Linux to send the child SIGTERM when
   the parent goes (``prctl(PR_SET_PDEATHSIG)``). Linux ties this to the *thread* that forked
@@ -126,6 +127,8 @@ class Supervisor:
         stop_timeout: seconds between SIGTERM and SIGKILL in :meth:`stop`.
         poll: how often the watching thread looks at the children.
         on_spawn: called with each new child's pid (from the watching thread).
+        pass_fds: file descriptors the children inherit, at the same numbers (e.g. a
+            listening socket the API processes accept on).
     """
 
     commands: Mapping[str, Sequence[str]]
@@ -136,6 +139,7 @@ class Supervisor:
     stop_timeout: float = 10.0
     poll: float = 0.1
     on_spawn: Callable[[int], None] | None = None
+    pass_fds: Sequence[int] = ()
     _children: list[_Child] = field(default_factory=list, init=False)
     _stopping: threading.Event = field(default_factory=threading.Event, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -229,7 +233,7 @@ class Supervisor:
     def _spawn(self, child: _Child) -> None:
         env = {**self.env, SUPERVISOR_PID: str(os.getpid())}
         process = subprocess.Popen(  # noqa: S603 - argv from the caller, no shell
-            child.argv, env=env, preexec_fn=die_with_parent()
+            child.argv, env=env, preexec_fn=die_with_parent(), pass_fds=tuple(self.pass_fds)
         )
         with self._lock:
             if self._stopping.is_set():  # stop() began meanwhile: it did not see this one

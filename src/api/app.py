@@ -299,11 +299,3 @@ def _append(description: str | None, note: str) -> str:
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
     return app.openapi()
-
-
-def from_environment() -> FastAPI:
-    """An app built from the environment's settings (for several API processes)."""
-    from rightsledger.bootstrap import build
-    from rightsledger.config import Settings
-
-    return create_app(build(Settings()), own_container=True)

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    sync_playwright,
+)
 from psycopg_pool import ConnectionPool
 
 from rightsledger.security.keys import ApiKeyStore, Role
@@ -62,7 +69,15 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 
 @pytest.fixture
 def page(context: BrowserContext, request: pytest.FixtureRequest) -> Iterator[Page]:
-    """A page; after the test, a screenshot of whatever it shows last."""
+    """A page; after the test, a screenshot of whatever it shows last (the last tab opened),
+    and no page of the test may have broken its Content-Security-Policy."""
+    refused: list[str] = []
+
+    def note(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            refused.append(f"{message.page.url if message.page else '?'}: {message.text}")
+
+    context.on("console", note)
     opened = context.new_page()
     try:
         yield opened
@@ -72,6 +87,7 @@ def page(context: BrowserContext, request: pytest.FixtureRequest) -> Iterator[Pa
         last = context.pages[-1] if context.pages else opened
         if not last.is_closed():
             last.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    assert not refused, f"the page broke its Content-Security-Policy: {refused}"
 
 
 @pytest.fixture

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from tests.e2e.service import Service
 
@@ -30,3 +31,14 @@ def snapshot(page: Page, name: str) -> None:
     folder = Path(__file__).resolve().parents[2] / "build" / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def find_customer(page: Page, kind: str, value: str, purpose: str) -> None:
+    """Fill the lookup form of the page open now (find by ``kind``, for ``purpose``) and
+    wait for the results of this very search."""
+    page.get_by_label("Find by").select_option(kind)
+    page.get_by_label("Email, phone or account reference").fill(value)
+    page.get_by_label("Purpose of the look-up").select_option(purpose)
+    page.get_by_role("button", name="Find", exact=True).click()
+    searched = json.dumps(f"{kind}:{value.strip()}")
+    expect(page.locator(f".lookup-results[data-searched={searched}]")).to_be_visible()

@@ -18,7 +18,8 @@ def test_an_auditor_sees_the_trail_and_verifies_the_chain_but_cannot_act(
     """An auditor reads the whole trail and a customer's, runs chain verification and sees
     it intact, sees the followers' positions, and gets no action button on a request; a
     forged POST with the auditor's own session and CSRF token is refused (403) and the
-    request stays as it was."""
+    request stays as it was; the auditor is offered no customer lookup and a forged one is
+    refused too."""
     with service.client() as api:
         customer = api.post(
             "/v1/customers",
@@ -65,6 +66,20 @@ def test_an_auditor_sees_the_trail_and_verifies_the_chain_but_cannot_act(
     assert "may not verify identity" in forged.text()
     with service.client() as api:
         assert api.get(f"/v1/requests/{request_id}").json()["status"] == "open"
+    # the auditor is offered no lookup, and a forged one is refused and reads nothing
+    page.get_by_role("navigation", name="Console pages").get_by_role(
+        "link", name="Inbox"
+    ).click()
+    expect(page.get_by_label("Email, phone or account reference")).to_have_count(0)
+    forged = page.request.post(
+        f"{service.base_url}/console/customers/lookup",
+        form={"kind": "email", "value": "a@x.org", "purpose": "legal",
+              "csrf_token": csrf_token(page)},
+        max_redirects=0,
+    )
+    assert forged.status == 403
+    assert "may not find customers" in forged.text()
+    assert "a@x.org" not in forged.text()
     page.get_by_role("link", name="Audit").click()
     page.get_by_role("button", name="Verify the chain").click()
     expect(page.locator(".verification")).to_contain_text("Chain intact")

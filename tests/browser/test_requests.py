@@ -9,7 +9,9 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.helpers import sign_in, snapshot
+from rightsledger.api.console.router import CONSOLE_POLICY
+from rightsledger.api.letters import LETTER_POLICY
+from tests.browser.helpers import find_customer, sign_in, snapshot
 from tests.e2e.service import Service
 
 
@@ -53,15 +55,30 @@ def verify_identity(page: Page) -> None:
 def test_a_written_access_request_is_recorded_verified_fulfilled_and_exported(
     service: Service, make_key: Callable[..., tuple[str, str]], page: Page, tmp_path: Path
 ) -> None:
-    """Intake records an emailed access request; the privacy officer finds it in the inbox
-    with its days left, reads the statement after declaring a purpose, verifies identity,
-    watches the request reach fulfilled and downloads the export."""
+    """Intake finds the customer of an emailed access request by email (the lookup, for the
+    account purpose, recorded) and records the request for the customer found; the privacy
+    officer finds it in the inbox with its days left, reads the statement after declaring a
+    purpose, verifies identity, watches the request reach fulfilled, downloads the export,
+    and opens the letter to the customer and the receipt, each in its own tab under the
+    letter's own security policy (the console's stays strict)."""
     customer = register_customer(service)
     _, intake = make_key("intake", "front desk")
     sign_in(page, service, intake)
-    request_id = record_request(
-        page, customer, "access", "Please send me a copy of my data.", "email"
-    )
+    page.get_by_role("link", name="Record a request").click()
+    find_customer(page, "email", "  Ada@Example.ORG ", "account")
+    found = page.locator(f'li[data-customer="{customer}"]')
+    expect(found).to_contain_text("Ada Lovelace")
+    found.get_by_role("link", name="Record the request for this customer").click()
+    expect(page.get_by_label("Customer id")).to_have_value(customer)
+    page.get_by_label("Type").select_option("access")
+    page.get_by_label("Received by").select_option("email")
+    page.get_by_label("Jurisdiction").select_option("gdpr")
+    page.get_by_label("The statement").fill("Please send me a copy of my data.")
+    page.get_by_role("button", name="Record the request").click()
+    page.wait_for_url(re.compile(r"/console/requests/[0-9a-f-]{36}\?done=recorded"))
+    matched = re.search(r"/requests/([0-9a-f-]{36})", page.url)
+    assert matched is not None
+    request_id = matched.group(1)
     expect(page.locator("[data-status]")).to_have_text("open")
     # intake may record and read, not verify
     expect(page.get_by_role("button", name="Verify identity")).to_have_count(0)
@@ -90,6 +107,9 @@ def test_a_written_access_request_is_recorded_verified_fulfilled_and_exported(
 
     verify_identity(page)
     expect(page.locator("[data-status]")).to_have_text("fulfilled", timeout=60_000)
+    expect(page.locator("[data-receipt]")).to_be_visible()
+    expect(page.locator("[data-receipt]")).to_contain_text("identity_contact")
+    snapshot(page, "console-receipt")
     with page.expect_download() as downloading:
         page.get_by_role("link", name="Download the export").click()
     saved = tmp_path / "export.json"
@@ -98,14 +118,40 @@ def test_a_written_access_request_is_recorded_verified_fulfilled_and_exported(
     assert export["request_id"] == request_id
     assert export["customer_id"] == customer
     assert export["document"]["categories"]
-    # the statement read and the export read are both in the request's customer trail
+    with page.expect_download() as downloading:
+        page.get_by_role("link", name="Receipt as JSON").click()
+    assert downloading.value.suggested_filename == f"rightsledger-receipt-{request_id}.json"
+    receipt_file = tmp_path / "receipt.json"
+    downloading.value.save_as(receipt_file)
+    assert json.loads(receipt_file.read_text())["access"]["digest"] == export["digest"]
+
+    console_policy = page.request.get(page.url).headers["content-security-policy"]
+    assert console_policy == CONSOLE_POLICY
+    with page.context.expect_page() as opening:
+        page.get_by_role("link", name="Open the letter").click()
+    letter = opening.value
+    letter.wait_for_load_state()
+    expect(letter.get_by_text("Ada Lovelace").first).to_be_visible()
+    expect(letter.get_by_text(export["digest"])).to_be_visible()
+    answer = page.request.get(letter.url)
+    assert answer.headers["content-security-policy"] == LETTER_POLICY
+    assert answer.headers["content-type"].startswith("text/html")
+    with page.context.expect_page() as opening:
+        page.get_by_role("link", name="Open the receipt").click()
+    receipt = opening.value
+    receipt.wait_for_load_state()
+    expect(receipt.locator("h1")).to_be_visible()
+    expect(receipt.get_by_text(request_id).first).to_be_visible()
+    assert page.request.get(receipt.url).headers["content-security-policy"] == LETTER_POLICY
+    # the lookup, the statement, the export and the letter are all reads in the trail
     with service.client() as api:
         head = api.get("/ready").json()["position"]
         trail = api.get(
             f"/v1/audit/customers/{customer}/trail", params={"min_position": head, "limit": 500}
         ).json()["items"]
     reads = [e["summary"] for e in trail if e["event_type"].endswith("DataAccessed")]
-    assert any("access export" in summary for summary in reads), reads
+    assert any("lookup" in summary for summary in reads), reads
+    assert any("access export (letter)" in summary for summary in reads), reads
     assert any("data-rights request" in summary for summary in reads), reads
 
 
@@ -155,6 +201,10 @@ def test_a_deletion_awaits_its_partner_then_is_acknowledged_and_fulfilled(
     page.get_by_role("button", name="Record acknowledgement from Acme Payments").click()
     expect(page.locator(f'li.acknowledged[data-partner="{partner}"]')).to_be_visible()
     expect(page.locator("[data-status]")).to_have_text("fulfilled", timeout=60_000)
+    # the receipt says what was erased; a deletion has no letter of an export
+    expect(page.locator("[data-receipt]")).to_be_visible()
+    expect(page.get_by_role("link", name="Open the receipt")).to_be_visible()
+    expect(page.get_by_role("link", name="Open the letter")).to_have_count(0)
     # a closed request offers no action any more (the page reloaded on the new status)
     expect(page.get_by_role("button", name="Extend")).to_have_count(0)
     expect(page.get_by_role("button", name="Deny the request")).to_have_count(0)

@@ -1,4 +1,5 @@
-"""The console's pure parts: inbox cursors, days-left tags, and roles read from the API."""
+"""The console's pure parts: inbox cursors, days-left tags, roles read from the API, and the
+security headers of its answers."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import HTMLResponse
+from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rightsledger.api import letters
 from rightsledger.api.console.gates import may, roles_of
 from rightsledger.api.console.queries import Cursor
-from rightsledger.api.console.router import days_left, nav
+from rightsledger.api.console.router import CONSOLE_POLICY, ConsoleRoute, days_left, nav
 from rightsledger.api.routers import audit, partners, requests
 from rightsledger.security.keys import Principal, Role
 
@@ -74,3 +79,34 @@ def test_pages_a_role_may_not_use_are_not_in_its_navigation() -> None:
     assert "Record a request" in intake
     assert "Audit" not in intake
     assert nav(principal(Role.PARTNER)) == []
+
+
+def _app_with(answer: Response) -> TestClient:
+    app = FastAPI()
+    console = APIRouter(route_class=ConsoleRoute)
+
+    @console.get("/page")
+    def page() -> Response:
+        return answer
+
+    app.include_router(console)
+    return TestClient(app)
+
+
+def test_console_pages_carry_the_console_policy() -> None:
+    """A console answer gets the console's strict Content-Security-Policy (own scripts and
+    styles only, framed by nothing) and its other security headers."""
+    answer = _app_with(HTMLResponse("<p>page</p>")).get("/page")
+    assert answer.headers["content-security-policy"] == CONSOLE_POLICY
+    assert "frame-ancestors 'none'" in CONSOLE_POLICY
+    assert "'unsafe-inline'" not in CONSOLE_POLICY
+    assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_letter_keeps_its_own_policy_through_the_console() -> None:
+    """A letter answered through a console route keeps the letter's policy (it loads and
+    runs nothing), not the console's."""
+    letter = letters.letter("receipt.html", None, request_id=uuid4(), receipt=None)
+    assert _app_with(letter).get("/page").headers["content-security-policy"] == (
+        letters.LETTER_POLICY
+    )

@@ -1,8 +1,8 @@
 """Queries the console needs that the API's routes do not answer yet, on the API's views.
 
 Each reads a view through its own ``fetch`` (rows and the view's position in one snapshot),
-as the routers do: open requests with keyset (cursor) paging and a jurisdiction filter,
-counts by status, and the requests awaiting a partner's acknowledgement.
+as the routers do: open requests with keyset (cursor) paging and jurisdiction and customer
+filters, and counts by status.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def open_requests(
     status: str | None = None,
     jurisdiction: str | None = None,
     overdue: bool | None = None,
+    customer_id: UUID | None = None,
     after: Cursor | None = None,
     limit: int = 50,
 ) -> tuple[list[dict[str, Any]], Cursor | None, int]:
@@ -71,6 +72,9 @@ def open_requests(
         clauses.append(sql.SQL("due_at < %(now)s"))
     elif overdue is False:
         clauses.append(sql.SQL("due_at >= %(now)s"))
+    if customer_id is not None:
+        clauses.append(sql.SQL("customer_id = %(customer)s"))
+        params["customer"] = customer_id
     if after is not None:
         clauses.append(sql.SQL("(due_at, request_id) > (%(after_due)s, %(after_id)s)"))
         params["after_due"] = after.due_at
@@ -112,15 +116,3 @@ def jurisdictions(view: RequestQueueView) -> list[str]:
         {},
     )
     return [row["jurisdiction"] for row in rows]
-
-
-def awaiting_partner(view: RequestQueueView, partner_id: UUID) -> list[dict[str, Any]]:
-    """Open requests waiting for this partner's acknowledgement, soonest due first."""
-    rows, _ = view.fetch(
-        sql.SQL(
-            "SELECT request_id, customer_id, type, status, due_at FROM {}"
-            " WHERE {} AND awaiting @> %(partner)s::jsonb ORDER BY due_at, request_id"
-        ).format(view.table("request_queue"), OPEN_STATUSES),
-        {"partner": f'["{partner_id}"]'},
-    )
-    return rows

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
@@ -28,12 +29,13 @@ from rightsledger.api import schemas as s
 from rightsledger.api.console import queries
 from rightsledger.api.console.gates import may
 from rightsledger.api.console.sessions import ConsoleSessions, Session
-from rightsledger.api.deps import ContainerDep, ViewRead, authenticate
+from rightsledger.api.deps import ContainerDep, ReadFrom, ViewRead, authenticate
 from rightsledger.api.problems import ApiProblemError, domain_status
 from rightsledger.api.routers import audit, customers, health, partners, requests
 from rightsledger.bootstrap import Container
 from rightsledger.domain.errors import DomainError
 from rightsledger.domain.values import Purpose, RequestChannel, RequestStatus, RequestType
+from rightsledger.projections.partners import NoticeStatus
 from rightsledger.security.keys import Principal
 
 HERE = Path(__file__).parent
@@ -52,7 +54,38 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN = frozenset({RequestStatus.OPEN.value, RequestStatus.IN_PROGRESS.value})
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+CONSOLE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+"""The console's pages run only the console's own script and stylesheet, post only to the
+console, and are framed by nothing. A letter answered through the console keeps the letter's
+own, stricter policy (it loads and runs nothing)."""
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONSOLE_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+class ConsoleRoute(APIRoute):
+    """A console route: its answers carry the console's security headers unless they set
+    their own (a letter's Content-Security-Policy)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            response: Response = await handle(request)
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
+            return response
+
+        return handler
+
+
+router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
 
 T = TypeVar("T")
 
@@ -199,6 +232,11 @@ def allowed_purposes(container: Container, principal: Principal) -> list[str]:
     return [p.value for p in Purpose if p.value in allowed]
 
 
+def _head(container: Container) -> int:
+    """The log's head: a page reading a view waits until the view reflects it."""
+    return container.ledger.recorder.max_notification_id() or 0
+
+
 def _read(container: Container, view: str) -> ViewRead:
     return ViewRead(container.views[view], Response())
 
@@ -310,9 +348,11 @@ def inbox(
     status: str = "",
     jurisdiction: str = "",
     overdue: str = "",
+    customer: str = "",
     after: str = "",
 ) -> Response:
-    """Open requests by due date with days left, counts by status, filters, cursor paging."""
+    """Open requests by due date with days left, counts by status, filters (a customer's
+    requests among them, as the lookup finds the customer), cursor paging."""
     if not may(session.principal, requests.list_requests):
         return refuse(request, session, "see the request inbox")
     view = container.views.request_queue
@@ -322,6 +362,7 @@ def inbox(
         "status": status if status in OPEN else "",
         "jurisdiction": jurisdiction,
         "overdue": overdue if overdue in ("yes", "no") else "",
+        "customer": _uuid_or_blank(customer),
     }
     rows, following, position = queries.open_requests(
         view,
@@ -330,6 +371,7 @@ def inbox(
         status=filters["status"] or None,
         jurisdiction=filters["jurisdiction"] or None,
         overdue={"yes": True, "no": False}.get(filters["overdue"]),
+        customer_id=UUID(filters["customer"]) if filters["customer"] else None,
         after=queries.Cursor.decode(after),
     )
     remind = container.settings.remind_before_days
@@ -349,11 +391,18 @@ def inbox(
         ),
         "position": position,
         "paged": bool(after),
-        "lookup": LOOKUP_BY_CONTACT is not None,
+        **lookup_context(container, session.principal, "inbox"),
     }
     if is_htmx(request) and request.headers.get("HX-Target") == "inbox-results":
         return render(request, "_inbox_results.html", session, **context)
     return render(request, "inbox.html", session, **context)
+
+
+def _uuid_or_blank(text: str) -> str:
+    try:
+        return str(UUID(text.strip()))
+    except ValueError:
+        return ""
 
 
 # -- a request -----------------------------------------------------------------------------
@@ -390,6 +439,7 @@ def _request_context(
         "acknowledge": is_open and may(who, partners.acknowledge),
         "export": shown.type is RequestType.ACCESS and status == "fulfilled"
         and may(who, requests.get_export),
+        "receipt": not is_open and may(who, requests.get_receipt),
         "customer": may(who, customers.get_customer) or may(who, customers.get_consents),
     }
     return {
@@ -421,17 +471,17 @@ def new_request(
     if not may(session.principal, requests.submit_request):
         return refuse(request, session, "record a request")
     return render(
-        request, "new_request.html", session, **_intake_context(container), values={
-            "customer_id": customer_id
-        },
+        request, "new_request.html", session, **_intake_context(container, session.principal),
+        values={"customer_id": _uuid_or_blank(customer_id)},
     )
 
 
-def _intake_context(container: Container) -> dict[str, Any]:
+def _intake_context(container: Container, who: Principal) -> dict[str, Any]:
     return {
         "types": [t.value for t in RequestType],
         "channels": [c.value for c in RequestChannel],
         "jurisdictions": sorted(container.settings.deadline_rules()),
+        **lookup_context(container, who, "intake"),
     }
 
 
@@ -477,7 +527,7 @@ def record_request(
         assert problem is not None
         return render(
             request, "new_request.html", session, problem.status,
-            problem=problem, values=values, **_intake_context(container),
+            problem=problem, values=values, **_intake_context(container, session.principal),
         )
     return RedirectResponse(f"/console/requests/{accepted.request_id}?done=recorded", 303)
 
@@ -493,7 +543,16 @@ def request_page(
     if context is None:
         assert problem is not None
         return render(request, "error.html", session, problem.status, problem=problem)
-    return render(request, "request.html", session, done=done, **context)
+    receipt = no_receipt = None
+    if context["can"]["receipt"]:
+        # a closed request: the API says whether it has a receipt (only a fulfilled one)
+        receipt, no_receipt = attempt(
+            lambda: requests.get_receipt(request_id, container, session.principal, Response())
+        )
+    return render(
+        request, "request.html", session, done=done, receipt=receipt, no_receipt=no_receipt,
+        **context,
+    )
 
 
 def _live(request: Request, session: Session, context: dict[str, Any], **extra: Any) -> Response:
@@ -653,40 +712,126 @@ def acknowledge(
     return _after_action(request, container, session, request_id, problem, "acknowledged")
 
 
+def _as_file(answer: Any, headers: Response) -> Response:
+    """A route's answer as the browser gets it: a letter (HTML, with the letter's own
+    security policy) as it is; a JSON answer as the API serialises it, with the route's
+    ``Content-Disposition`` when it made it a file."""
+    if isinstance(answer, Response):
+        answer.headers["Cache-Control"] = "no-store"
+        return answer
+    file_headers = {"Cache-Control": "no-store"}
+    if "content-disposition" in headers.headers:
+        file_headers["Content-Disposition"] = headers.headers["content-disposition"]
+    return Response(
+        answer.model_dump_json(indent=2), media_type="application/json", headers=file_headers
+    )
+
+
+def _form(as_: str) -> str:
+    return "text/html" if as_ == "letter" else "application/json"
+
+
 @router.get("/requests/{request_id}/export")
 def download_export(
-    request: Request, request_id: UUID, container: ContainerDep, session: Viewer
+    request: Request,
+    request_id: UUID,
+    container: ContainerDep,
+    session: Viewer,
+    as_: Annotated[str, Query(alias="as")] = "json",
+    download: bool = True,
 ) -> Response:
-    """The access export as a JSON file, read for the legal purpose (the read is recorded)."""
+    """The access export as a JSON file, or the letter to the customer (``?as=letter``) to
+    preview and print or (``download``) to save; read for the legal purpose, and recorded."""
     who = session.principal
     if not may(who, requests.get_export):
         return refuse(request, session, "download exports")
     answer = Response()
     export, problem = attempt(
         lambda: requests.get_export(
-            request_id, container, who, answer, "legal", "application/json", download=True
+            request_id, container, who, answer, "legal", _form(as_), download=download
         )
     )
     if export is None:
         assert problem is not None
         return render(request, "error.html", session, problem.status, problem=problem)
-    assert isinstance(export, s.ExportOut)
-    return Response(
-        export.model_dump_json(indent=2),
-        media_type="application/json",
-        headers={
-            "Content-Disposition": answer.headers["content-disposition"],
-            "Cache-Control": "no-store",
-        },
+    return _as_file(export, answer)
+
+
+@router.get("/requests/{request_id}/receipt")
+def download_receipt(
+    request: Request,
+    request_id: UUID,
+    container: ContainerDep,
+    session: Viewer,
+    as_: Annotated[str, Query(alias="as")] = "json",
+    download: bool = True,
+) -> Response:
+    """The receipt of a fulfilled request: a JSON file, or its letter (``?as=letter``) to
+    preview and print or (``download``) to save. It holds no personal value: no purpose."""
+    who = session.principal
+    if not may(who, requests.get_receipt):
+        return refuse(request, session, "read receipts")
+    answer = Response()
+    receipt, problem = attempt(
+        lambda: requests.get_receipt(
+            request_id, container, who, answer, _form(as_), download=download
+        )
     )
+    if receipt is None:
+        assert problem is not None
+        return render(request, "error.html", session, problem.status, problem=problem)
+    return _as_file(receipt, answer)
 
 
 # -- customers -----------------------------------------------------------------------------
 
 
-LOOKUP_BY_CONTACT: Callable[[Container, str], UUID | None] | None = None
-"""LOOKUP: finding a customer by email or phone (the blind index) plugs in here; until the
-API has it, the customer page is opened by customer id."""
+LOOKUP_KINDS = {"email": "Email", "phone": "Phone", "account": "Account reference"}
+"""What a customer can be found by (the blind index's identifiers)."""
+LOOKUP_FROM = ("customers", "inbox", "intake")
+"""The pages that offer the lookup: each offers what it is for next to the customers found."""
+
+
+def lookup(
+    request: Request, container: Container, who: Principal, kind: str, value: str, purpose: str
+) -> tuple[s.CustomerMatches | None, Problem | None]:
+    """Customers holding the identifier, through the API's own route: the purpose is checked
+    against the role, each customer found is limited to it and recorded as a read
+    (``what: lookup``)."""
+    value = value.strip()
+    if kind not in LOOKUP_KINDS:
+        return None, Problem(422, "Invalid form", "kind: find by email, phone or account")
+    if not value:
+        return None, Problem(422, "Invalid form", f"{kind}: enter what to look for")
+
+    def find() -> s.CustomerMatches:
+        # the index as of now: a customer registered a moment ago is found
+        read = ReadFrom("customer_lookup")(container, Response(), _head(container))
+        return customers.find_customers(
+            request,
+            Response(),
+            container,
+            who,
+            read,
+            email=value if kind == "email" else None,
+            phone=value if kind == "phone" else None,
+            account=value if kind == "account" else None,
+            x_purpose=purpose,
+            channel=None,
+            limit=20,
+            cursor=None,
+        )
+
+    return attempt(find)
+
+
+def _lookup_roles(who: Principal) -> dict[str, bool]:
+    return {
+        "lookup": may(who, customers.find_customers),
+        "customer": may(who, customers.get_customer),
+        "requests": may(who, requests.list_requests),
+        "record": may(who, requests.submit_request),
+    }
 
 
 def _customer_roles(who: Principal) -> dict[str, bool]:
@@ -700,12 +845,21 @@ def _customer_roles(who: Principal) -> dict[str, bool]:
     }
 
 
+def lookup_context(container: Container, who: Principal, where: str) -> dict[str, Any]:
+    """What a page needs to offer the lookup form (``where``: the page it is on)."""
+    return {
+        "lookup": may(who, customers.find_customers),
+        "lookup_kinds": LOOKUP_KINDS,
+        "lookup_from": where,
+        "lookup_purposes": allowed_purposes(container, who),
+    }
+
+
 @router.get("/customers")
 def customer_search(
-    request: Request, container: ContainerDep, session: Viewer, customer_id: str = "",
-    contact: str = "",
+    request: Request, container: ContainerDep, session: Viewer, customer_id: str = ""
 ) -> Response:
-    """Open a customer's page: by id now, by email or phone once the lookup is there."""
+    """Find a customer by email, phone or account reference (the lookup), or open one by id."""
     can = _customer_roles(session.principal)
     if not (can["profile"] or can["consents"] or can["disclosures"]):
         return refuse(request, session, "see customers")
@@ -715,18 +869,43 @@ def customer_search(
             return RedirectResponse(f"/console/customers/{UUID(customer_id.strip())}", 303)
         except ValueError:
             problem = Problem(422, "Not a customer id", "a customer id is a UUID")
-    if contact.strip():
-        if LOOKUP_BY_CONTACT is None:
-            problem = Problem(501, "Lookup not available", "search by customer id for now")
-        else:
-            found = LOOKUP_BY_CONTACT(container, contact.strip())
-            if found is not None:
-                return RedirectResponse(f"/console/customers/{found}", 303)
-            problem = Problem(404, "No customer", "no customer has that email or phone")
     return render(
         request, "customers.html", session, problem.status if problem else 200,
-        problem=problem, lookup=LOOKUP_BY_CONTACT is not None,
+        problem=problem, **lookup_context(container, session.principal, "customers"),
     )
+
+
+@router.post("/customers/lookup")
+def customer_lookup(
+    request: Request,
+    container: ContainerDep,
+    session: Writer,
+    kind: Annotated[str, Form()] = "email",
+    value: Annotated[str, Form()] = "",
+    purpose: Annotated[str, Form()] = "",
+    where: Annotated[str, Form()] = "customers",
+) -> Response:
+    """The customers an email, phone or account reference finds, for a declared purpose (a
+    form post: the identifier stays out of URLs and logs). htmx swaps the results in; without
+    it the customers page shows them."""
+    who = session.principal
+    if not may(who, customers.find_customers):
+        return refuse(request, session, "find customers")
+    where = where if where in LOOKUP_FROM else "customers"
+    found, problem = lookup(request, container, who, kind, value, purpose)
+    context: dict[str, Any] = {
+        "found": found,
+        "searched": {"kind": kind, "value": value.strip(), "purpose": purpose},
+        "can_next": _lookup_roles(who),
+        **lookup_context(container, who, where),
+    }
+    status = problem.status if problem else 200
+    if is_htmx(request):
+        return render(
+            request, "_lookup_results.html", session, status, problem=problem, fragment=True,
+            **context,
+        )
+    return render(request, "customers.html", session, status, problem=problem, **context)
 
 
 @router.get("/customers/{customer_id}")
@@ -796,35 +975,79 @@ def customer_data(
 # -- partners ------------------------------------------------------------------------------
 
 
-PARTNER_LIST: Callable[[Container], list[s.PartnerOut]] | None = None
-"""PARTNERS: the list of partners with contract validity plugs in here once the API lists
-them; until then a partner's page is opened by its id."""
+def _awaiting(
+    request: Request, container: Container, who: Principal, partner_id: UUID, read: ViewRead
+) -> tuple[s.NotificationPage | None, Problem | None]:
+    """The deletion notices the partner has still to acknowledge, from the API's route."""
+    return attempt(
+        lambda: partners.partner_notifications(
+            partner_id, request, Response(), who, read, NoticeStatus.AWAITING, 500, None
+        )
+    )
+
+
+def _partners_read(
+    container: Container, min_position: int | None
+) -> tuple[ViewRead | None, Problem | None]:
+    """The partners view, once it reflects ``min_position`` (an acknowledgement just
+    recorded; the log's head otherwise), with the API's own read-your-writes rule."""
+    wanted = _head(container) if min_position is None else min_position
+    return attempt(lambda: ReadFrom("partners")(container, Response(), wanted))
 
 
 @router.get("/partners")
 def partner_search(
-    request: Request, container: ContainerDep, session: Viewer, partner_id: str = ""
+    request: Request,
+    container: ContainerDep,
+    session: Viewer,
+    partner_id: str = "",
+    cursor: str = "",
+    min_position: int | None = None,
+    done: str = "",
 ) -> Response:
-    if not may(session.principal, partners.get_partner):
+    """Every partner with its contract's validity and, for the roles that may read
+    notifications, the acknowledgements it still owes."""
+    who = session.principal
+    if not may(who, partners.list_partners):
         return refuse(request, session, "see partners")
-    problem = None
+    problem: Problem | None
     if partner_id.strip():
         try:
             return RedirectResponse(f"/console/partners/{UUID(partner_id.strip())}", 303)
         except ValueError:
             problem = Problem(422, "Not a partner id", "a partner id is a UUID")
-    listed = PARTNER_LIST(container) if PARTNER_LIST is not None else None
+            return render(request, "partners.html", session, 422, problem=problem, listed=None)
+    read, problem = _partners_read(container, min_position)
+    listed: s.PartnerPage | None = None
+    if read is not None:
+        view = read
+        listed, problem = attempt(
+            lambda: partners.list_partners(request, Response(), who, view, 50, cursor or None)
+        )
+    owed: dict[UUID, list[s.NotificationOut]] = {}
+    can_notices = may(who, partners.partner_notifications)
+    if listed is not None and read is not None and can_notices:
+        for partner in listed.items:
+            notices, _ = _awaiting(request, container, who, partner.partner_id, read)
+            owed[partner.partner_id] = notices.items if notices is not None else []
     return render(
         request, "partners.html", session, problem.status if problem else 200,
-        problem=problem, listed=listed,
+        problem=problem, listed=listed, owed=owed if can_notices else None,
+        can_acknowledge=may(who, partners.acknowledge), done=done, cursor=cursor,
     )
 
 
 @router.get("/partners/{partner_id}")
 def partner_page(
-    request: Request, partner_id: UUID, container: ContainerDep, session: Viewer
+    request: Request,
+    partner_id: UUID,
+    container: ContainerDep,
+    session: Viewer,
+    min_position: int | None = None,
+    done: str = "",
 ) -> Response:
-    """A partner, its contract's validity, what it received and what it has to acknowledge."""
+    """A partner, its contract's validity, what it received, what it was notified of and
+    what it has still to acknowledge."""
     who = session.principal
     if not may(who, partners.get_partner):
         return refuse(request, session, "see partners")
@@ -837,12 +1060,52 @@ def partner_page(
         disclosures = partners.partner_disclosures(
             partner_id, who, container.ledger, request, _read(container, "disclosures"), 500
         )
-    outstanding = None
-    if may(who, requests.list_requests):
-        outstanding = queries.awaiting_partner(container.views.request_queue, partner_id)
+    notices: s.NotificationPage | None = None
+    if may(who, partners.partner_notifications):
+        read, problem = _partners_read(container, min_position)
+        if read is not None:
+            view = read
+            notices, problem = attempt(
+                lambda: partners.partner_notifications(
+                    partner_id, request, Response(), who, view, None, 500, None
+                )
+            )
     return render(
-        request, "partner.html", session, partner=partner, disclosures=disclosures,
-        outstanding=outstanding,
+        request, "partner.html", session, problem.status if problem else 200, problem=problem,
+        partner=partner, disclosures=disclosures, notices=notices,
+        can_acknowledge=may(who, partners.acknowledge), done=done,
+    )
+
+
+@router.post("/partners/{partner_id}/acknowledge")
+def acknowledge_for_partner(
+    request: Request,
+    partner_id: UUID,
+    container: ContainerDep,
+    session: Writer,
+    request_id: Annotated[str, Form()] = "",
+    back: Annotated[str, Form()] = "list",
+) -> Response:
+    """Record the partner's acknowledgement of a deletion notice from the partners pages;
+    back to the page it came from once the partners view reflects it."""
+    who = session.principal
+    if not may(who, partners.acknowledge):
+        return refuse(request, session, "record acknowledgements")
+
+    def record() -> s.RequestChanged:
+        body = s.AcknowledgementIn(request_id=UUID(request_id.strip()))
+        return partners.acknowledge(partner_id, body, container.ledger, who)
+
+    try:
+        changed, problem = attempt(record)
+    except ValueError:
+        changed, problem = None, Problem(422, "Invalid form", "request_id: not a request id")
+    if changed is None:
+        assert problem is not None
+        return render(request, "error.html", session, problem.status, problem=problem)
+    where = f"/console/partners/{partner_id}" if back == "partner" else "/console/partners"
+    return RedirectResponse(
+        f"{where}?min_position={changed.position}&done=acknowledged", 303
     )
 
 

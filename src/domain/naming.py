@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from eventsourcing.domain import Aggregate, CanMutateAggregate
-from eventsourcing.utils import register_topic
+from eventsourcing.utils import register_topic, resolve_topic
 
 STABLE_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*(\.[A-Z][A-Za-z0-9]*)*$")
 """A stable name's class part: dotted class names, never a module path (no ``:``)."""
@@ -130,7 +130,17 @@ def class_version(cls: type) -> int:
 def base_name(cls: type) -> str:
     """A class's stable name without version: its own ``event_name`` / ``aggregate_name``
     when it says one (not inherited), else its qualified name (``Customer.Registered``)."""
-    own = vars(cls).get("aggregate_name" if issubclass(cls, Aggregate) else "event_name")
+    attribute = "aggregate_name" if issubclass(cls, Aggregate) else "event_name"
+    # eventsourcing may redefine a nested event as a subclass of the class written in the
+    # source, under the same qualified name: the attribute is on one of those.
+    own = next(
+        (
+            vars(c)[attribute]
+            for c in cls.__mro__
+            if c.__qualname__ == cls.__qualname__ and attribute in vars(c)
+        ),
+        None,
+    )
     name = own if isinstance(own, str) else cls.__qualname__
     if not STABLE_NAME.match(name):
         msg = f"{cls.__qualname__}: {name!r} is not a stable name (dotted class names)"
@@ -138,11 +148,18 @@ def base_name(cls: type) -> str:
     return name
 
 
+_stable: dict[type, str] = {}
+
+
 def stable_name(cls: type) -> str:
     """What the store writes for new events of this class (or new aggregates of it)."""
-    if issubclass(cls, Aggregate):
-        return base_name(cls)
-    return f"{base_name(cls)}.v{class_version(cls)}"
+    name = _stable.get(cls)
+    if name is None:
+        name = base_name(cls)
+        if not issubclass(cls, Aggregate):
+            name = f"{name}.v{class_version(cls)}"
+        _stable[cls] = name
+    return name
 
 
 def stored_names(cls: type) -> tuple[str, ...]:
@@ -177,6 +194,12 @@ def names_table(classes: Iterable[type]) -> dict[str, type]:
 def all_classes() -> list[type]:
     """The aggregates and events whose names are stored."""
     return [c for agg in aggregate_classes() for c in (agg, *event_classes(agg))]
+
+
+@functools.cache
+def aggregate_name(topic: str) -> str:
+    """The stable name of the aggregate class a creation event's ``originator_topic`` names."""
+    return stable_name(resolve_topic(topic))
 
 
 @functools.cache

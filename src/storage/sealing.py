@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
 from rightsledger.domain.customer import Customer
+from rightsledger.domain.naming import aggregate_name, register_names, stable_name
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.retention import activity_period
 from rightsledger.storage.keyvault import (
@@ -125,6 +126,7 @@ class SealingMapper(Mapper[UUID]):
     ) -> None:
         super().__init__(transcoder=transcoder, compressor=compressor, cipher=cipher)
         self.vault = vault
+        register_names()
 
     @staticmethod
     def _aad(event: Any, rule: Rule) -> bytes:
@@ -168,7 +170,7 @@ class SealingMapper(Mapper[UUID]):
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         spec = RULES.get(type(domain_event))
         if spec is None:
-            return super().to_stored_event(domain_event)
+            return self._named(domain_event)
         subject, rules = spec
         sealed = copy.copy(domain_event)
         for rule in rules:
@@ -181,7 +183,22 @@ class SealingMapper(Mapper[UUID]):
                 new = dict(getattr(sealed, rule.attribute))
                 new[rule.item] = self._seal(domain_event, rule, value[rule.item], subject)
             object.__setattr__(sealed, rule.attribute, new)
-        return super().to_stored_event(sealed)
+        return self._named(sealed)
+
+    def _named(self, event: Any) -> StoredEvent:
+        """Stored under the event's stable name (``rightsledger.domain.naming``), a creation
+        event naming its aggregate by its stable name too; module paths only ever resolve."""
+        origin = vars(event).get("originator_topic")
+        if origin is not None:
+            event = copy.copy(event)
+            object.__setattr__(event, "originator_topic", aggregate_name(origin))
+        stored = super().to_stored_event(event)
+        return StoredEvent(
+            originator_id=stored.originator_id,
+            originator_version=stored.originator_version,
+            topic=stable_name(type(event)),
+            state=stored.state,
+        )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         event = super().to_domain_event(stored_event)

@@ -295,7 +295,10 @@ def expired_as_version_1(ledger: Any, request_id: UUID, now: datetime) -> None:
             StoredEvent(
                 originator_id=stored.originator_id,
                 originator_version=stored.originator_version,
-                topic=stored.topic,
+                # under a stable name, version 1's (a module path names no version)
+                topic=stored.topic.removesuffix(".v2") + ".v1"
+                if ":" not in stored.topic
+                else stored.topic,
                 state=ledger.mapper.transcoder.encode(state),
             )
         ]

@@ -13,6 +13,9 @@ Activity details are sealed with a key per customer, purpose and month the entry
 in (``Rule.period``), so a retention purge destroys one period's key and leaves the rest
 readable. An envelope names its key, so events sealed with an earlier key (activity sealed
 with the customer's personal key) keep loading as before.
+
+Events are stored under their stable names (``rightsledger.domain.naming``, ``_named``);
+every name ever stored, module paths included, resolves when reading.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import resolve_topic
+from psycopg import sql
 
 from rightsledger.bootstrap import Container
 from rightsledger.domain.naming import domain_event_classes
@@ -62,6 +63,29 @@ def test_golden_log_replays_to_the_same_state(container: Container, name: str) -
     for aggregate_id, summary in expected.items():
         aggregate = container.ledger.repository.get(UUID(aggregate_id))
         assert golden.summary(aggregate) == summary, aggregate_id
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_view_takes_a_golden_log(container: Container, name: str) -> None:
+    """The projection worker applies a whole golden log to every view without stopping (a
+    renewed contract included: it reaches the disclosures register's partner row)."""
+    log = load(container, name)
+    _, state = golden.read(name)
+    assert container.projection_worker().catch_up() == log["events"][-1]["position"]
+    renewed = {
+        UUID(i): s["state"]["contract_reference"]
+        for i, s in state.items()
+        if s["type"] == "Partner" and s["state"]["contract_reference"]
+    }
+    assert renewed
+    table = sql.Identifier(container.settings.database_schema, "disclosure_partners")
+    with psycopg.connect(container.database.url) as conn:
+        for partner_id, reference in renewed.items():
+            row = conn.execute(
+                sql.SQL("SELECT contract_reference FROM {} WHERE partner_id = %s").format(table),
+                (partner_id,),
+            ).fetchone()
+            assert row == (reference,)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -9,6 +9,7 @@ recorded beside it when it was written.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from uuid import UUID
 
@@ -19,7 +20,7 @@ from eventsourcing.utils import resolve_topic
 from psycopg import sql
 
 from rightsledger.bootstrap import Container
-from rightsledger.domain.naming import domain_event_classes
+from rightsledger.domain.naming import MODULE_TOPICS, domain_event_classes, register_names
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.storage import chain
 from tests.golden import golden
@@ -107,6 +108,18 @@ def test_golden_log_keeps_growing(container: Container, name: str) -> None:
     page = container.ledger.log_page(0, len(log["events"]) + 10)
     assert len(page) == len(log["events"]) + 1
     assert container.ledger.get_customer(customer).data["identity_contact"]["name"] == "Nia New"
+
+
+def test_module_topics_stored_before_stable_names_are_all_kept() -> None:
+    """Every module path the first golden log holds, as a topic or a creation event's
+    ``originator_topic``, is one of the frozen former names, and resolves to its class."""
+    log, _ = golden.read(NAMES[0])
+    stored = {e["topic"] for e in log["events"]} | {
+        origin for e in log["events"] if (origin := json.loads(e["state"]).get("originator_topic"))
+    }
+    assert stored <= set(MODULE_TOPICS)
+    table = register_names()
+    assert all(resolve_topic(topic) is table[topic] for topic in stored)
 
 
 def test_every_event_class_has_a_golden_sample() -> None:

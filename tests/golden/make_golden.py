@@ -32,6 +32,7 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import StoredEvent
+from pydantic import SecretStr
 
 from rightsledger.bootstrap import build
 from rightsledger.config import Settings
@@ -310,8 +311,8 @@ def write(name: str, home: Path, report: Callable[[str], None] = print) -> None:
     database = start_embedded(home)
     try:
         database.ensure_schema(SCHEMA)
-        settings = Settings(  # type: ignore[call-arg]
-            database_url=database.url,
+        settings = Settings(
+            database_url=SecretStr(database.url),
             database_schema=SCHEMA,
             run_projections=False,
             run_workers=False,

@@ -62,7 +62,7 @@ def test_golden_log_replays_to_the_same_state(container: Container, name: str) -
     _, expected = golden.read(name)
     load(container, name)
     for aggregate_id, summary in expected.items():
-        aggregate = container.ledger.repository.get(UUID(aggregate_id))
+        aggregate: Any = container.ledger.repository.get(UUID(aggregate_id))
         assert golden.summary(aggregate) == summary, aggregate_id
 
 

@@ -29,6 +29,7 @@ from rightsledger.domain.access import AccessRecord
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.deadlines import DeadlineRule
 from rightsledger.domain.errors import DomainError, InvalidCommandError, StateError
+from rightsledger.domain.naming import register_names
 from rightsledger.domain.operations import FollowerSkip
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
@@ -149,7 +150,9 @@ class RightsLedger(Application[UUID]):
     # ------------------------------------------------------------------ plumbing
 
     def construct_mapper(self) -> Mapper[UUID]:
-        """The store's mapper; the composition root may supply one that seals personal data."""
+        """The store's mapper; the composition root may supply one that seals personal data.
+        Every stored event name resolves from here on (``naming.register_names``)."""
+        register_names()
         factory: Callable[[Transcoder], Mapper[UUID]] | None = getattr(
             self, "_mapper_factory", None
         )

@@ -54,6 +54,7 @@ class DisclosuresView(View):
 
     def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
         partners = []
+        renewals = []
         shares = []
         for event, position in events:
             if isinstance(event, Partner.Registered):
@@ -67,11 +68,11 @@ class DisclosuresView(View):
                     }
                 )
             elif isinstance(event, Partner.ContractRenewed):
-                partners.append(
+                # an UPDATE: PostgreSQL checks NOT NULL before ON CONFLICT, so a renewal
+                # cannot be an upsert without the partner's name and kind
+                renewals.append(
                     {
                         "id": event.originator_id,
-                        "name": None,
-                        "kind": None,
                         "ref": event.contract_reference,
                         "until": event.contract_valid_until,
                     }
@@ -101,6 +102,14 @@ class DisclosuresView(View):
                     " contract_valid_until = EXCLUDED.contract_valid_until"
                 ).format(self.table("disclosure_partners")),
                 partners,
+            )
+        if renewals:
+            curs.executemany(
+                sql.SQL(
+                    "UPDATE {} SET contract_reference = %(ref)s, contract_valid_until = %(until)s"
+                    " WHERE partner_id = %(id)s"
+                ).format(self.table("disclosure_partners")),
+                renewals,
             )
         if shares:
             curs.executemany(

@@ -347,10 +347,9 @@ def register_logged_periods(
     before period keys is sealed with the customer's key, which a purge cannot destroy
     alone; its period's key lets the sweep find it when its schedule passes, record it
     purged, and destroy the key that new entries of that month would use."""
-    from eventsourcing.utils import get_topic
-
     from rightsledger.domain.customer import Customer
     from rightsledger.domain.ledger import RightsLedger
+    from rightsledger.domain.naming import register_names, stored_names
     from rightsledger.domain.retention import activity_period
 
     table = sql.Identifier(schema, "subject_keys")
@@ -367,7 +366,8 @@ def register_logged_periods(
     )
     try:
         position = 0
-        topics = [get_topic(Customer.ActivityLogged)]
+        register_names()
+        topics = list(stored_names(Customer.ActivityLogged))
         while True:
             page = reader.recorder.select_notifications(
                 start=position, limit=1000, topics=topics, inclusive_of_start=False

@@ -14,6 +14,9 @@ Activity details are sealed with a key per customer, purpose and month the entry
 in (``Rule.period``), so a retention purge destroys one period's key and leaves the rest
 readable. An envelope names its key, so events sealed with an earlier key (activity sealed
 with the customer's personal key) keep loading as before.
+
+Events are stored under their stable names (``rightsledger.domain.naming``, ``_named``);
+every name ever stored, module paths included, resolves when reading.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from uuid import UUID
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
+from rightsledger.domain.naming import aggregate_name, register_names, stable_name
 from rightsledger.domain.personal import Key, PeriodScope, Personal, declaration, domain_events
 from rightsledger.storage.keyvault import (
     PERSONAL,
@@ -144,6 +148,7 @@ class SealingMapper(Mapper[UUID]):
     ) -> None:
         super().__init__(transcoder=transcoder, compressor=compressor, cipher=cipher)
         self.vault = vault
+        register_names()
 
     @staticmethod
     def _aad(event: Any, rule: Rule) -> bytes:
@@ -187,7 +192,7 @@ class SealingMapper(Mapper[UUID]):
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         spec = RULES.get(type(domain_event))
         if spec is None:
-            return super().to_stored_event(domain_event)
+            return self._named(domain_event)
         subject, rules = spec
         sealed = copy.copy(domain_event)
         for rule in rules:
@@ -200,7 +205,22 @@ class SealingMapper(Mapper[UUID]):
                 new = dict(getattr(sealed, rule.attribute))
                 new[rule.item] = self._seal(domain_event, rule, value[rule.item], subject)
             object.__setattr__(sealed, rule.attribute, new)
-        return super().to_stored_event(sealed)
+        return self._named(sealed)
+
+    def _named(self, event: Any) -> StoredEvent:
+        """Stored under the event's stable name (``rightsledger.domain.naming``), a creation
+        event naming its aggregate by its stable name too; module paths only ever resolve."""
+        origin = vars(event).get("originator_topic")
+        if origin is not None:
+            event = copy.copy(event)
+            object.__setattr__(event, "originator_topic", aggregate_name(origin))
+        stored = super().to_stored_event(event)
+        return StoredEvent(
+            originator_id=stored.originator_id,
+            originator_version=stored.originator_version,
+            topic=stable_name(type(event)),
+            state=stored.state,
+        )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         event = super().to_domain_event(stored_event)

@@ -9,11 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.utils import get_topic
-
 from rightsledger.domain.access import AccessRecord
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.ledger import RightsLedger
+from rightsledger.domain.naming import stored_names
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.projections.audit import AuditTrailView
@@ -28,8 +27,8 @@ SOURCES = {
 }
 
 
-READ_TOPICS = (get_topic(AccessRecord.DataAccessed), get_topic(AccessRecord.AccessRefused))
-"""The log's topics of recorded reads."""
+READ_TOPICS = (*stored_names(AccessRecord.DataAccessed), *stored_names(AccessRecord.AccessRefused))
+"""The log's topics of recorded reads (every name they are stored under)."""
 
 
 def read_entry(

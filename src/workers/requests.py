@@ -34,11 +34,12 @@ from uuid import UUID
 
 from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.utils import Environment, get_topic
+from eventsourcing.utils import Environment
 
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.errors import DomainError
 from rightsledger.domain.ledger import ConcurrentChangeError, RightsLedger
+from rightsledger.domain.naming import stored_names
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.retention import RetentionSchedule
@@ -204,8 +205,9 @@ class RequestWorker:
         )
         self.ledger.evict(customer_id, *request_ids, *(row["request_id"] for row in requests))
 
-    TOPICS = (get_topic(DataRightsRequest.IdentityVerified), get_topic(Customer.Erased))
-    """The only events the worker reacts to; PostgreSQL filters the log by them."""
+    TOPICS = (*stored_names(DataRightsRequest.IdentityVerified), *stored_names(Customer.Erased))
+    """The only events the worker reacts to (every name they are stored under); PostgreSQL
+    filters the log by them."""
 
     def catch_up(self, limit: int = 200) -> int:
         """Handle every relevant event past the tracked position; returns the new position."""

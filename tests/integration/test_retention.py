@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import resolve_topic
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
@@ -56,7 +56,7 @@ def stored_activity(container: Container, customer: UUID) -> list[dict[str, Any]
     found = []
     with psycopg.connect(container.database.url) as conn:
         for stored in ledger.recorder.select_events(customer):
-            if stored.topic != get_topic(Customer.ActivityLogged):
+            if resolve_topic(stored.topic) is not Customer.ActivityLogged:
                 continue
             state = ledger.mapper.transcoder.decode(stored.state)
             envelope = state["detail"]

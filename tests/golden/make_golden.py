@@ -196,9 +196,11 @@ def scenario(container: Any, clock: Clock) -> None:
         request("access"), reason="a request for the same data is open", actor=officer
     )
     ledger.revoke_request(request("access"), reason="sent by mistake", actor="intake:golden")
-    ledger.extend_request(request("access"), reason="the archive is off site", actor=officer)
-    unverified = request("access")
-    old_expiry = request("access")
+    # one open request of a type per customer: the requests left open are other customers'
+    dan, eve, fay = (erasable(ledger, name, support) for name in ("Dan", "Eve", "Fay"))
+    ledger.extend_request(request("access", dan), reason="the archive is off site", actor=officer)
+    unverified = request("access", eve)
+    old_expiry = request("access", fay)
 
     # Bea: erased with a recipient who acknowledges, then her retained records purged.
     bea = erasable(ledger, "Bea", support)

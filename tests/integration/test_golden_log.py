@@ -58,12 +58,17 @@ def test_golden_log_verifies(container: Container, name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_golden_log_replays_to_the_same_state(container: Container, name: str) -> None:
     """Every aggregate of a golden log reconstructs and replays to the state it had when the
-    log was written (sealed values opened with its keys, erased ones as placeholders)."""
+    log was written (sealed values opened with its keys, erased ones as placeholders). A
+    later version may add attributes to an aggregate's state (e.g. a list that new events
+    fill); every attribute the log's state recorded must replay to the same value."""
     _, expected = golden.read(name)
     load(container, name)
     for aggregate_id, summary in expected.items():
         aggregate: Any = container.ledger.repository.get(UUID(aggregate_id))
-        assert golden.summary(aggregate) == summary, aggregate_id
+        replayed = golden.summary(aggregate)
+        assert replayed["type"] == summary["type"], aggregate_id
+        recorded = summary["state"]
+        assert {k: replayed["state"].get(k) for k in recorded} == recorded, aggregate_id
 
 
 @pytest.mark.parametrize("name", NAMES)

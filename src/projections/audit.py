@@ -13,7 +13,7 @@ reads a customer's access export lists.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import singledispatch
 from typing import Any
 from uuid import UUID
@@ -224,6 +224,21 @@ def _(event: AccessRecord.AccessRefused | Customer.AccessRefused) -> str:
     )
 
 
+_NAMES: dict[type, tuple[str, str, Callable[[Any], str]]] = {}
+
+
+def _names(cls: type) -> tuple[str, str, Callable[[Any], str]]:
+    """The aggregate type, the trail's event type and the ``describe`` of an event class."""
+    found = _NAMES.get(cls)
+    if found is None:
+        found = _NAMES[cls] = (
+            cls.__qualname__.split(".")[0],
+            TRAIL_TYPES.get(cls) or cls.__qualname__,
+            describe.dispatch(cls),
+        )
+    return found
+
+
 def customer_of(event: object) -> UUID | None:
     """The customer an event concerns, when the event itself says so."""
     if isinstance(event, Customer.Event | Customer.Registered):
@@ -336,16 +351,17 @@ class AuditTrailView(View):
             {
                 "position": position,
                 "aggregate_id": event.originator_id,
-                "aggregate_type": event_type(event).split(".")[0],
+                "aggregate_type": names[0],
                 "customer_id": customers.get(event.originator_id),
                 "version": event.originator_version,
-                "event_type": trail_type(event),
+                "event_type": names[1],
                 "recorded_at": event.timestamp,
                 "actor": getattr(event, "actor", None),
                 "purpose": getattr(event, "purpose", None),
-                "summary": describe(event),
+                "summary": names[2](event),
             }
             for event, position in events
+            if (names := _names(type(event)))
         ]
         insert_rows(curs, self.table("audit_trail"), COLUMNS, frozenset(), rows, ("position",))
         reads = [

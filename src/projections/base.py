@@ -50,11 +50,11 @@ def _plain(value: Any) -> Any:
 
 
 def _mapping(value: dict[Any, Any]) -> dict[str, Any]:
-    return {k if type(k) is str else str(k): jsonable(v) for k, v in value.items()}
+    return {k if type(k) is str else str(k): _jsonable(v) for k, v in value.items()}
 
 
 def _sequence(value: list[Any] | tuple[Any, ...]) -> list[Any]:
-    return [jsonable(v) for v in value]
+    return [_jsonable(v) for v in value]
 
 
 _BY_TYPE: dict[type, Callable[[Any], Any]] = {
@@ -75,6 +75,33 @@ _BY_TYPE: dict[type, Callable[[Any], Any]] = {
 
 def jsonable(value: Any) -> Any:
     """Plain JSON values from event attributes (times, ids, amounts), storable in jsonb."""
+    kind = type(value)
+    if kind is dict or kind is list:
+        # orjson writes what the rules below would give (ids as str(id), times and dates
+        # through isoformat, amounts through str) and reads it back, in C; anything else,
+        # or text holding a NUL, takes the rules themselves
+        try:
+            text = orjson.dumps(value, default=_jsonable_default, option=_PASSTHROUGH)
+        except TypeError:
+            return _jsonable(value)
+        if _NUL in text:
+            return _jsonable(value)
+        return orjson.loads(text)
+    return _jsonable(value)
+
+
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+_NUL = b"\\u0000"
+
+
+def _jsonable_default(value: Any) -> Any:
+    if type(value) is datetime or type(value) is date or type(value) is Decimal:
+        return _BY_TYPE[type(value)](value)
+    msg = f"{type(value).__name__} is left to jsonable's rules"
+    raise TypeError(msg)
+
+
+def _jsonable(value: Any) -> Any:
     convert = _BY_TYPE.get(type(value))
     if convert is not None:
         return convert(value)

@@ -303,7 +303,11 @@ class ProjectionWorker:
             for view in self.views:
                 # the worker's idea of the position may be stale: the tracking record decides
                 after = max(self.positions[view.name], recorded[view.name])
-                fresh = [(event, position) for event, position in events if position > after]
+                fresh = (
+                    events
+                    if events[0][1] > after
+                    else [(event, position) for event, position in events if position > after]
+                )
                 if fresh:
                     view.write(curs, fresh)
                     advanced[view.name] = fresh[-1][1]

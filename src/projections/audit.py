@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import singledispatch
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from psycopg import Cursor, sql
@@ -278,6 +278,13 @@ ACCESS_COLUMNS = {
 }
 
 
+class _Rows(NamedTuple):
+    trail: list[dict[str, Any]]
+    reads: list[dict[str, Any]]
+    unresolved: set[UUID]
+    """Requests whose customer is to be looked up in the trail."""
+
+
 class AuditTrailView(View):
     """``audit_trail``: one row per event with position, time, type, actor and purpose;
     ``access_log``: one row per ``AccessRecord`` (a read, answered or refused)."""
@@ -328,6 +335,11 @@ class AuditTrailView(View):
 
     def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
         """One row per event; a request's later events take the customer of its submission."""
+        self.write_prepared(curs, events, self.prepare(events))
+
+    def prepare(self, events: Sequence[Positioned]) -> _Rows:
+        """The rows of ``events``; a request's events whose submission is not among them
+        are left without a customer, to be looked up by ``write_prepared``."""
         customers: dict[UUID, UUID | None] = {}
         unresolved = set()
         for event, _ in events:
@@ -337,16 +349,6 @@ class AuditTrailView(View):
             elif isinstance(event, DataRightsRequest.Event):
                 unresolved.add(event.originator_id)
         unresolved -= customers.keys()
-        if unresolved:
-            curs.execute(
-                sql.SQL(
-                    "SELECT DISTINCT aggregate_id, customer_id FROM {} WHERE aggregate_id = ANY(%s)"
-                    " AND customer_id IS NOT NULL"
-                ).format(self.table("audit_trail")),
-                (list(unresolved),),
-            )
-            for row in curs.fetchall():
-                customers[row["aggregate_id"]] = row["customer_id"]
         rows = [
             {
                 "position": position,
@@ -363,7 +365,6 @@ class AuditTrailView(View):
             for event, position in events
             if (names := _names(type(event)))
         ]
-        insert_rows(curs, self.table("audit_trail"), COLUMNS, frozenset(), rows, ("position",))
         reads = [
             {
                 "position": position,
@@ -381,6 +382,25 @@ class AuditTrailView(View):
             for event, position in events
             if isinstance(event, AccessRecord.DataAccessed | AccessRecord.AccessRefused)
         ]
+        return _Rows(rows, reads, unresolved)
+
+    def write_prepared(
+        self, curs: Cursor[DictRow], events: Sequence[Positioned], prepared: Any
+    ) -> None:
+        rows, reads, unresolved = prepared
+        if unresolved:
+            curs.execute(
+                sql.SQL(
+                    "SELECT DISTINCT aggregate_id, customer_id FROM {} WHERE aggregate_id = ANY(%s)"
+                    " AND customer_id IS NOT NULL"
+                ).format(self.table("audit_trail")),
+                (list(unresolved),),
+            )
+            found = {row["aggregate_id"]: row["customer_id"] for row in curs.fetchall()}
+            for row in rows:
+                if row["aggregate_id"] in found:
+                    row["customer_id"] = found[row["aggregate_id"]]
+        insert_rows(curs, self.table("audit_trail"), COLUMNS, frozenset(), rows, ("position",))
         if reads:
             insert_rows(
                 curs,

@@ -167,6 +167,17 @@ class View(PostgresTrackingRecorder):
         """Write the effect of ``events`` (all past the view's position) in the caller's
         transaction. Views batch: one statement per table per batch where they can."""
 
+    def prepare(self, events: Sequence[Positioned]) -> Any:
+        """What of writing ``events`` needs no database (rows built from the events alone),
+        done ahead by the worker's reader thread, for ``write_prepared``; None by default."""
+        return None
+
+    def write_prepared(
+        self, curs: Cursor[DictRow], events: Sequence[Positioned], prepared: Any
+    ) -> None:
+        """``write`` with what ``prepare`` made of the same ``events``."""
+        self.write(curs, events)
+
     def apply_batch(
         self,
         curs: Cursor[DictRow],
@@ -346,18 +357,25 @@ class AppendView(View, _Dispatching):
         """The rows an event adds (a ``singledispatchmethod``; none by default)."""
 
     def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
-        rows = [
+        self.write_prepared(curs, events, self.prepare(events))
+
+    def prepare(self, events: Sequence[Positioned]) -> list[dict[str, Any]]:
+        return [
             row
             for event, position in events
             for row in self._handler("rows", type(event))(self, event, position)
         ]
-        if rows:
+
+    def write_prepared(
+        self, curs: Cursor[DictRow], events: Sequence[Positioned], prepared: Any
+    ) -> None:
+        if prepared:
             insert_rows(
                 curs,
                 self.table(self.table_base),
                 self.columns,
                 self.json_columns,
-                rows,
+                prepared,
                 self.conflict,
             )
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, StoredEvent, Tracking
 from eventsourcing.postgres import (
@@ -68,6 +68,9 @@ REBUILD_SUFFIX = "__rebuild"
 _MAX_POSITION = 2**63 - 1
 
 V = TypeVar("V", bound=View)
+
+Prepared = tuple[list[Positioned], dict[str, Any]]
+"""A decoded batch and what each view (by name) prepared of it."""
 
 Progress = Callable[[int, int], None]
 """Called with (position reached, head position) after each batch."""
@@ -278,8 +281,15 @@ class ProjectionWorker:
             for position, originator_id, version, topic, state in rows
         ]
 
-    def apply(self, events: Sequence[Positioned]) -> None:
-        """Apply one batch to every view in one transaction with their tracking records.
+    def _read(self, start: int, until: int | None, size: int) -> Prepared:
+        """The reader thread's part: a batch decoded, and what each view makes of it without
+        the database (``View.prepare``)."""
+        events = self._decode(start, until, size)
+        return events, {view.name: view.prepare(events) for view in self.views} if events else {}
+
+    def apply(self, events: Sequence[Positioned], prepared: dict[str, Any] | None = None) -> None:
+        """Apply one batch to every view in one transaction with their tracking records
+        (with what the views prepared of it, when given).
 
         Append-only rows go in by COPY (``bulk_copies``); should some be there already, the
         transaction is rolled back and the batch written again with ``INSERT ... ON
@@ -287,12 +297,12 @@ class ProjectionWorker:
         """
         try:
             with bulk_copies():
-                self._apply(events)
+                self._apply(events, prepared)
         except RowsAlreadyThereError:
             log.info("batch to %s: rows already there, inserted again", events[-1][1])
-            self._apply(events)
+            self._apply(events, prepared)
 
-    def _apply(self, events: Sequence[Positioned]) -> None:
+    def _apply(self, events: Sequence[Positioned], prepared: dict[str, Any] | None) -> None:
         advanced: dict[str, int] = {}
         with (
             self.datastore.get_connection() as conn,
@@ -308,8 +318,11 @@ class ProjectionWorker:
                     if events[0][1] > after
                     else [(event, position) for event, position in events if position > after]
                 )
-                if fresh:
+                if fresh is events and prepared is not None:
+                    view.write_prepared(curs, events, prepared[view.name])
+                elif fresh:
                     view.write(curs, fresh)
+                if fresh:
                     advanced[view.name] = fresh[-1][1]
             # one round trip for every tracking record; one that does not advance fails the
             # whole transaction
@@ -355,8 +368,8 @@ class ProjectionWorker:
         """Apply everything up to ``until`` (default: the head now), or ``batches`` batches
         of ``batch_size`` events; the position reached.
 
-        The next batch is read and decoded in a second thread while the current one is
-        written, so decoding overlaps with PostgreSQL's work.
+        The next batch is read, decoded and prepared by the views (rows built) in a second
+        thread while the current one is written, so that work overlaps with PostgreSQL's.
         """
         target = self.head() if until is None else until
         start = min(self.positions.values())
@@ -368,20 +381,18 @@ class ProjectionWorker:
             fewer_collections(),
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="projection-reader") as reader,
         ):
-            pending: Future[list[Positioned]] | None = reader.submit(
-                self._decode, start, target, size
-            )
+            pending: Future[Prepared] | None = reader.submit(self._read, start, target, size)
             while pending is not None:
-                events = pending.result()
+                events, prepared = pending.result()
                 if not events:
                     break
                 last = events[-1][1]
                 if left is not None:
                     left -= 1
                 more = last < target and (left is None or left > 0)
-                pending = reader.submit(self._decode, last, target, size) if more else None
+                pending = reader.submit(self._read, last, target, size) if more else None
                 try:
-                    self.apply(events)
+                    self.apply(events, prepared)
                 except IntegrityError:
                     # Another worker applied some of these first: go on from where it got to.
                     log.info("tracking conflict at %s; reloading positions", last)

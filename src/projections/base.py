@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 from uuid import UUID
 
+import msgspec
 import orjson
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
@@ -127,11 +128,15 @@ def json_dumps(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
 
 
+_parse = msgspec.json.Decoder().decode
+
+
 def json_loads(data: str | bytes) -> Any:
-    """A jsonb value read back (orjson, or the standard library for what orjson refuses)."""
+    """A jsonb value read back (msgspec, which reads integers of any size as the standard
+    library does; the standard library for what msgspec refuses)."""
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
+        return _parse(data)
+    except msgspec.MsgspecError:
         return json.loads(data)
 
 

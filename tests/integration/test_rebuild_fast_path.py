@@ -3,11 +3,13 @@ the rows the event-at-a-time path writes, for every view, sealed and erased valu
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
+import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -152,7 +154,9 @@ def test_a_fast_rebuild_writes_the_rows_of_the_event_at_a_time_path(
     assert erased_values
 
 
-def test_rows_already_there_are_kept_as_before(container: Container) -> None:
+def test_rows_already_there_are_kept_as_before(
+    container: Container, caplog: pytest.LogCaptureFixture
+) -> None:
     """Rows that outlived their tracking record make the bulk COPY fail; the batch is then
     written again with ON CONFLICT DO NOTHING: the rows are kept and the views advance."""
     log_with_an_erasure(container)
@@ -166,5 +170,7 @@ def test_rows_already_there_are_kept_as_before(container: Container) -> None:
                 sql.SQL("DELETE FROM {}").format(sql.Identifier(schema, view.tracking_table_name))
             )
     again = container.projection_worker()
-    assert again.catch_up() == head
+    with caplog.at_level(logging.INFO, logger="rightsledger.projections.worker"):
+        assert again.catch_up() == head
+    assert "rows already there" in caplog.text  # the COPY met them: written again
     assert rows(container, "") == before

@@ -36,6 +36,7 @@ from rightsledger.storage.invalidation import Invalidations
 from rightsledger.storage.keyvault import KeyVault, PostgresKeyVault
 from rightsledger.storage.migrations import migrate
 from rightsledger.storage.sealing import SealingMapper
+from rightsledger.storage.transcoding import FastJSONTranscoder
 from rightsledger.workers.relay import Relay, RelayConfig
 from rightsledger.workers.requests import RequestWorker, WorkerPolicy
 
@@ -174,6 +175,8 @@ def ledger_env(
             "IS_SNAPSHOTTING_ENABLED": "n",
             "CREATE_TABLE": "y",
             "APPLICATION_RECORDER_TOPIC": get_topic(ChainedRecorder),
+            # the stored format unchanged, decoded with orjson (storage/transcoding.py)
+            "TRANSCODER_TOPIC": get_topic(FastJSONTranscoder),
         }
     )
     if settings.aggregate_cache_size == 0:

@@ -14,9 +14,9 @@ reads a customer's access export lists.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import singledispatch
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from psycopg import Cursor, sql
@@ -247,6 +247,21 @@ def _(event: AccessRecord.AccessRefused | Customer.AccessRefused) -> str:
     )
 
 
+_NAMES: dict[type, tuple[str, str, Callable[[Any], str]]] = {}
+
+
+def _names(cls: type) -> tuple[str, str, Callable[[Any], str]]:
+    """The aggregate type, the trail's event type and the ``describe`` of an event class."""
+    found = _NAMES.get(cls)
+    if found is None:
+        found = _NAMES[cls] = (
+            cls.__qualname__.split(".")[0],
+            TRAIL_TYPES.get(cls) or cls.__qualname__,
+            describe.dispatch(cls),
+        )
+    return found
+
+
 def customer_of(event: object) -> UUID | None:
     """The customer an event concerns, when the event itself says so."""
     if isinstance(event, Customer.Event | Customer.Registered):
@@ -284,6 +299,13 @@ ACCESS_COLUMNS = {
     "refused": "boolean",
     "reason": "text",
 }
+
+
+class _Rows(NamedTuple):
+    trail: list[dict[str, Any]]
+    reads: list[dict[str, Any]]
+    unresolved: set[UUID]
+    """Requests whose customer is to be looked up in the trail."""
 
 
 class AuditTrailView(View):
@@ -336,6 +358,11 @@ class AuditTrailView(View):
 
     def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
         """One row per event; a request's later events take the customer of its submission."""
+        self.write_prepared(curs, events, self.prepare(events))
+
+    def prepare(self, events: Sequence[Positioned]) -> _Rows:
+        """The rows of ``events``; a request's events whose submission is not among them
+        are left without a customer, to be looked up by ``write_prepared``."""
         customers: dict[UUID, UUID | None] = {}
         unresolved = set()
         for event, _ in events:
@@ -345,32 +372,22 @@ class AuditTrailView(View):
             elif isinstance(event, DataRightsRequest.Event):
                 unresolved.add(event.originator_id)
         unresolved -= customers.keys()
-        if unresolved:
-            curs.execute(
-                sql.SQL(
-                    "SELECT DISTINCT aggregate_id, customer_id FROM {} WHERE aggregate_id = ANY(%s)"
-                    " AND customer_id IS NOT NULL"
-                ).format(self.table("audit_trail")),
-                (list(unresolved),),
-            )
-            for row in curs.fetchall():
-                customers[row["aggregate_id"]] = row["customer_id"]
         rows = [
             {
                 "position": position,
                 "aggregate_id": event.originator_id,
-                "aggregate_type": event_type(event).split(".")[0],
+                "aggregate_type": names[0],
                 "customer_id": customers.get(event.originator_id),
                 "version": event.originator_version,
-                "event_type": trail_type(event),
+                "event_type": names[1],
                 "recorded_at": event.timestamp,
                 "actor": getattr(event, "actor", None),
                 "purpose": getattr(event, "purpose", None),
-                "summary": describe(event),
+                "summary": names[2](event),
             }
             for event, position in events
+            if (names := _names(type(event)))
         ]
-        insert_rows(curs, self.table("audit_trail"), COLUMNS, frozenset(), rows, ("position",))
         reads = [
             {
                 "position": position,
@@ -388,6 +405,25 @@ class AuditTrailView(View):
             for event, position in events
             if isinstance(event, AccessRecord.DataAccessed | AccessRecord.AccessRefused)
         ]
+        return _Rows(rows, reads, unresolved)
+
+    def write_prepared(
+        self, curs: Cursor[DictRow], events: Sequence[Positioned], prepared: Any
+    ) -> None:
+        rows, reads, unresolved = prepared
+        if unresolved:
+            curs.execute(
+                sql.SQL(
+                    "SELECT DISTINCT aggregate_id, customer_id FROM {} WHERE aggregate_id = ANY(%s)"
+                    " AND customer_id IS NOT NULL"
+                ).format(self.table("audit_trail")),
+                (list(unresolved),),
+            )
+            found = {row["aggregate_id"]: row["customer_id"] for row in curs.fetchall()}
+            for row in rows:
+                if row["aggregate_id"] in found:
+                    row["customer_id"] = found[row["aggregate_id"]]
+        insert_rows(curs, self.table("audit_trail"), COLUMNS, frozenset(), rows, ("position",))
         if reads:
             insert_rows(
                 curs,

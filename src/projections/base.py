@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 from uuid import UUID
 
+import msgspec
+import orjson
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
-from psycopg import Cursor, sql
+from psycopg import Cursor, errors, sql
 from psycopg.rows import DictRow, dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 
 from rightsledger.domain.ledger import RightsLedger
 
@@ -46,8 +50,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_BY_TYPE: dict[type, Any] = {
+def _mapping(value: dict[Any, Any]) -> dict[str, Any]:
+    return {k if type(k) is str else str(k): _jsonable(v) for k, v in value.items()}
+
+
+def _sequence(value: list[Any] | tuple[Any, ...]) -> list[Any]:
+    return [_jsonable(v) for v in value]
+
+
+_BY_TYPE: dict[type, Callable[[Any], Any]] = {
     str: _text,
+    dict: _mapping,
+    list: _sequence,
+    tuple: _sequence,
     bool: _plain,
     int: _plain,
     float: _plain,
@@ -61,13 +76,40 @@ _BY_TYPE: dict[type, Any] = {
 
 def jsonable(value: Any) -> Any:
     """Plain JSON values from event attributes (times, ids, amounts), storable in jsonb."""
+    kind = type(value)
+    if kind is dict or kind is list:
+        # orjson writes what the rules below would give (ids as str(id), times and dates
+        # through isoformat, amounts through str) and reads it back, in C; anything else,
+        # or text holding a NUL, takes the rules themselves
+        try:
+            text = orjson.dumps(value, default=_jsonable_default, option=_PASSTHROUGH)
+        except TypeError:
+            return _jsonable(value)
+        if _NUL in text:
+            return _jsonable(value)
+        return orjson.loads(text)
+    return _jsonable(value)
+
+
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+_NUL = b"\\u0000"
+
+
+def _jsonable_default(value: Any) -> Any:
+    if type(value) is datetime or type(value) is date or type(value) is Decimal:
+        return _BY_TYPE[type(value)](value)
+    msg = f"{type(value).__name__} is left to jsonable's rules"
+    raise TypeError(msg)
+
+
+def _jsonable(value: Any) -> Any:
     convert = _BY_TYPE.get(type(value))
     if convert is not None:
         return convert(value)
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return _mapping(value)
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return _sequence(value)
     if isinstance(value, str):
         return _text(value)
     if isinstance(value, datetime | date):
@@ -75,6 +117,27 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, UUID | Decimal):
         return str(value)
     return value
+
+
+def json_dumps(value: Any) -> bytes:
+    """JSON text of a plain JSON value (see ``jsonable``) for a jsonb column: orjson, or the
+    standard library for what orjson refuses (integers beyond 64 bits, say)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+_parse = msgspec.json.Decoder().decode
+
+
+def json_loads(data: str | bytes) -> Any:
+    """A jsonb value read back (msgspec, which reads integers of any size as the standard
+    library does; the standard library for what msgspec refuses)."""
+    try:
+        return _parse(data)
+    except msgspec.MsgspecError:
+        return json.loads(data)
 
 
 def as_json(value: Any) -> str:
@@ -108,6 +171,17 @@ class View(PostgresTrackingRecorder):
     def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
         """Write the effect of ``events`` (all past the view's position) in the caller's
         transaction. Views batch: one statement per table per batch where they can."""
+
+    def prepare(self, events: Sequence[Positioned]) -> Any:
+        """What of writing ``events`` needs no database (rows built from the events alone),
+        done ahead by the worker's reader thread, for ``write_prepared``; None by default."""
+        return None
+
+    def write_prepared(
+        self, curs: Cursor[DictRow], events: Sequence[Positioned], prepared: Any
+    ) -> None:
+        """``write`` with what ``prepare`` made of the same ``events``."""
+        self.write(curs, events)
 
     def apply_batch(
         self,
@@ -169,7 +243,12 @@ def _arrays(
     columns: dict[str, str], json_columns: frozenset[str], rows: Sequence[dict[str, Any]]
 ) -> list[list[Any]]:
     """The rows as one array per column, for ``_unnest``."""
-    return [[Jsonb(row[c]) if c in json_columns else row[c] for row in rows] for c in columns]
+    return [
+        [Jsonb(row[c], json_dumps) for row in rows]
+        if c in json_columns
+        else [row[c] for row in rows]
+        for c in columns
+    ]
 
 
 def _unnest(columns: dict[str, str]) -> sql.Composed:
@@ -227,6 +306,7 @@ class RowView(View, _Dispatching):
             return
         table = self.table(self.table_base)
         keys = list({key for key, _, _ in touched})
+        set_json_loads(json_loads, curs)
         curs.execute(
             _statement(
                 curs,
@@ -282,23 +362,105 @@ class AppendView(View, _Dispatching):
         """The rows an event adds (a ``singledispatchmethod``; none by default)."""
 
     def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
-        rows = [
+        self.write_prepared(curs, events, self.prepare(events))
+
+    def prepare(self, events: Sequence[Positioned]) -> list[dict[str, Any]]:
+        return [
             row
             for event, position in events
             for row in self._handler("rows", type(event))(self, event, position)
         ]
-        if rows:
+
+    def write_prepared(
+        self, curs: Cursor[DictRow], events: Sequence[Positioned], prepared: Any
+    ) -> None:
+        if prepared:
             insert_rows(
                 curs,
                 self.table(self.table_base),
                 self.columns,
                 self.json_columns,
-                rows,
+                prepared,
                 self.conflict,
             )
 
 
+class RowsAlreadyThereError(Exception):
+    """A bulk copy met a row already in the table: the batch is to be written again with
+    ``ON CONFLICT DO NOTHING`` (see ``bulk_copies``)."""
+
+
+_bulk: ContextVar[bool] = ContextVar("bulk_copies", default=False)
+
+
+@contextmanager
+def bulk_copies() -> Iterator[None]:
+    """Within: append-only rows go in by binary COPY instead of ``INSERT ... ON CONFLICT DO
+    NOTHING``: a fraction of the client's and the server's work. Rows can only be there
+    already when the batch was written before (another worker got there first, or rows
+    outlived their tracking record); then COPY fails, ``RowsAlreadyThereError`` is raised (the
+    transaction is rolled back) and the caller writes the batch again outside, so the
+    outcome is the same as the INSERT's."""
+    token = _bulk.set(True)
+    try:
+        yield
+    finally:
+        _bulk.reset(token)
+
+
+def copying() -> bool:
+    """Whether append-only rows are written by COPY (inside ``bulk_copies``)."""
+    return _bulk.get()
+
+
 def insert_rows(
+    curs: Cursor[DictRow],
+    table: sql.Identifier,
+    columns: dict[str, str],
+    json_columns: frozenset[str],
+    rows: Sequence[dict[str, Any]],
+    conflict: tuple[str, ...],
+) -> None:
+    """Insert many rows; rows already there (by ``conflict``) are kept (by COPY inside
+    ``bulk_copies``, which raises ``RowsAlreadyThereError`` instead when there are some)."""
+    if copying():
+        copy_rows(curs, table, columns, json_columns, rows)
+    else:
+        _insert_rows(curs, table, columns, json_columns, rows, conflict)
+
+
+def copy_rows(
+    curs: Cursor[DictRow],
+    table: sql.Identifier,
+    columns: dict[str, str],
+    json_columns: frozenset[str],
+    rows: Sequence[dict[str, Any]],
+) -> None:
+    """Write many rows with one binary COPY; ``RowsAlreadyThereError`` when one is there already."""
+    statement = _statement(
+        curs,
+        ("copy", table.as_string(), tuple(columns)),
+        lambda: sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            table, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        ),
+    )
+    names = tuple(columns)
+    try:
+        with curs.copy(statement) as copy:
+            copy.set_types(list(columns.values()))
+            if json_columns:
+                for row in rows:
+                    copy.write_row(
+                        [Jsonb(row[c], json_dumps) if c in json_columns else row[c] for c in names]
+                    )
+            else:
+                for row in rows:
+                    copy.write_row([row[c] for c in names])
+    except errors.UniqueViolation as error:
+        raise RowsAlreadyThereError(str(error)) from error
+
+
+def _insert_rows(
     curs: Cursor[DictRow],
     table: sql.Identifier,
     columns: dict[str, str],

@@ -124,9 +124,11 @@ class CustomerProfileView(RowView):
         *,
         granted: bool,
     ) -> dict[str, Any]:
-        row["consents"][event.channel] = jsonable(
-            {"granted": granted, "evidence": event.evidence, "changed_at": event.timestamp}
-        )
+        row["consents"][event.channel] = {
+            "granted": granted,
+            "evidence": jsonable(event.evidence),
+            "changed_at": jsonable(event.timestamp),
+        }
         return self._touch(row, event, position)
 
     @fold.register

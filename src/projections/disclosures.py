@@ -11,7 +11,21 @@ from psycopg.rows import DictRow
 
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.partner import Partner
-from rightsledger.projections.base import Positioned, View
+from rightsledger.projections.base import Positioned, View, copy_rows, copying
+
+SHARE_COLUMNS = {
+    "disclosure_id": "uuid",
+    "customer_id": "uuid",
+    "partner_id": "uuid",
+    "basis": "text",
+    "purpose": "text",
+    "categories": "text[]",
+    "reference": "text",
+    "actor": "text",
+    "disclosed_at": "timestamptz",
+    "position": "bigint",
+}
+"""The columns of ``disclosures``, in the order of a share's fields below."""
 
 
 class DisclosuresView(View):
@@ -111,7 +125,15 @@ class DisclosuresView(View):
                 ).format(self.table("disclosure_partners")),
                 renewals,
             )
-        if shares:
+        if shares and copying():
+            copy_rows(
+                curs,
+                self.table("disclosures"),
+                SHARE_COLUMNS,
+                frozenset(),
+                [dict(zip(SHARE_COLUMNS, share.values(), strict=True)) for share in shares],
+            )
+        elif shares:
             curs.executemany(
                 sql.SQL(
                     "INSERT INTO {} (disclosure_id, customer_id, partner_id, basis, purpose,"

@@ -299,10 +299,13 @@ class RequestQueueView(RowView):
         )
 
     def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
-        """Requests fold by id; a customer's erasure also clears the free text of their requests."""
-        super().write(curs, events)
-        for event, _ in events:
+        """Requests fold by id; a customer's erasure also clears the free text of their requests
+        at that point of the log (what later events write stays), whatever the batch."""
+        start = 0
+        for index, (event, _) in enumerate(events):
             if isinstance(event, Customer.Erased):
+                super().write(curs, events[start:index])
+                start = index + 1
                 curs.execute(
                     sql.SQL(
                         "UPDATE {} SET reason = NULL, extension_reason = NULL"
@@ -310,6 +313,7 @@ class RequestQueueView(RowView):
                     ).format(self.table("request_queue")),
                     (event.originator_id,),
                 )
+        super().write(curs, events[start:])
 
     # ---------------------------------------------------------------- queries
 

@@ -78,7 +78,10 @@ def log_with_an_erasure(container: Container) -> UUID:
 
 
 def fresh_views(container: Container, suffix: str) -> list[View]:
-    views = [cls(container.views.datastore, suffix=suffix) for cls in VIEW_CLASSES.values()]
+    views = [
+        cls(container.views.datastore, suffix=suffix, **container.views.context)
+        for cls in VIEW_CLASSES.values()
+    ]
     for view in views:
         view.create_table()
     return views
@@ -128,7 +131,7 @@ def test_a_fast_rebuild_writes_the_rows_of_the_event_at_a_time_path(
 ) -> None:
     """On one log holding sealed values whose keys were destroyed, a catch-up in large
     batches (prepared rows, COPY) and event-at-a-time application leave identical rows in
-    every table of the five views, and the same tracked positions."""
+    every table of every view, and the same tracked positions."""
     erased = log_with_an_erasure(container)
     head = container.ledger.recorder.max_notification_id()
     assert head is not None

@@ -34,6 +34,7 @@ from rightsledger.api.problems import ApiProblemError, domain_status
 from rightsledger.api.routers import audit, customers, health, partners, requests
 from rightsledger.bootstrap import Container
 from rightsledger.domain.errors import DomainError
+from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.values import Purpose, RequestChannel, RequestStatus, RequestType
 from rightsledger.projections.partners import NoticeStatus
 from rightsledger.security.keys import Principal
@@ -648,6 +649,26 @@ def verify(
     return _after_action(request, container, session, request_id, problem, "verified")
 
 
+def _with_reason(
+    request: Request,
+    request_id: UUID,
+    container: ContainerDep,
+    session: Session,
+    reason: str,
+    route: Callable[[UUID, s.ReasonIn, RightsLedger, Principal], s.RequestChanged],
+    refused: str,
+    done: str,
+) -> Response:
+    """A request action that takes a stated reason, through the API's own route."""
+    who = session.principal
+    if not may(who, route):
+        return refuse(request, session, refused)
+    _, problem = attempt(
+        lambda: route(request_id, s.ReasonIn(reason=reason.strip()), container.ledger, who)
+    )
+    return _after_action(request, container, session, request_id, problem, done)
+
+
 @router.post("/requests/{request_id}/extend")
 def extend(
     request: Request,
@@ -657,15 +678,10 @@ def extend(
     reason: Annotated[str, Form()] = "",
 ) -> Response:
     """Extend the deadline once, with a reason, while the rules allow it."""
-    who = session.principal
-    if not may(who, requests.extend_request):
-        return refuse(request, session, "extend requests")
-    _, problem = attempt(
-        lambda: requests.extend_request(
-            request_id, s.ReasonIn(reason=reason.strip()), container.ledger, who
-        )
-    )
-    return _after_action(request, container, session, request_id, problem, "extended")
+    return _with_reason(
+        request, request_id, container, session, reason,
+        requests.extend_request, "extend requests", "extended",
+    )  # fmt: skip
 
 
 @router.post("/requests/{request_id}/deny")
@@ -677,15 +693,10 @@ def deny(
     reason: Annotated[str, Form()] = "",
 ) -> Response:
     """Deny the request, stating the reason."""
-    who = session.principal
-    if not may(who, requests.deny_request):
-        return refuse(request, session, "deny requests")
-    _, problem = attempt(
-        lambda: requests.deny_request(
-            request_id, s.ReasonIn(reason=reason.strip()), container.ledger, who
-        )
-    )
-    return _after_action(request, container, session, request_id, problem, "denied")
+    return _with_reason(
+        request, request_id, container, session, reason,
+        requests.deny_request, "deny requests", "denied",
+    )  # fmt: skip
 
 
 @router.post("/requests/{request_id}/acknowledge")

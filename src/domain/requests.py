@@ -363,7 +363,8 @@ class DataRightsRequest(Aggregate):
         if rule is None:
             known = ", ".join(sorted(rules)) or "none configured"
             raise UnknownJurisdictionError(
-                f"no response deadline is configured for {jurisdiction!r} (known: {known})",
+                # the value is not echoed: it is whatever the caller sent, a card number too
+                f"no response deadline is configured for this jurisdiction (known: {known})",
                 field="jurisdiction",
             )
         if received_at.tzinfo is None:

@@ -110,6 +110,24 @@ def test_ids_the_former_rule_refused_are_accepted(
     assert assert_problem(asked, 404)["type"] != "/problems/card-number"
 
 
+def test_an_unknown_jurisdiction_is_refused_without_echoing_it(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """A jurisdiction is an identifier (never scanned for card numbers); one with no
+    configured deadline is refused with 422 naming the field and the known ones, and the
+    answer never repeats what was sent, even when it is a card number."""
+    customer_id = new_customer(client, admin)
+    before = head(client)
+    asked = client.post(
+        "/v1/requests", json=request_body(customer_id, jurisdiction=CARD), headers=admin
+    )
+    problem = assert_problem(asked, 422)
+    assert problem["field"] == "jurisdiction"
+    assert "gdpr" in problem["detail"]
+    assert CARD not in asked.text
+    assert head(client) == before
+
+
 # ------------------------------------------------------- card numbers in any shape, refused
 
 

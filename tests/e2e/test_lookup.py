@@ -22,7 +22,7 @@ from rightsledger.storage.database import Database
 from tests.conftest import make_settings
 from tests.e2e.conftest import customer_body
 from tests.e2e.service import Service, wait_until
-from tests.integration.test_erasure import dump_database, encodings
+from tests.integration.scans import dump_database, encodings
 
 Headers = Callable[[Role | str], dict[str, str]]
 
@@ -70,10 +70,12 @@ def register(client: TestClient, auth: dict[str, str], body: dict[str, Any]) -> 
 def find(
     client: TestClient, auth: dict[str, str], query: str, position: int, purpose: str = "support"
 ) -> httpx.Response:
-    return client.get(
+    # starlette types its client against httpx2 (not installed): its answers read as Any
+    answer: httpx.Response = client.get(
         f"/v1/customers?{query}&min_position={position}",
         headers={**auth, "X-Purpose": purpose},
     )
+    return answer
 
 
 def test_a_customer_is_found_by_each_identifier_in_any_common_form(

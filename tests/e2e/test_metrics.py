@@ -168,17 +168,17 @@ def test_metrics_are_the_sum_over_api_processes(start_service: Callable[..., Ser
 
     with service.client() as http:
         assert http.post("/v1/customers", json=customer_body()).status_code == 201
-        samples = wait_until(
-            lambda: (s := scrape(http.get("/metrics").text))
-            and value(s, "rightsledger_log_head") == 1
-            and all(
-                value(s, "rightsledger_follower_lag_events", follower=name) == 0
+
+        def caught_up() -> Samples | None:
+            s = scrape(http.get("/metrics").text)
+            lagging = [
+                name
                 for name in FOLLOWERS
-            )
-            and s,
-            30,
-            "every follower to catch up in /metrics",
-        )
+                if value(s, "rightsledger_follower_lag_events", follower=name) != 0
+            ]
+            return s if value(s, "rightsledger_log_head") == 1 and not lagging else None
+
+        samples = wait_until(caught_up, 30, "every follower to catch up in /metrics")
     for follower in FOLLOWERS:
         assert value(samples, "rightsledger_follower_position", follower=follower) == 1
         assert value(samples, "rightsledger_follower_lag_seconds", follower=follower) == 0

@@ -28,7 +28,7 @@ from rightsledger.storage.keyvault import PERSONAL, PostgresKeyVault
 from rightsledger.storage.migrations import MIGRATIONS, migrate
 from rightsledger.storage.sealing import ERASED, SEALED, Rule
 from tests.conftest import make_settings
-from tests.integration.test_erasure import dump_database, encodings
+from tests.integration.scans import dump_database, encodings
 from tests.integration.test_sweep import head, worker_at
 
 T = datetime(2026, 6, 29, 12, tzinfo=UTC)

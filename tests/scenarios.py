@@ -6,7 +6,7 @@ need as defaults: a test names only the values it asserts on. The ids come back 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from uuid import UUID
@@ -16,6 +16,11 @@ from tests.conftest import EVIDENCE
 
 FAR_FUTURE = date(2099, 1, 1)
 """A contract end no test reaches."""
+
+
+def stopped_at(moment: datetime) -> Callable[[], datetime]:
+    """A clock that always reads ``moment`` (for a ledger's or a worker's ``clock``)."""
+    return lambda: moment
 
 
 def log_head(ledger: RightsLedger) -> int:
@@ -35,6 +40,18 @@ def customer(
     return ledger.register_customer(
         policy_version=policy_version, identity=identity or {"name": name}, actor=actor
     ).id
+
+
+def customers(ledger: RightsLedger, count: int) -> list[UUID]:
+    """``count`` customers named C0, C1, ..."""
+    return [customer(ledger, f"C{i}", actor="i") for i in range(count)]
+
+
+def toggle(ledger: RightsLedger, who: list[UUID], rounds: int, granted: bool = True) -> None:
+    """``rounds`` consent changes per customer, alternating; the first grants when ``granted``."""
+    for round_ in range(rounds):
+        for customer_id in who:
+            consent(ledger, customer_id, "sms", granted=(round_ % 2 == 0) == granted, actor="m:t")
 
 
 def billed_customer(ledger: RightsLedger, name: str = "Ada") -> UUID:

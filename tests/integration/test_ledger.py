@@ -13,16 +13,12 @@ from psycopg import sql
 from rightsledger.bootstrap import Container, make_ledger
 from rightsledger.domain.errors import DomainError, StateError
 from rightsledger.domain.ledger import NotFoundError, Outcome, RightsLedger
+from tests import scenarios
 from tests.conftest import EVIDENCE
 
 
 def register(ledger: RightsLedger) -> UUID:
-    return ledger.register_customer(
-        policy_version="2026-01",
-        identity={"name": "Ada", "email": "ada@example.org"},
-        payment_method={"processor": "Acme", "token": "tok_1"},
-        actor="intake:desk",
-    ).id
+    return scenarios.billed_customer(ledger)
 
 
 def count_rows(container: Container, table: str) -> int:
@@ -194,6 +190,7 @@ def test_contract_renewal_reopens_sharing(container: Container) -> None:
         contract_valid_until=date(2020, 1, 1),
         actor="po",
     ).id
+
     def share() -> Outcome:
         return ledger.disclose(
             customer_id,

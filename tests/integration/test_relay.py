@@ -149,7 +149,7 @@ def test_relay_killed_and_broker_frozen_lose_nothing(
     """SIGKILL of the relay mid-stream, then a frozen broker, while commands keep arriving:
     every logged event is on the topic; repeats carry the same CloudEvents id."""
     ledger = container.ledger
-    customers = [scenarios.customer(ledger, f"C{i}", actor="i") for i in range(30)]
+    customers = scenarios.customers(ledger, 30)
     done = threading.Event()
 
     def traffic() -> None:

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 
@@ -36,7 +35,7 @@ from rightsledger.workers.relay import Relay, producer_settings
 from tests.conftest import EVIDENCE
 from tests.integration.scans import consume_all
 from tests.integration.test_relay import personal_scenario
-from tests.scenarios import log_head
+from tests.scenarios import customers, log_head, toggle
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -52,26 +51,6 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
-
-
-def customers(ledger: RightsLedger, count: int) -> list[UUID]:
-    return [
-        ledger.register_customer(policy_version="v1", identity={"name": f"C{i}"}, actor="i").id
-        for i in range(count)
-    ]
-
-
-def toggle(ledger: RightsLedger, who: list[UUID], rounds: int, granted: bool = True) -> None:
-    """``rounds`` consent changes per customer, alternating; the first grants when ``granted``."""
-    for round_ in range(rounds):
-        for customer in who:
-            ledger.change_consent(
-                customer,
-                channel="sms",
-                granted=(round_ % 2 == 0) == granted,
-                evidence=EVIDENCE,
-                actor="m:t",
-            )
 
 
 def expected_ids(ledger: RightsLedger) -> tuple[set[str], set[str]]:

@@ -8,18 +8,14 @@ another process looks up, with the one index key they share.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
-from rightsledger.api.app import create_app
-from rightsledger.bootstrap import Container, build
+from rightsledger.bootstrap import Container
 from rightsledger.security.keys import Role
-from rightsledger.storage.database import Database
-from tests.conftest import make_settings
 from tests.e2e.conftest import customer_body
 from tests.e2e.service import Service, wait_until
 from tests.integration.scans import dump_database, encodings
@@ -42,23 +38,6 @@ def ada(account: str = ACCOUNT, **identity: str) -> dict[str, Any]:
     }
     body["account"] = {"plan": "fibre-500", "reference": account}
     return body
-
-
-@pytest.fixture
-def working(database: Database, schema: str) -> Iterator[Container]:
-    """The API with the projection worker and the request workers in its process."""
-    settings = make_settings(database, schema, run_projections=True, run_workers=True)
-    built = build(settings, database=database)
-    try:
-        yield built
-    finally:
-        built.close()
-
-
-@pytest.fixture
-def api(working: Container) -> Iterator[TestClient]:
-    with TestClient(create_app(working)) as client:
-        yield client
 
 
 def register(client: TestClient, auth: dict[str, str], body: dict[str, Any]) -> tuple[str, int]:

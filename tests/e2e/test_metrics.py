@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import customer_body
+from tests.e2e.conftest import customer_body, request_body
 from tests.e2e.service import Service, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -33,16 +32,6 @@ def scrape(text: str) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
-
-
-def request_body(customer: str) -> dict[str, Any]:
-    return {
-        "customer_id": customer,
-        "type": "access",
-        "channel": "email",
-        "jurisdiction": "gdpr",
-        "statement": "Please send me a copy of my data.",
-    }
 
 
 def test_metrics_count_requests_commands_and_read_the_store(

@@ -20,15 +20,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.e2e.conftest import customer_body
+from tests.e2e.conftest import customer_body, ok
 from tests.e2e.service import Service, wait_until
 
 pytestmark = pytest.mark.e2e
 
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.request.url}: {response.text}"
-    return response.json()
 
 
 def register(http: httpx.Client, name: str = "Ada Lovelace") -> str:

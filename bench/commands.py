@@ -797,8 +797,8 @@ def figures(
         "command": args.command,
         "workers": args.workers or 1,
         "service_cpu_ms_per_command": (
-            round(load.cpu["server_cores"] * load.elapsed * 1000.0 / load.ok, 3)
-            if load.cpu.get("server_cores") is not None and load.ok
+            round(server_cores * load.elapsed * 1000.0 / load.ok, 3)
+            if (server_cores := load.cpu.get("server_cores")) is not None and load.ok
             else None
         ),
         "target_commands_per_s": TARGET_COMMANDS_PER_S,

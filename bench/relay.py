@@ -45,8 +45,8 @@ from rightsledger.workers.relay import producer_settings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import KafkaProducer  # type: ignore[import-untyped]
-    from kafka.admin import KafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
 
 TARGET_EVENTS_PER_S = 10_000
 TARGET_RATIO = 0.5
@@ -76,7 +76,7 @@ def run_relay(
             progress("relay", published, head, started)
         seconds = time.perf_counter() - started
     finally:
-        if profiler is not None:
+        if profiler is not None and profile is not None:
             profiler.disable()
             profiler.dump_stats(profile)
         relay.close()

@@ -23,6 +23,7 @@ from psycopg import sql
 from rightsledger.bootstrap import Container
 from rightsledger.config import Settings
 from rightsledger.storage.database import Database, start_embedded
+from rightsledger.workers.broker import EmbeddedBroker
 
 ADMIN_KEY = "rlk_test_admin_key_0123456789"
 
@@ -59,9 +60,16 @@ def schema(database: Database) -> Iterator[str]:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
-def make_settings(database: Database, schema: str, **overrides: object) -> Settings:
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """The embedded Kafka broker (Tansu), fresh for the test."""
+    with EmbeddedBroker(log_dir=tmp_path / "broker") as running:
+        yield running
+
+
+def make_settings(database: Database, schema: str, **overrides: Any) -> Settings:
     """Settings for one test's schema; topics are named after it so tests never mix."""
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "database_url": database.url,
         "database_schema": schema,
         "admin_key": ADMIN_KEY,
@@ -72,7 +80,7 @@ def make_settings(database: Database, schema: str, **overrides: object) -> Setti
         "pool_size": 4,
     }
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)
 
 
 def spawn(container: Container, *command: str, **extra: str) -> subprocess.Popen[bytes]:

@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -31,6 +32,24 @@ def container(database: Database, schema: str) -> Iterator[Container]:
 def client(container: Container) -> Iterator[TestClient]:
     with TestClient(create_app(container)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def working(database: Database, schema: str) -> Iterator[Container]:
+    """The API's container with the projection worker and the request workers in its process."""
+    settings = make_settings(database, schema, run_projections=True, run_workers=True)
+    built = build(settings, database=database)
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+@pytest.fixture
+def api(working: Container) -> Iterator[TestClient]:
+    """The API on :func:`working`: commands are carried out as they are in production."""
+    with TestClient(create_app(working)) as client:
+        yield client
 
 
 @pytest.fixture
@@ -74,6 +93,25 @@ def customer_body(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+def request_body(customer: str, **overrides: Any) -> dict[str, Any]:
+    """The body of ``POST /v1/requests``: an access request by email under the GDPR."""
+    body: dict[str, Any] = {
+        "customer_id": customer,
+        "type": "access",
+        "channel": "email",
+        "jurisdiction": "gdpr",
+        "statement": "Please send me a copy of my data.",
+    }
+    body.update(overrides)
+    return body
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    """The JSON body of a response that has ``status``; otherwise fail naming the URL."""
+    assert response.status_code == status, f"{response.request.url}: {response.text}"
+    return response.json()
 
 
 EVIDENCE = {

@@ -74,7 +74,7 @@ def routes() -> dict[tuple[str, str], set[str] | None]:
     """Every route of the API with the roles its gate admits (None: no gate)."""
 
     def gates(dependant: Any) -> list[RoleGate]:
-        found = []
+        found: list[RoleGate] = []
         for dependency in dependant.dependencies:
             if isinstance(dependency.call, RoleGate):
                 found.append(dependency.call)
@@ -87,6 +87,7 @@ def routes() -> dict[tuple[str, str], set[str] | None]:
             assert isinstance(route, APIRoute)
             found = gates(route.dependant)
             assert len(found) <= 1, f"{route.path} has more than one role gate"
+            assert route.methods is not None, f"{route.path} answers no method"
             for method in route.methods:
                 out[(method, route.path)] = (
                     {r.value for r in found[0].roles} - {"admin"} if found else None

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.e2e.conftest import customer_body
+from tests.e2e.conftest import customer_body, request_body
 from tests.e2e.service import Service
 
 pytestmark = pytest.mark.e2e
@@ -31,16 +31,6 @@ def register(http: httpx.Client) -> str:
     assert created.status_code == 201, created.text
     customer_id: str = created.json()["customer_id"]
     return customer_id
-
-
-def request_body(customer: str, kind: str = "access") -> dict[str, Any]:
-    return {
-        "customer_id": customer,
-        "type": kind,
-        "channel": "email",
-        "jurisdiction": "gdpr",
-        "statement": "Please send me a copy of my data.",
-    }
 
 
 def at_once(clients: list[httpx.Client], body: dict[str, Any]) -> list[httpx.Response]:
@@ -101,7 +91,7 @@ def test_two_submissions_at_once_through_two_api_processes_accept_exactly_one(
         for _ in range(ROUNDS):
             customer = register(via_a)
             for http, kind in ((via_a, "opt_out"), (via_b, "correction")):
-                body = request_body(customer, kind)
+                body = request_body(customer, type=kind)
                 if kind == "correction":
                     body["corrections"] = {"identity_contact": {"email": "ada@new.example.org"}}
                 warmed = http.post("/v1/requests", json=body)  # both now hold the customer
@@ -122,5 +112,5 @@ def test_two_submissions_at_once_through_one_api_process_accept_exactly_one(
     with service.client() as first, service.client() as second:
         for _ in range(ROUNDS):
             customer = register(first)
-            exactly_one_accepted(at_once([first, second], request_body(customer, "deletion")))
+            exactly_one_accepted(at_once([first, second], request_body(customer, type="deletion")))
             assert received(service, customer) == 1

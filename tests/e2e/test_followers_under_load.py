@@ -17,7 +17,7 @@ from rightsledger.workers.cloudevents import event_id
 from tests.e2e.conftest import customer_body
 from tests.e2e.service import Service, wait_until
 from tests.e2e.test_supervision import restarted
-from tests.integration.test_relay import consume_all
+from tests.integration.scans import consume_all
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -19,17 +18,11 @@ from rightsledger.storage.database import Database
 from rightsledger.workers.broker import EmbeddedBroker
 from tests.conftest import ADMIN_KEY, make_settings
 from tests.e2e.conftest import EVIDENCE, customer_body
-from tests.integration.test_relay import consume_all
+from tests.integration.scans import consume_all
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 LEGAL = {**ADMIN, "X-Purpose": "legal"}
 BILLING = {**ADMIN, "X-Purpose": "billing"}
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(log_dir=tmp_path / "broker") as running:
-        yield running
 
 
 @pytest.fixture

@@ -16,14 +16,10 @@ from hypothesis import strategies as st
 
 from rightsledger.bootstrap import Container
 from rightsledger.security.keys import Role
-from tests.e2e.conftest import EVIDENCE, customer_body
+from tests.e2e.conftest import EVIDENCE, customer_body, ok
 
 Headers = Callable[[Role | str], dict[str, str]]
 
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
 
 
 def problem(response: httpx.Response, status: int) -> dict[str, Any]:

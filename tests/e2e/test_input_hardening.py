@@ -19,7 +19,7 @@ from rightsledger.domain.values import Basis, Channel, Purpose, RequestChannel, 
 from rightsledger.security.keys import Role
 from rightsledger.storage.database import Database
 from tests.conftest import make_settings
-from tests.e2e.conftest import customer_body
+from tests.e2e.conftest import customer_body, request_body
 from tests.e2e.service import Service
 from tests.e2e.test_access_control import MATRIX, PUBLIC
 from tests.e2e.test_api import assert_problem, head, new_customer
@@ -48,18 +48,6 @@ def shapes(number: str = CARD) -> list[str]:
         full_width,
         number,
     ]
-
-
-def request_body(customer_id: str, **overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "customer_id": customer_id,
-        "type": "access",
-        "channel": "email",
-        "jurisdiction": "gdpr",
-        "statement": "Please send me my data.",
-    }
-    body.update(overrides)
-    return body
 
 
 # ------------------------------------------------------------- identifiers are never scanned

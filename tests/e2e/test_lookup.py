@@ -8,21 +8,17 @@ another process looks up, with the one index key they share.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
-from rightsledger.api.app import create_app
-from rightsledger.bootstrap import Container, build
+from rightsledger.bootstrap import Container
 from rightsledger.security.keys import Role
-from rightsledger.storage.database import Database
-from tests.conftest import make_settings
 from tests.e2e.conftest import customer_body
 from tests.e2e.service import Service, wait_until
-from tests.integration.test_erasure import dump_database, encodings
+from tests.integration.scans import dump_database, encodings
 
 Headers = Callable[[Role | str], dict[str, str]]
 
@@ -44,23 +40,6 @@ def ada(account: str = ACCOUNT, **identity: str) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture
-def working(database: Database, schema: str) -> Iterator[Container]:
-    """The API with the projection worker and the request workers in its process."""
-    settings = make_settings(database, schema, run_projections=True, run_workers=True)
-    built = build(settings, database=database)
-    try:
-        yield built
-    finally:
-        built.close()
-
-
-@pytest.fixture
-def api(working: Container) -> Iterator[TestClient]:
-    with TestClient(create_app(working)) as client:
-        yield client
-
-
 def register(client: TestClient, auth: dict[str, str], body: dict[str, Any]) -> tuple[str, int]:
     created = client.post("/v1/customers", headers=auth, json=body)
     assert created.status_code == 201, created.text
@@ -70,10 +49,12 @@ def register(client: TestClient, auth: dict[str, str], body: dict[str, Any]) -> 
 def find(
     client: TestClient, auth: dict[str, str], query: str, position: int, purpose: str = "support"
 ) -> httpx.Response:
-    return client.get(
+    # starlette types its client against httpx2 (not installed): its answers read as Any
+    answer: httpx.Response = client.get(
         f"/v1/customers?{query}&min_position={position}",
         headers={**auth, "X-Purpose": purpose},
     )
+    return answer
 
 
 def test_a_customer_is_found_by_each_identifier_in_any_common_form(

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import customer_body
+from tests.e2e.conftest import customer_body, request_body
 from tests.e2e.service import Service, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -33,16 +32,6 @@ def scrape(text: str) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
-
-
-def request_body(customer: str) -> dict[str, Any]:
-    return {
-        "customer_id": customer,
-        "type": "access",
-        "channel": "email",
-        "jurisdiction": "gdpr",
-        "statement": "Please send me a copy of my data.",
-    }
 
 
 def test_metrics_count_requests_commands_and_read_the_store(
@@ -168,17 +157,17 @@ def test_metrics_are_the_sum_over_api_processes(start_service: Callable[..., Ser
 
     with service.client() as http:
         assert http.post("/v1/customers", json=customer_body()).status_code == 201
-        samples = wait_until(
-            lambda: (s := scrape(http.get("/metrics").text))
-            and value(s, "rightsledger_log_head") == 1
-            and all(
-                value(s, "rightsledger_follower_lag_events", follower=name) == 0
+
+        def caught_up() -> Samples | None:
+            s = scrape(http.get("/metrics").text)
+            lagging = [
+                name
                 for name in FOLLOWERS
-            )
-            and s,
-            30,
-            "every follower to catch up in /metrics",
-        )
+                if value(s, "rightsledger_follower_lag_events", follower=name) != 0
+            ]
+            return s if value(s, "rightsledger_log_head") == 1 and not lagging else None
+
+        samples = wait_until(caught_up, 30, "every follower to catch up in /metrics")
     for follower in FOLLOWERS:
         assert value(samples, "rightsledger_follower_position", follower=follower) == 1
         assert value(samples, "rightsledger_follower_lag_seconds", follower=follower) == 0

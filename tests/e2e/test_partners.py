@@ -3,45 +3,20 @@ and owes, and a repeated acknowledgement that confirms without writing anything.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import pytest
 from fastapi.testclient import TestClient
 
-from rightsledger.api.app import create_app
-from rightsledger.bootstrap import Container, build
+from rightsledger.bootstrap import Container
 from rightsledger.security.keys import Role
-from rightsledger.storage.database import Database
-from tests.conftest import make_settings
-from tests.e2e.conftest import customer_body
+from tests.e2e.conftest import customer_body, ok
 from tests.e2e.service import wait_until
 
 Headers = Callable[[Role | str], dict[str, str]]
 
-
-@pytest.fixture
-def working(database: Database, schema: str) -> Iterator[Container]:
-    """The API with the projection worker and the request workers in its process."""
-    settings = make_settings(database, schema, run_projections=True, run_workers=True)
-    built = build(settings, database=database)
-    try:
-        yield built
-    finally:
-        built.close()
-
-
-@pytest.fixture
-def api(working: Container) -> Iterator[TestClient]:
-    with TestClient(create_app(working)) as client:
-        yield client
-
-
-def ok(response: Any, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.request.url}: {response.text}"
-    return response.json()
 
 
 def contracted(name: str, valid_until: date) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
@@ -19,15 +20,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.e2e.conftest import customer_body
+from tests.e2e.conftest import customer_body, ok
 from tests.e2e.service import Service, wait_until
 
 pytestmark = pytest.mark.e2e
 
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.request.url}: {response.text}"
-    return response.json()
 
 
 def register(http: httpx.Client, name: str = "Ada Lovelace") -> str:
@@ -156,6 +153,10 @@ def test_a_key_revoked_by_the_cli_is_refused_by_every_api_process_within_a_secon
     lines = dict(line.split(":", 1) for line in created.stdout.splitlines() if ":" in line)
     key_id, token = lines["key id"].strip(), lines["key"].strip()
     clients = [a.client(key=token), b.client(key=token)]
+
+    def refused(http: httpx.Client) -> bool:
+        return http.get("/v1/requests").status_code == 401
+
     try:
         for http in clients:
             assert http.get("/v1/requests").status_code != 401  # accepted, and now cached
@@ -163,11 +164,7 @@ def test_a_key_revoked_by_the_cli_is_refused_by_every_api_process_within_a_secon
         assert revoked.returncode == 0, revoked.stderr
         returned = time.monotonic()
         for http in clients:
-            wait_until(
-                lambda http=http: http.get("/v1/requests").status_code == 401,  # type: ignore[misc]
-                1.0,
-                "the revoked key to be refused",
-            )
+            wait_until(partial(refused, http), 1.0, "the revoked key to be refused")
         assert time.monotonic() - returned < 1.0 * len(clients)
     finally:
         for http in clients:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 
 import httpx
 import pytest
@@ -52,13 +53,13 @@ def test_a_frozen_projection_worker_makes_ready_fail_until_it_catches_up(
 def test_followers_status_lists_every_follower_of_the_service(service: Service) -> None:
     """`rightsledger followers status` shows the three followers running (exit 0), and
     `followers resume` refuses a follower that is not parked (exit 1, saying so)."""
-    shown = wait_until(
-        lambda: (done := service.spawn_cli("followers", "status")).returncode == 0
-        and all(name in done.stdout for name in ("projections", "request-workers", "relay"))
-        and done,
-        60,
-        "every follower to report",
-    )
+
+    def reported() -> subprocess.CompletedProcess[str] | None:
+        done = service.spawn_cli("followers", "status")
+        named = all(name in done.stdout for name in ("projections", "request-workers", "relay"))
+        return done if done.returncode == 0 and named else None
+
+    shown = wait_until(reported, 60, "every follower to report")
     assert "running" in shown.stdout
     refused = service.spawn_cli("followers", "resume", "projections")
     assert refused.returncode == 1

@@ -6,20 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import customer_body
+from tests.e2e.conftest import customer_body, ok
 from tests.e2e.service import Service, wait_until
 
 pytestmark = pytest.mark.e2e
 
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.request.url}: {response.text}"
-    return response.json()
 
 
 def test_the_workers_process_purges_activity_past_its_schedule(

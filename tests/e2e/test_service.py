@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import customer_body
+from tests.e2e.conftest import customer_body, ok
 from tests.e2e.service import FOLLOWERS, Service, alive, wait_until
 
 pytestmark = pytest.mark.e2e
 
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.request.url}: {response.text}"
-    return response.json()
 
 
 def register(http: httpx.Client, name: str) -> tuple[str, int]:

@@ -16,8 +16,9 @@ import pytest
 
 from rightsledger.workers.broker import EmbeddedBroker, free_port
 from tests.e2e import service as service_module
+from tests.e2e.conftest import ok
 from tests.e2e.service import FOLLOWERS, Proc, Service, alive, read_proc, wait_until
-from tests.e2e.test_service import ok, read_name, register
+from tests.e2e.test_service import read_name, register
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,6 @@ import socket
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,6 @@ FAST_GROUP = {
     "heartbeat_interval_ms": 1000,
     "max_poll_interval_ms": 10000,
 }
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(log_dir=tmp_path / "broker") as running:
-        yield running
 
 
 def create_topic(broker: EmbeddedBroker, name: str = TOPIC, partitions: int = PARTITIONS) -> None:

@@ -10,16 +10,14 @@ from psycopg import sql
 
 from rightsledger.bootstrap import Container
 from rightsledger.storage import chain
-from tests.conftest import EVIDENCE
+from tests import scenarios
 
 
 def history(container: Container, events: int = 12) -> None:
     ledger = container.ledger
-    customer = ledger.register_customer(policy_version="v1", identity={"name": "Ann"}, actor="i").id
+    customer = scenarios.customer(ledger, actor="i")
     for i in range(events - 1):
-        ledger.change_consent(
-            customer, channel="email", granted=i % 2 == 0, evidence=EVIDENCE, actor="m"
-        )
+        scenarios.consent(ledger, customer, "email", granted=i % 2 == 0)
 
 
 def execute(container: Container, statement: str, *params: Any) -> None:

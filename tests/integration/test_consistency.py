@@ -26,6 +26,7 @@ from rightsledger.storage.chain import ChainedRecorder
 from rightsledger.storage.database import Database
 from rightsledger.storage.idempotency import fingerprint
 from rightsledger.storage.keyvault import PERSONAL
+from tests import scenarios
 
 
 @pytest.fixture
@@ -49,12 +50,19 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> floa
 
 
 def register(container: Container, name: str = "Ada") -> UUID:
-    return container.ledger.register_customer(
-        policy_version="2026-01",
-        identity={"name": name, "email": f"{name.lower()}@example.org"},
-        payment_method={"processor": "Acme", "token": "tok_1"},
-        actor="intake:desk",
-    ).id
+    return scenarios.billed_customer(container.ledger, name)
+
+
+def acme_support(container: Container, valid_until: date) -> UUID:
+    """A support provider whose contract runs until ``valid_until``."""
+    return scenarios.contracted_partner(
+        container.ledger,
+        "Acme Support",
+        contract="C-1",
+        agreement="NDA-1",
+        valid_until=valid_until,
+        actor="privacy_officer:p",
+    )
 
 
 def test_an_acknowledgement_is_decided_on_the_request_as_another_process_left_it(
@@ -62,32 +70,15 @@ def test_an_acknowledgement_is_decided_on_the_request_as_another_process_left_it
 ) -> None:
     """A request cached here, then changed elsewhere: the next command here sees the change."""
     customer = register(container)
-    partner = container.ledger.register_partner(
-        name="Acme Support",
-        kind="support_provider",
-        contract_reference="C-1",
-        confidentiality_agreement="NDA-1",
-        contract_valid_until=date.today() + timedelta(days=365),
-        actor="privacy_officer:p",
-    ).id
-    container.ledger.disclose(
+    partner = acme_support(container, date.today() + timedelta(days=365))
+    request = scenarios.shared_then_deleted(
+        container.ledger,
         customer,
-        partner_id=partner,
-        basis="service_provider",
-        categories=["identity_contact"],
-        purpose="support",
+        partner,
+        statement="erase me",
         reference="ticket 1",
         actor="support:s",
-    )
-    request = container.ledger.submit_request(
-        customer_id=customer,
-        request_type="deletion",
-        channel="email",
-        jurisdiction="gdpr",
-        statement="erase me",
-        actor="intake:desk",
-    ).id
-    container.ledger.verify_request(request, method="id_document", reference="r", actor="p")
+    ).request
     assert container.ledger.get_request(request).status.value == "in_progress"  # cached here
     other.ledger.start_deletion(request, retain_for=timedelta(days=10), actor="worker")
     other.ledger.confirm_erasure(request, actor="worker")  # keys and exports destroyed
@@ -100,14 +91,7 @@ def test_a_renewed_contract_is_honoured_by_another_process_at_once(
 ) -> None:
     """A partner loaded (and cached) here, renewed elsewhere: a disclosure here sees the renewal."""
     customer = register(container)
-    partner = container.ledger.register_partner(
-        name="Acme Support",
-        kind="support_provider",
-        contract_reference="C-1",
-        confidentiality_agreement="NDA-1",
-        contract_valid_until=date.today() - timedelta(days=1),
-        actor="privacy_officer:p",
-    ).id
+    partner = acme_support(container, date.today() - timedelta(days=1))
     with pytest.raises(Exception, match="contract"):
         container.ledger.disclose(
             customer,
@@ -161,8 +145,7 @@ def test_destroyed_keys_are_forgotten_by_every_process(
     assert other.ledger.get_customer(customer).data["identity_contact"]["name"] == "Grace"
     container.vault.destroy(customer, PERSONAL)
     wait_until(
-        lambda: other.ledger.get_customer(customer).data["identity_contact"]["name"]
-        == "[erased]",
+        lambda: other.ledger.get_customer(customer).data["identity_contact"]["name"] == "[erased]",
         1.0,
         "the other process shows the customer as erased",
     )

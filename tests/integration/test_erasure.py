@@ -7,15 +7,10 @@ every encoding the project uses; the events still load and replay, showing place
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import psycopg
-import pytest
 from psycopg import sql
 
 from rightsledger.api.routers.audit import state_out
@@ -24,14 +19,8 @@ from rightsledger.domain.ledger import RightsLedger
 from rightsledger.storage import chain
 from rightsledger.storage.sealing import ERASED
 from rightsledger.workers.broker import EmbeddedBroker
-from tests.conftest import EVIDENCE
-from tests.integration.test_relay import consume_all
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(log_dir=tmp_path / "broker") as running:
-        yield running
+from tests import scenarios
+from tests.integration.scans import consume_all, dump_database, encodings
 
 
 def person(ledger: RightsLedger, tag: str, partner: UUID) -> tuple[UUID, list[str]]:
@@ -48,7 +37,7 @@ def person(ledger: RightsLedger, tag: str, partner: UUID) -> tuple[UUID, list[st
         payment_method={"processor": "Acme", "token": f"tok_{tag}_keep"},
         actor="intake:i",
     ).id
-    ledger.change_consent(customer, channel="sms", granted=True, evidence=EVIDENCE, actor="m")
+    scenarios.consent(ledger, customer, "sms")
     ledger.correct_customer(
         customer, {"identity_contact": {"email": f"quentin.{tag}.new@hidden.example"}}, actor="s"
     )
@@ -60,40 +49,25 @@ def person(ledger: RightsLedger, tag: str, partner: UUID) -> tuple[UUID, list[st
         occurred_at=datetime(2026, 10, 1, tzinfo=UTC),
         actor="s",
     )
-    ledger.record_invoice(
+    scenarios.invoice(ledger, customer, "12.34", issued_at=datetime(2026, 9, 1, tzinfo=UTC))
+    scenarios.share(ledger, customer, partner)
+    scenarios.verified(
+        ledger,
         customer,
-        amount="12.34",
-        currency="EUR",
-        status="paid",
-        issued_at=datetime(2026, 9, 1, tzinfo=UTC),
-        actor="b",
-    )
-    ledger.disclose(
-        customer,
-        partner_id=partner,
-        basis="service_provider",
-        categories=["identity_contact"],
-        purpose="support",
-        reference="ticket",
-        actor="s",
-    )
-    access = ledger.submit_request(
-        customer_id=customer,
-        request_type="access",
-        channel="email",
-        jurisdiction="gdpr",
+        "access",
         statement=f"I, Quentin {tag}, want my data",
         actor="intake:i",
-    ).id
-    ledger.verify_request(access, method="id", reference=f"passport {tag}-77", actor="po")
-    changed = ledger.submit_request(
-        customer_id=customer,
-        request_type="opt_out",
+        reference=f"passport {tag}-77",
+    )
+    changed = scenarios.submit(
+        ledger,
+        customer,
+        "opt_out",
         channel="web_form",
         jurisdiction="ccpa",
         statement="stop the emails",
         actor="intake:i",
-    ).id
+    )
     ledger.revoke_request(changed, reason=f"Quentin {tag} changed his mind", actor="intake:i")
     secrets = [
         f"Quentin {tag} changed his mind",
@@ -107,69 +81,30 @@ def person(ledger: RightsLedger, tag: str, partner: UUID) -> tuple[UUID, list[st
     return customer, secrets
 
 
-def encodings(value: str) -> list[bytes]:
-    raw = value.encode()
-    return [raw, json.dumps(value).encode()[1:-1], base64.b64encode(raw), raw.hex().encode()]
-
-
-def dump_database(container: Container) -> bytes:
-    """Every value of every table in the schema, raw bytes included, as one blob."""
-    schema = container.settings.database_schema
-    parts: list[bytes] = []
-    with psycopg.connect(container.database.url) as conn:
-        tables = [
-            row[0]
-            for row in conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-                (schema,),
-            ).fetchall()
-        ]
-        assert "rightsledger_events" in tables
-        assert "subject_keys" in tables
-        for table in tables:
-            for row in conn.execute(
-                sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, table))
-            ).fetchall():
-                for value in row:
-                    if isinstance(value, bytes | memoryview):
-                        parts.append(bytes(value))
-                    else:
-                        parts.append(json.dumps(value, default=str).encode())
-                        parts.append(str(value).encode())
-    return b"\n".join(parts)
-
-
 def test_after_erasure_no_personal_value_remains_anywhere(
     container: Container, broker: EmbeddedBroker
 ) -> None:
     """Database dump and both topics hold none of the erased customer's personal values;
     the other customer is untouched; the log still loads, replays and verifies."""
     ledger = container.ledger
-    partner = ledger.register_partner(
-        name="Helpdesk Ltd",
-        kind="support_provider",
-        contract_reference="C",
-        confidentiality_agreement="NDA",
-        contract_valid_until=date(2099, 1, 1),
-        actor="po",
-    ).id
+    partner = scenarios.contracted_partner(ledger)
     erased, erased_secrets = person(ledger, "alpha", partner)
     kept, _ = person(ledger, "bravo", partner)
     worker = container.request_worker()
     worker.catch_up()  # both access requests fulfilled: exports written
     container.projection_worker().catch_up()  # the views hold the plain values, as they do live
     before_deletion = datetime.now(UTC)
-    deletion = ledger.submit_request(
-        customer_id=erased,
-        request_type="deletion",
+    deletion = scenarios.submit(
+        ledger,
+        erased,
+        "deletion",
         channel="postal_mail",
-        jurisdiction="gdpr",
+        statement=None,
         document_reference="letter from Quentin alpha",
         actor="intake:i",
-    ).id
-    erased_secrets.append("letter from Quentin alpha")
+    )
     ledger.verify_request(deletion, method="id", reference="passport alpha-78", actor="po")
-    erased_secrets.append("passport alpha-78")
+    erased_secrets += ["letter from Quentin alpha", "passport alpha-78"]
     worker.catch_up()
     ledger.acknowledge(deletion, partner_id=partner, actor="partner:helpdesk")
     assert ledger.get_request(deletion).status.value == "fulfilled"
@@ -191,8 +126,7 @@ def test_after_erasure_no_personal_value_remains_anywhere(
     ]  # the customer's key, their activity's period key and their three requests' keys
     # destroyed; the retained key kept
     blob = dump_database(container)
-    head = ledger.recorder.max_notification_id()
-    assert head is not None
+    head = scenarios.log_head(ledger)
     records = [
         *consume_all(broker.bootstrap, container.settings.events_topic, head),
         *consume_all(broker.bootstrap, container.settings.notifications_topic, 1),

@@ -212,13 +212,14 @@ def test_a_follower_without_a_heartbeat_is_reported_dead() -> None:
             requested=None,
         )
 
-    limits = {"stale_after": timedelta(seconds=15), "lag_limit": timedelta(seconds=30)}
+    stale_after, lag_limit = timedelta(seconds=15), timedelta(seconds=30)
     dead = assess(
         [row(now - timedelta(seconds=20), 10)],
         head=10,
         oldest_waiting=lambda _: None,
         now=now,
-        **limits,
+        stale_after=stale_after,
+        lag_limit=lag_limit,
     )
     assert not dead.ok
     behind = assess(
@@ -226,7 +227,8 @@ def test_a_follower_without_a_heartbeat_is_reported_dead() -> None:
         head=10,
         oldest_waiting=lambda _: now - timedelta(seconds=31),
         now=now,
-        **limits,
+        stale_after=stale_after,
+        lag_limit=lag_limit,
     )
     assert not behind.ok
     fresh = assess(
@@ -234,6 +236,7 @@ def test_a_follower_without_a_heartbeat_is_reported_dead() -> None:
         head=10,
         oldest_waiting=lambda _: now - timedelta(seconds=2),
         now=now,
-        **limits,
+        stale_after=stale_after,
+        lag_limit=lag_limit,
     )
     assert fresh.ok

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 import pytest
 
@@ -16,6 +15,7 @@ from rightsledger.domain.ledger import (
     OutcomeUnknownError,
 )
 from rightsledger.storage.group_commit import GroupCommit
+from tests import scenarios
 from tests.conftest import EVIDENCE
 
 
@@ -31,10 +31,7 @@ def test_concurrent_commands_each_get_their_own_position(container: Container) -
     """Eight writers on their own customers: every command lands once, in order per customer."""
     ledger = container.ledger
     assert isinstance(ledger.committer, GroupCommit)
-    customers = [
-        ledger.register_customer(policy_version="v1", identity={"name": f"C{i}"}, actor="i").id
-        for i in range(8)
-    ]
+    customers = scenarios.customers(ledger, 8)
     positions: list[int] = []
     lock = threading.Lock()
 
@@ -53,7 +50,7 @@ def test_concurrent_commands_each_get_their_own_position(container: Container) -
     run_threads(8, writer)
     assert len(positions) == 200
     assert len(set(positions)) == 200
-    assert ledger.recorder.max_notification_id() == 8 + 200
+    assert scenarios.log_head(ledger) == 8 + 200
     for customer in customers:
         assert ledger.get_customer(customer).version == 26
 
@@ -61,9 +58,7 @@ def test_concurrent_commands_each_get_their_own_position(container: Container) -
 def test_conflicting_commands_are_decided_again_not_lost(container: Container) -> None:
     """Eight writers on one customer: conflicts are retried on fresh state; none is lost."""
     ledger = container.ledger
-    customer: UUID = ledger.register_customer(
-        policy_version="v1", identity={"name": "Shared"}, actor="i"
-    ).id
+    customer = scenarios.customer(ledger, "Shared", actor="i")
     outcomes = {"ok": 0, "conflict": 0}
     lock = threading.Lock()
 
@@ -97,14 +92,12 @@ def test_a_command_gets_an_error_not_a_hang_when_the_writer_is_stopped(
 ) -> None:
     """Once the committer is stopped, a command is refused at once, and nothing is written."""
     ledger = container.ledger
-    customer = ledger.register_customer(policy_version="v1", identity={"name": "S"}, actor="i").id
+    customer = scenarios.customer(ledger, "S", actor="i")
     head = ledger.recorder.max_notification_id()
     assert isinstance(ledger.committer, GroupCommit)
     ledger.committer.stop()
     with pytest.raises(CommitUnavailableError):
-        ledger.change_consent(
-            customer, channel="email", granted=True, evidence=EVIDENCE, actor="m"
-        )
+        ledger.change_consent(customer, channel="email", granted=True, evidence=EVIDENCE, actor="m")
     assert ledger.recorder.max_notification_id() == head
     ledger.committer = None  # the container closes a stopped committer without waiting
 
@@ -115,7 +108,7 @@ def test_a_waiting_command_is_told_when_the_writer_thread_dies(
 ) -> None:
     """A writer thread that dies mid-write leaves no command waiting forever."""
     ledger = container.ledger
-    customer = ledger.register_customer(policy_version="v1", identity={"name": "D"}, actor="i").id
+    customer = scenarios.customer(ledger, "D", actor="i")
     committer = ledger.committer
     assert isinstance(committer, GroupCommit)
     entered = threading.Event()
@@ -127,9 +120,7 @@ def test_a_waiting_command_is_told_when_the_writer_thread_dies(
     monkeypatch.setattr(ledger, "save", dying_save)
     monkeypatch.setattr(committer, "_write", lambda batch: ledger.save(batch))
     with pytest.raises((OutcomeUnknownError, CommitUnavailableError, SystemExit)):
-        ledger.change_consent(
-            customer, channel="email", granted=True, evidence=EVIDENCE, actor="m"
-        )
+        ledger.change_consent(customer, channel="email", granted=True, evidence=EVIDENCE, actor="m")
     assert entered.is_set()
     assert not committer.alive
     ledger.committer = None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
-from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
@@ -12,17 +12,13 @@ from psycopg import sql
 
 from rightsledger.bootstrap import Container, make_ledger
 from rightsledger.domain.errors import DomainError, StateError
-from rightsledger.domain.ledger import NotFoundError, RightsLedger
+from rightsledger.domain.ledger import NotFoundError, Outcome, RightsLedger
+from tests import scenarios
 from tests.conftest import EVIDENCE
 
 
-def register(ledger: RightsLedger) -> Any:
-    return ledger.register_customer(
-        policy_version="2026-01",
-        identity={"name": "Ada", "email": "ada@example.org"},
-        payment_method={"processor": "Acme", "token": "tok_1"},
-        actor="intake:desk",
-    ).id
+def register(ledger: RightsLedger) -> UUID:
+    return scenarios.billed_customer(ledger)
 
 
 def count_rows(container: Container, table: str) -> int:
@@ -68,7 +64,7 @@ def test_refused_commands_leave_the_store_unchanged(container: Container) -> Non
     customer_id = register(ledger)
     police = ledger.register_partner(name="Police", kind="law_enforcement", actor="po").id
     head = ledger.recorder.max_notification_id()
-    refusals = [
+    refusals: list[Callable[[], Outcome]] = [
         lambda: ledger.register_customer(
             policy_version="v1", identity={"name": "Bob 4111 1111 1111 1111"}, actor="i"
         ),
@@ -194,16 +190,20 @@ def test_contract_renewal_reopens_sharing(container: Container) -> None:
         contract_valid_until=date(2020, 1, 1),
         actor="po",
     ).id
-    share = {
-        "partner_id": partner,
-        "basis": "service_provider",
-        "categories": ["payment_method"],
-        "purpose": "billing",
-        "reference": "run",
-        "actor": "b",
-    }
+
+    def share() -> Outcome:
+        return ledger.disclose(
+            customer_id,
+            partner_id=partner,
+            basis="service_provider",
+            categories=["payment_method"],
+            purpose="billing",
+            reference="run",
+            actor="b",
+        )
+
     with pytest.raises(DomainError, match="not valid"):
-        ledger.disclose(customer_id, **share)
+        share()
     ledger.renew_partner_contract(
         partner,
         contract_reference="C2",
@@ -211,5 +211,5 @@ def test_contract_renewal_reopens_sharing(container: Container) -> None:
         valid_until=date(2099, 1, 1),
         actor="po",
     )
-    ledger.disclose(customer_id, **share)
+    share()
     assert len(ledger.get_customer(customer_id).disclosures) == 1

@@ -3,10 +3,9 @@ with an extension, and a request closed before the partner acknowledged lapses."
 
 from __future__ import annotations
 
-from datetime import date
-
 from rightsledger.bootstrap import Container
 from rightsledger.projections.partners import NoticeStatus
+from tests import scenarios
 
 
 def test_a_notice_follows_the_extension_and_lapses_when_the_request_closes(
@@ -15,35 +14,9 @@ def test_a_notice_follows_the_extension_and_lapses_when_the_request_closes(
     """Notified, then extended: the notice's due date is the new one; denied before the
     partner acknowledged: the notice is lapsed, and no longer awaiting."""
     ledger = container.ledger
-    partner = ledger.register_partner(
-        name="Helpdesk",
-        kind="support_provider",
-        contract_reference="C",
-        confidentiality_agreement="NDA",
-        contract_valid_until=date(2099, 1, 1),
-        actor="po",
-    ).id
-    customer = ledger.register_customer(
-        policy_version="2026-01", identity={"name": "Ada"}, actor="intake:i"
-    ).id
-    ledger.disclose(
-        customer,
-        partner_id=partner,
-        basis="service_provider",
-        categories=["identity_contact"],
-        purpose="support",
-        reference="ticket",
-        actor="s",
-    )
-    deletion = ledger.submit_request(
-        customer_id=customer,
-        request_type="deletion",
-        channel="email",
-        jurisdiction="gdpr",
-        statement="delete me",
-        actor="intake:i",
-    ).id
-    ledger.verify_request(deletion, method="id", reference="r", actor="po")
+    partner = scenarios.contracted_partner(ledger, "Helpdesk")
+    customer = scenarios.customer(ledger, "Ada")
+    deletion = scenarios.shared_then_deleted(ledger, customer, partner).request
     container.request_worker().catch_up()
     projections = container.projection_worker()
     projections.catch_up()

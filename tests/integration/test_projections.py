@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -20,7 +20,7 @@ from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.replay import replay_log
 from rightsledger.projections.base import jsonable
 from rightsledger.projections.worker import VIEW_CLASSES, ProjectionWorker, rebuild
-from tests.conftest import EVIDENCE
+from tests import scenarios
 
 
 def dump(container: Container, table: str) -> list[tuple[Any, ...]]:
@@ -38,51 +38,33 @@ def dump_views(container: Container) -> dict[str, list[tuple[Any, ...]]]:
     return {table: dump(container, table) for cls in VIEW_CLASSES.values() for table in cls.tables}
 
 
-def scenario(ledger: RightsLedger) -> dict[str, Any]:
+def scenario(ledger: RightsLedger) -> dict[str, UUID]:
     """A customer's life: registration, consent, correction, billing, a share, a request."""
-    customer = ledger.register_customer(
-        policy_version="2026-01",
-        identity={"name": "Ada", "email": "ada@example.org"},
-        payment_method={"processor": "Acme", "token": "tok_1"},
-        actor="intake:desk",
-    ).id
-    ledger.change_consent(customer, channel="sms", granted=True, evidence=EVIDENCE, actor="m:m")
-    ledger.change_consent(customer, channel="sms", granted=False, evidence=EVIDENCE, actor="s:s")
+    customer = scenarios.billed_customer(ledger)
+    scenarios.consent(ledger, customer, "sms", actor="m:m")
+    scenarios.consent(ledger, customer, "sms", granted=False, actor="s:s")
     ledger.correct_customer(customer, {"identity_contact": {"email": "ada@new.org"}}, actor="s:s")
-    ledger.record_invoice(
+    scenarios.invoice(ledger, customer, "12.50")
+    partner = scenarios.payment_processor(ledger)
+    scenarios.share(
+        ledger,
         customer,
-        amount="12.50",
-        currency="EUR",
-        status="paid",
-        issued_at=datetime(2026, 10, 1, tzinfo=UTC),
-        actor="billing:b",
-    )
-    partner = ledger.register_partner(
-        name="Acme Payments",
-        kind="payment_processor",
-        contract_reference="C-1",
-        confidentiality_agreement="NDA-1",
-        contract_valid_until=date(2099, 1, 1),
-        actor="po:po",
-    ).id
-    ledger.disclose(
-        customer,
-        partner_id=partner,
-        basis="service_provider",
+        partner,
         categories=["payment_method"],
         purpose="billing",
         reference="run 7",
         actor="billing:b",
     )
-    request = ledger.submit_request(
-        customer_id=customer,
-        request_type="access",
-        channel="email",
-        jurisdiction="gdpr",
+    request = scenarios.verified(
+        ledger,
+        customer,
+        "access",
         statement="copy please",
         actor="intake:desk",
-    ).id
-    ledger.verify_request(request, method="id_document", reference="doc", actor="po:po")
+        method="id_document",
+        reference="doc",
+        verifier="po:po",
+    )
     return {"customer": customer, "partner": partner, "request": request}
 
 
@@ -214,51 +196,40 @@ def run(ledger: RightsLedger, program: list[tuple[Any, ...]], partner: UUID) -> 
         kind, *args = command
         try:
             if kind == "register":
-                customers.append(
-                    ledger.register_customer(
-                        policy_version="v1", identity={"name": args[0]}, actor="intake:t"
-                    ).id
-                )
+                customers.append(scenarios.customer(ledger, args[0]))
                 continue
             if not customers:
                 continue
             customer = customers[args[0] % len(customers)]
             if kind == "consent":
-                ledger.change_consent(
-                    customer, channel=args[1], granted=args[2], evidence=EVIDENCE, actor="m:t"
-                )
+                scenarios.consent(ledger, customer, args[1], granted=args[2], actor="m:t")
             elif kind == "correct":
                 value = "+44 1" if args[1] == "phone" else "Renamed"
                 ledger.correct_customer(customer, {"identity_contact": {args[1]: value}}, actor="s")
             elif kind == "invoice":
-                ledger.record_invoice(
+                scenarios.invoice(
+                    ledger,
                     customer,
-                    amount=args[1],
-                    currency="EUR",
+                    args[1],
                     status="issued",
                     issued_at=datetime(2026, 1, 1, tzinfo=UTC),
                     actor="b:t",
                 )
             elif kind == "share":
-                ledger.disclose(
+                scenarios.share(
+                    ledger,
                     customer,
-                    partner_id=partner,
+                    partner,
                     basis=args[1],
-                    categories=["identity_contact"],
                     purpose="legal",
                     reference="case",
                     actor="po:t",
                 )
             elif kind == "request":
                 requests.append(
-                    ledger.submit_request(
-                        customer_id=customer,
-                        request_type=args[1],
-                        channel="web_form",
-                        jurisdiction="ccpa",
-                        statement="please",
-                        actor="intake:t",
-                    ).id
+                    scenarios.submit(
+                        ledger, customer, args[1], channel="web_form", jurisdiction="ccpa"
+                    )
                 )
             elif kind == "close" and requests:
                 request = requests[args[0] % len(requests)]
@@ -306,9 +277,7 @@ def test_the_live_worker_keeps_working_across_a_rebuild(container: Container) ->
     live.catch_up()
     rebuild(container.ledger, container.views.datastore, "consent_ledger")
     rebuild(container.ledger, container.views.datastore, "consent_ledger")
-    container.ledger.change_consent(
-        ids["customer"], channel="email", granted=True, evidence=EVIDENCE, actor="m:m"
-    )
+    scenarios.consent(container.ledger, ids["customer"], "email", actor="m:m")
     live.catch_up()
     history, position = container.views.consent_ledger.history(ids["customer"])
     assert [h["channel"] for h in history] == ["sms", "sms", "email"]
@@ -318,9 +287,9 @@ def test_the_live_worker_keeps_working_across_a_rebuild(container: Container) ->
 def test_as_of_answers_match_what_was_seen_at_the_time(container: Container) -> None:
     """Replaying up to a moment gives exactly the state observed at that moment."""
     ledger = container.ledger
-    customer = ledger.register_customer(
-        policy_version="2026-01", identity={"name": "Ada", "email": "a@x.org"}, actor="i:i"
-    ).id
+    customer = scenarios.customer(
+        ledger, identity={"name": "Ada", "email": "a@x.org"}, policy_version="2026-01", actor="i:i"
+    )
     observed = []
     for step in range(3):
         moment = datetime.now(UTC)
@@ -329,9 +298,7 @@ def test_as_of_answers_match_what_was_seen_at_the_time(container: Container) -> 
         if step == 1:
             ledger.correct_customer(customer, {"identity_contact": {"email": "b@x.org"}}, actor="s")
         else:
-            ledger.change_consent(
-                customer, channel="email", granted=step == 0, evidence=EVIDENCE, actor="m:m"
-            )
+            scenarios.consent(ledger, customer, "email", granted=step == 0, actor="m:m")
     for moment, data, consents, version in observed:
         replayed = ledger.customer_as_of(customer, moment)
         assert replayed is not None

@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
 import subprocess
 import threading
 import time
-import warnings
 from collections import defaultdict
-from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from uuid import UUID
-
-import pytest
 
 from rightsledger.bootstrap import Container
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.workers.broker import EmbeddedBroker
 from rightsledger.workers.cloudevents import event_id
+from tests import scenarios
 from tests.conftest import EVIDENCE, spawn
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import KafkaConsumer, TopicPartition
+from tests.integration.scans import consume_all, encodings
 
 PERSONAL = {
     "name": "Zelda Quixotic-Personal",
@@ -37,44 +29,9 @@ PERSONAL = {
 }
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(log_dir=tmp_path / "broker") as running:
-        yield running
-
-
-def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
-    """Every record of a topic from the start (counted, not trusting end offsets)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        deadline = time.monotonic() + timeout
-        partitions: set[int] | None = None
-        while partitions is None and time.monotonic() < deadline:
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions is None:
-                time.sleep(0.1)
-        assert partitions, f"topic {topic} does not exist"
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        records: list[Any] = []
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
-            batch = consumer.poll(timeout_ms=200)
-            got = [r for rs in batch.values() for r in rs]
-            records.extend(got)
-            if got:
-                quiet_since = time.monotonic()
-            elif (
-                len({r.value for r in records}) >= expected and time.monotonic() - quiet_since > 0.5
-            ):
-                break
-        return records
-    finally:
-        consumer.close()
-
-
 def personal_scenario(ledger: RightsLedger) -> dict[str, UUID]:
+    """A customer's life in personal values: registration, consent, correction, billing,
+    activity, a share with the processor, and a correction request carried out."""
     customer = ledger.register_customer(
         policy_version="2026-01",
         identity=PERSONAL,
@@ -82,18 +39,11 @@ def personal_scenario(ledger: RightsLedger) -> dict[str, UUID]:
         payment_method={"processor": "Acme Payments", "token": "tok_secret_zelda"},
         actor="intake:desk",
     ).id
-    ledger.change_consent(customer, channel="email", granted=True, evidence=EVIDENCE, actor="m:m")
+    scenarios.consent(ledger, customer, "email", actor="m:m")
     ledger.correct_customer(
         customer, {"identity_contact": {"postal_address": "1 New Secret Road"}}, actor="s:s"
     )
-    ledger.record_invoice(
-        customer,
-        amount="77.77",
-        currency="EUR",
-        status="paid",
-        issued_at=datetime(2026, 10, 1, tzinfo=UTC),
-        actor="billing:b",
-    )
+    scenarios.invoice(ledger, customer, "77.77")
     ledger.log_activity(
         customer,
         kind="network",
@@ -102,18 +52,11 @@ def personal_scenario(ledger: RightsLedger) -> dict[str, UUID]:
         occurred_at=datetime(2026, 10, 2, tzinfo=UTC),
         actor="support:s",
     )
-    partner = ledger.register_partner(
-        name="Acme Payments",
-        kind="payment_processor",
-        contract_reference="C-1",
-        confidentiality_agreement="NDA-1",
-        contract_valid_until=date(2099, 1, 1),
-        actor="po:po",
-    ).id
-    ledger.disclose(
+    partner = scenarios.payment_processor(ledger)
+    scenarios.share(
+        ledger,
         customer,
-        partner_id=partner,
-        basis="service_provider",
+        partner,
         categories=["payment_method", "identity_contact"],
         purpose="billing",
         reference="monthly run for Zelda",
@@ -133,11 +76,6 @@ def personal_scenario(ledger: RightsLedger) -> dict[str, UUID]:
     return {"customer": customer, "partner": partner, "request": request}
 
 
-def encodings(value: str) -> list[bytes]:
-    raw = value.encode()
-    return [raw, json.dumps(value).encode()[1:-1], base64.b64encode(raw)]
-
-
 def test_every_event_reaches_the_topic_in_order_without_personal_data(
     container: Container, broker: EmbeddedBroker
 ) -> None:
@@ -147,7 +85,7 @@ def test_every_event_reaches_the_topic_in_order_without_personal_data(
     relay.start()
     published = relay.catch_up()
     relay.close()
-    head = container.ledger.recorder.max_notification_id()
+    head = scenarios.log_head(container.ledger)
     assert published == head
     records = consume_all(broker.bootstrap, container.settings.events_topic, head)
     assert len(records) == head
@@ -211,10 +149,7 @@ def test_relay_killed_and_broker_frozen_lose_nothing(
     """SIGKILL of the relay mid-stream, then a frozen broker, while commands keep arriving:
     every logged event is on the topic; repeats carry the same CloudEvents id."""
     ledger = container.ledger
-    customers = [
-        ledger.register_customer(policy_version="v1", identity={"name": f"C{i}"}, actor="i").id
-        for i in range(30)
-    ]
+    customers = scenarios.customers(ledger, 30)
     done = threading.Event()
 
     def traffic() -> None:
@@ -250,7 +185,7 @@ def test_relay_killed_and_broker_frozen_lose_nothing(
         os.kill(broker.pid, signal.SIGCONT)
         writer.join(120)
         assert done.is_set()
-        head = ledger.recorder.max_notification_id()
+        head = scenarios.log_head(ledger)
         assert head == 30 + 30 * 30
         while relay.tracked() < head and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -275,12 +210,8 @@ def test_relay_killed_and_broker_frozen_lose_nothing(
 
 def test_a_fresh_broker_gets_the_whole_history_again(container: Container, tmp_path: Path) -> None:
     """The embedded broker keeps nothing across restarts: the relay republishes from the start."""
-    customer = container.ledger.register_customer(
-        policy_version="v1", identity={"name": "Ann"}, actor="i"
-    ).id
-    container.ledger.change_consent(
-        customer, channel="post", granted=True, evidence=EVIDENCE, actor="m"
-    )
+    customer = scenarios.customer(container.ledger, actor="i")
+    scenarios.consent(container.ledger, customer, "post")
     with EmbeddedBroker(log_dir=tmp_path / "one") as first:
         relay = container.relay(first.bootstrap)
         relay.start()

@@ -19,11 +19,10 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 
@@ -34,7 +33,9 @@ from rightsledger.workers.broker import EmbeddedBroker, free_port
 from rightsledger.workers.cloudevents import event_id
 from rightsledger.workers.relay import Relay, producer_settings
 from tests.conftest import EVIDENCE
-from tests.integration.test_relay import consume_all, personal_scenario
+from tests.integration.scans import consume_all
+from tests.integration.test_relay import personal_scenario
+from tests.scenarios import customers, log_head, toggle
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -45,37 +46,11 @@ with warnings.catch_warnings():
 RELAY_LOG = "rightsledger.workers.relay"
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(log_dir=tmp_path / "broker") as running:
-        yield running
-
-
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
-
-
-def customers(ledger: RightsLedger, count: int) -> list[UUID]:
-    return [
-        ledger.register_customer(policy_version="v1", identity={"name": f"C{i}"}, actor="i").id
-        for i in range(count)
-    ]
-
-
-def toggle(ledger: RightsLedger, who: list[UUID], rounds: int, granted: bool = True) -> None:
-    """``rounds`` consent changes per customer, alternating; the first grants when ``granted``."""
-    for round_ in range(rounds):
-        for customer in who:
-            ledger.change_consent(
-                customer,
-                channel="sms",
-                granted=(round_ % 2 == 0) == granted,
-                evidence=EVIDENCE,
-                actor="m:t",
-            )
 
 
 def expected_ids(ledger: RightsLedger) -> tuple[set[str], set[str]]:
@@ -158,7 +133,7 @@ def test_a_broker_restarted_empty_under_the_running_relay_gets_both_topics_again
     first.start()
     try:
         with Running(relay, container):
-            before = ledger.recorder.max_notification_id()
+            before = log_head(ledger)
             wait_for(lambda: relay.position == before, 20, "the first broker to get the log")
             events, _ = expected_ids(ledger)
             assert set(consumed_ids(first.bootstrap, topics[0], before)) == events
@@ -173,7 +148,7 @@ def test_a_broker_restarted_empty_under_the_running_relay_gets_both_topics_again
                 stray.close()
             if after != "idle":
                 toggle(ledger, people, 2, granted=False)  # sends to the new broker fail
-            head = ledger.recorder.max_notification_id()
+            head = log_head(ledger)
             wait_for(
                 lambda: (
                     bool(republished(caplog)) and relay.position == head and relay.tracked() == head
@@ -223,7 +198,7 @@ def test_a_send_stuck_on_a_broker_that_lost_the_log_is_abandoned_at_once(
     first.start()
     try:
         with Running(relay, container):
-            before = ledger.recorder.max_notification_id()
+            before = log_head(ledger)
             wait_for(lambda: relay.position == before, 20, "the first broker to get the log")
             os.kill(first.pid, signal.SIGKILL)
             first.stop()
@@ -239,7 +214,7 @@ def test_a_send_stuck_on_a_broker_that_lost_the_log_is_abandoned_at_once(
             )
             restarted = time.monotonic()
             ledger.change_consent(stuck, channel="sms", granted=True, evidence=EVIDENCE, actor="m")
-            head = ledger.recorder.max_notification_id()
+            head = log_head(ledger)
             wait_for(
                 lambda: (
                     bool(republished(caplog)) and relay.position == head and relay.tracked() == head
@@ -270,7 +245,7 @@ def test_a_relay_restarted_against_a_broker_that_kept_its_log_does_not_republish
     toggle(ledger, people, 2)
     first = container.relay(broker.bootstrap)
     first.start()
-    head = ledger.recorder.max_notification_id()
+    head = log_head(ledger)
     assert first.catch_up() == head
     first.close()
 
@@ -280,7 +255,7 @@ def test_a_relay_restarted_against_a_broker_that_kept_its_log_does_not_republish
     with Running(second, container):
         time.sleep(0.5)  # a few checks against what the first relay delivered
         toggle(ledger, people, 2)
-        head = ledger.recorder.max_notification_id()
+        head = log_head(ledger)
         wait_for(lambda: second.position == head, 20, "the second relay to catch up")
         time.sleep(0.5)  # and a few more after it
     events, notifications = expected_ids(ledger)
@@ -298,7 +273,7 @@ def test_a_relay_stopped_mid_republish_carries_on_with_it(
     caplog.set_level(logging.WARNING, logger=RELAY_LOG)
     ledger = container.ledger
     toggle(ledger, customers(ledger, 4), 2)
-    head = ledger.recorder.max_notification_id()
+    head = log_head(ledger)
     with EmbeddedBroker(log_dir=tmp_path / "one") as first:
         relay = container.relay(first.bootstrap)
         relay.start()
@@ -332,7 +307,7 @@ def test_a_topic_the_broker_made_by_itself_is_made_again_with_the_configured_par
     settings = container.settings
     topics = (settings.events_topic, settings.notifications_topic)
     personal_scenario(ledger)
-    head = ledger.recorder.max_notification_id()
+    head = log_head(ledger)
     port = free_port()
     relay = container.relay(f"127.0.0.1:{port}")
     with EmbeddedBroker(port, log_dir=tmp_path / "one"):

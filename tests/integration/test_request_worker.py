@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
-from uuid import UUID
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
 
 from rightsledger.bootstrap import Container
-from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.storage.sealing import ERASED
 from rightsledger.workers.requests import RequestWorker
-
-
-def submit(ledger: RightsLedger, customer: UUID, kind: str) -> UUID:
-    return ledger.submit_request(
-        customer_id=customer,
-        request_type=kind,
-        channel="email",
-        jurisdiction="gdpr",
-        statement="please",
-        actor="intake:t",
-    ).id
+from tests import scenarios
 
 
 def worker_at(container: Container, moment: datetime) -> RequestWorker:
@@ -35,9 +23,8 @@ def worker_at(container: Container, moment: datetime) -> RequestWorker:
 def test_an_event_handled_twice_does_nothing_new(container: Container) -> None:
     """Re-delivery after a crash between the work and the tracking write adds no event."""
     ledger = container.ledger
-    customer = ledger.register_customer(policy_version="v1", identity={"name": "Ann"}, actor="i").id
-    request = submit(ledger, customer, "access")
-    ledger.verify_request(request, method="m", reference="r", actor="po")
+    customer = scenarios.customer(ledger, actor="i")
+    request = scenarios.verified(ledger, customer, "access", method="m")
     worker = container.request_worker()
     worker.catch_up()
     assert ledger.get_request(request).status.value == "fulfilled"
@@ -53,10 +40,9 @@ def test_an_event_handled_twice_does_nothing_new(container: Container) -> None:
 def test_deadlines_are_chased_and_unverified_requests_expire(container: Container) -> None:
     """Near the due date: a reminder; past it: overdue, and expiry when never verified."""
     ledger = container.ledger
-    customer = ledger.register_customer(policy_version="v1", identity={"name": "Ann"}, actor="i").id
-    waiting = submit(ledger, customer, "deletion")
-    working = submit(ledger, customer, "access")
-    ledger.verify_request(working, method="m", reference="r", actor="po")
+    customer = scenarios.customer(ledger, actor="i")
+    waiting = scenarios.submit(ledger, customer, "deletion")
+    working = scenarios.verified(ledger, customer, "access", method="m")
     container.projection_worker().catch_up()
     due = ledger.get_request(waiting).due_at
     ledger.clock = lambda: due - timedelta(days=2)
@@ -78,16 +64,8 @@ def test_retained_billing_records_are_purged_when_retention_ends(container: Cont
         payment_method={"processor": "Acme", "token": "tok_1"},
         actor="i",
     ).id
-    ledger.record_invoice(
-        customer,
-        amount="5",
-        currency="EUR",
-        status="paid",
-        issued_at=datetime(2026, 1, 1, tzinfo=UTC),
-        actor="b",
-    )
-    request = submit(ledger, customer, "deletion")
-    ledger.verify_request(request, method="m", reference="r", actor="po")
+    scenarios.invoice(ledger, customer, "5", issued_at=datetime(2026, 1, 1, tzinfo=UTC))
+    request = scenarios.verified(ledger, customer, "deletion", method="m")
     container.request_worker().catch_up()
     erased = ledger.get_customer(customer)
     assert erased.erased_at is not None
@@ -110,12 +88,10 @@ def test_a_request_that_cannot_be_carried_out_is_denied_with_the_reason(
 ) -> None:
     """A second deletion of an erased customer does not hang in progress: it is denied."""
     ledger = container.ledger
-    customer = ledger.register_customer(policy_version="v1", identity={"name": "Ann"}, actor="i").id
-    first = submit(ledger, customer, "deletion")
-    ledger.verify_request(first, method="m", reference="r", actor="po")
+    customer = scenarios.customer(ledger, actor="i")
+    scenarios.verified(ledger, customer, "deletion", method="m")
     container.request_worker().catch_up()
-    second = submit(ledger, customer, "deletion")
-    ledger.verify_request(second, method="m", reference="r", actor="po")
+    second = scenarios.verified(ledger, customer, "deletion", method="m")
     container.request_worker().catch_up()
     request = ledger.get_request(second)
     assert request.status.value == "denied"
@@ -128,26 +104,9 @@ def test_a_deletion_never_acknowledged_expires_naming_the_partners(container: Co
     gone with the erasure, so it reads as the placeholder; the partners are still named by
     the event's unsealed ``unacknowledged`` and in the request queue's ``awaiting``."""
     ledger = container.ledger
-    partner = ledger.register_partner(
-        name="Helpdesk Ltd",
-        kind="support_provider",
-        contract_reference="C",
-        confidentiality_agreement="NDA",
-        contract_valid_until=date(2099, 1, 1),
-        actor="po",
-    ).id
-    customer = ledger.register_customer(policy_version="v1", identity={"name": "Ann"}, actor="i").id
-    ledger.disclose(
-        customer,
-        partner_id=partner,
-        basis="service_provider",
-        categories=["identity_contact"],
-        purpose="support",
-        reference="ticket",
-        actor="s",
-    )
-    request = submit(ledger, customer, "deletion")
-    ledger.verify_request(request, method="m", reference="r", actor="po")
+    partner = scenarios.contracted_partner(ledger)
+    customer = scenarios.customer(ledger, actor="i")
+    request = scenarios.shared_then_deleted(ledger, customer, partner).request
     container.request_worker().catch_up()
     assert ledger.get_customer(customer).erased_at is not None
     assert ledger.get_request(request).awaiting == {partner}

@@ -28,8 +28,9 @@ from rightsledger.storage.keyvault import PERSONAL, PostgresKeyVault
 from rightsledger.storage.migrations import MIGRATIONS, migrate
 from rightsledger.storage.sealing import ERASED, SEALED, Rule
 from tests.conftest import make_settings
-from tests.integration.test_erasure import dump_database, encodings
-from tests.integration.test_sweep import head, worker_at
+from tests.integration.scans import dump_database, encodings
+from tests.integration.test_sweep import worker_at
+from tests.scenarios import log_head
 
 T = datetime(2026, 6, 29, 12, tzinfo=UTC)
 """The sweep's moment: troubleshooting (90 days after the month) is due through February,
@@ -104,7 +105,7 @@ def test_a_schedule_passing_purges_exactly_the_activity_past_it(container: Conta
     assert all(detail.encode() in blob for detail in purged_details)  # the view holds them
 
     worker = worker_at(container, T)
-    before = head(container)
+    before = log_head(container.ledger)
     assert worker.sweep() == {"activity_purged": 2}
 
     (event,) = purged_events(ledger, before)
@@ -152,9 +153,9 @@ def test_a_schedule_passing_purges_exactly_the_activity_past_it(container: Conta
     assert chain.verify(container.database.url, container.settings.database_schema).ok
 
     # Idempotent: the same schedule at the same moment finds nothing more to do.
-    again = head(container)
+    again = log_head(container.ledger)
     assert worker.sweep() == {}
-    assert head(container) == again
+    assert log_head(container.ledger) == again
 
     # A purged month takes no more activity for that purpose.
     with pytest.raises(InvalidCommandError, match="already purged"):
@@ -183,9 +184,9 @@ def test_keys_are_destroyed_only_after_the_purge_is_recorded(
     assert {s["opened"] for s in stored_activity(container, ada)} == {"ada jan line", "ada may"}
 
     monkeypatch.setattr(container.vault, "destroy_periods", real)
-    position = head(container)
+    position = log_head(container.ledger)
     assert worker.sweep() == {}
-    assert head(container) == position  # nothing recorded twice
+    assert log_head(container.ledger) == position  # nothing recorded twice
     assert sorted(s["opened"] or ERASED for s in stored_activity(container, ada)) == [
         ERASED,
         "ada may",

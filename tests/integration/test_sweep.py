@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -18,6 +18,7 @@ from rightsledger.bootstrap import Container
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.projections.worker import rebuild
 from rightsledger.workers.requests import ACTOR, RequestWorker
+from tests import scenarios
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 """When the deletions are received (GDPR: due one month later)."""
@@ -51,21 +52,12 @@ def worker_at(container: Container, moment: datetime, **policy: Any) -> RequestW
     return worker
 
 
-def head(container: Container) -> int:
-    return container.ledger.recorder.max_notification_id() or 0
-
-
 def partners(ledger: RightsLedger, count: int) -> list[UUID]:
     return sorted(
         (
-            ledger.register_partner(
-                name=f"Helpdesk {i}",
-                kind="support_provider",
-                contract_reference=f"C-{i}",
-                confidentiality_agreement=f"NDA-{i}",
-                contract_valid_until=date(2099, 1, 1),
-                actor="po",
-            ).id
+            scenarios.contracted_partner(
+                ledger, f"Helpdesk {i}", contract=f"C-{i}", agreement=f"NDA-{i}"
+            )
             for i in range(count)
         ),
         key=str,
@@ -75,34 +67,12 @@ def partners(ledger: RightsLedger, count: int) -> list[UUID]:
 def awaiting_deletion(ledger: RightsLedger, recipients: list[UUID], tag: str) -> UUID:
     """A verified deletion, carried out, whose recipients have not acknowledged: straight
     through the ledger (no worker), so the keys stay and the reasons stay readable."""
-    customer = ledger.register_customer(
-        policy_version="v1", identity={"name": f"Customer {tag}"}, actor="intake:t"
-    ).id
+    customer = scenarios.customer(ledger, f"Customer {tag}")
     for partner in recipients:
-        ledger.disclose(
-            customer,
-            partner_id=partner,
-            basis="service_provider",
-            categories=["identity_contact"],
-            purpose="support",
-            reference=f"ticket {tag}",
-            actor="support:t",
-        )
-    request = submit(ledger, customer, "deletion")
-    ledger.verify_request(request, method="id_document", reference="r", actor="po")
+        scenarios.share(ledger, customer, partner, reference=f"ticket {tag}", actor="support:t")
+    request = scenarios.verified(ledger, customer, "deletion", method="id_document")
     ledger.start_deletion(request, retain_for=timedelta(days=3650), actor=ACTOR)
     return request
-
-
-def submit(ledger: RightsLedger, customer: UUID, kind: str) -> UUID:
-    return ledger.submit_request(
-        customer_id=customer,
-        request_type=kind,
-        channel="email",
-        jurisdiction="gdpr",
-        statement="please",
-        actor="intake:t",
-    ).id
 
 
 def test_requests_needing_nothing_are_not_revisited_and_starve_no_other(
@@ -136,20 +106,22 @@ def test_requests_needing_nothing_are_not_revisited_and_starve_no_other(
     someone = ledger.register_customer(
         policy_version="v1", identity={"name": "Fresh"}, actor="intake:t"
     ).id
-    fresh = submit(ledger, someone, "access")
+    fresh = scenarios.submit(ledger, someone, "access")
     projector.catch_up()
     assert ledger.get_request(fresh).due_at == due + timedelta(days=1)
-    before = head(container)
+    before = scenarios.log_head(container.ledger)
     assert worker_at(container, due - timedelta(days=2)).sweep() == {"reminded": 1}
     assert chases.take() == 1, "only the request that needed attention was chased"
-    assert head(container) == before + 1
+    assert scenarios.log_head(container.ledger) == before + 1
     assert ledger.get_request(fresh).reminded
     projector.catch_up()
 
-    before = head(container)
+    before = scenarios.log_head(container.ledger)
     assert worker_at(container, due - timedelta(days=1)).sweep() == {}
     assert chases.take() == 0
-    assert head(container) == before, "a sweep over requests needing nothing issued a command"
+    assert scenarios.log_head(container.ledger) == before, (
+        "a sweep over requests needing nothing issued a command"
+    )
 
     counts = worker_at(container, due + timedelta(hours=12)).sweep()
     assert counts == {"overdue": 600, "expired": 600}
@@ -166,10 +138,10 @@ def test_requests_needing_nothing_are_not_revisited_and_starve_no_other(
         f"expired: 2 recipient(s) never acknowledged: {named}"
     }
 
-    before = head(container)
+    before = scenarios.log_head(container.ledger)
     assert worker_at(container, due + timedelta(hours=13)).sweep() == {}
     assert chases.take() == 0
-    assert head(container) == before
+    assert scenarios.log_head(container.ledger) == before
 
 
 def test_a_backlog_is_chased_in_pages_up_to_the_cap_and_the_rest_next_sweep(
@@ -181,11 +153,9 @@ def test_a_backlog_is_chased_in_pages_up_to_the_cap_and_the_rest_next_sweep(
     chases = Chases(ledger, monkeypatch)
     requests = []
     for day in range(30):
-        customer = ledger.register_customer(
-            policy_version="v1", identity={"name": "Ann"}, actor="intake:t"
-        ).id
-        ledger.clock = lambda day=day: T0 + timedelta(hours=day)  # type: ignore[misc]
-        requests.append(submit(ledger, customer, "access"))
+        customer = scenarios.customer(ledger)
+        ledger.clock = scenarios.stopped_at(T0 + timedelta(hours=day))
+        requests.append(scenarios.submit(ledger, customer, "access"))
     container.projection_worker().catch_up()
     moment = T0 + timedelta(days=29)  # every one inside its reminder window
     assert worker_at(container, moment, sweep_page=7, sweep_cap=20).sweep() == {"reminded": 20}
@@ -204,16 +174,13 @@ def test_next_attention_in_the_sweeps_sql_agrees_with_the_domain(container: Cont
     recipients = partners(ledger, 1)
     ledger.clock = lambda: T0
     deletion = awaiting_deletion(ledger, recipients, "d")
-    customer, other = (
-        ledger.register_customer(policy_version="v1", identity={"name": name}, actor="intake:t").id
-        for name in ("Bo", "Cy")
-    )
-    unverified = submit(ledger, customer, "access")
-    working = submit(ledger, customer, "opt_out")
-    extended = submit(ledger, other, "access")  # one open request of a type per customer
+    customer, other = (scenarios.customer(ledger, name) for name in ("Bo", "Cy"))
+    unverified = scenarios.submit(ledger, customer, "access")
+    working = scenarios.submit(ledger, customer, "opt_out")
+    extended = scenarios.submit(ledger, other, "access")  # one open request of a type per customer
     ledger.extend_request(extended, reason="complex", actor="po")
     ledger.verify_request(working, method="m", reference="r", actor="po")  # opt-out, not done
-    revoked = submit(ledger, customer, "deletion")
+    revoked = scenarios.submit(ledger, customer, "deletion")
     ledger.revoke_request(revoked, actor="intake:t")
     ids = [deletion, unverified, working, extended, revoked]
     due = ledger.get_request(unverified).due_at
@@ -278,10 +245,10 @@ def test_rows_projected_before_the_columns_existed_are_chased_until_rebuilt(
         ).fetchall()
     assert facts == [(None, None, None, None, None)]
 
-    before = head(container)
+    before = scenarios.log_head(container.ledger)
     assert worker_at(container, due - timedelta(days=2)).sweep() == {}
     assert chases.take() == 1, "a row whose facts are unknown is chased by the former rule"
-    assert head(container) == before
+    assert scenarios.log_head(container.ledger) == before
 
     rebuild(ledger, container.views.datastore, "request_queue")
     assert worker_at(container, due - timedelta(days=2)).sweep() == {}

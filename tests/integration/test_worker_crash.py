@@ -12,8 +12,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -26,7 +28,8 @@ from rightsledger.projections.worker import VIEW_CLASSES
 from rightsledger.storage.database import Database
 from rightsledger.storage.sealing import ERASED
 from rightsledger.workers.requests import RequestWorker
-from tests.conftest import EVIDENCE, spawn
+from tests import scenarios
+from tests.conftest import spawn
 
 
 def start_worker(container: Container) -> subprocess.Popen[bytes]:
@@ -48,22 +51,15 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
 ) -> None:
     """Commands keep arriving while the worker is killed with SIGKILL and started again."""
     ledger = container.ledger
-    customers = [
-        ledger.register_customer(policy_version="v1", identity={"name": f"C{i}"}, actor="i").id
-        for i in range(20)
-    ]
+    customers = scenarios.customers(ledger, 20)
     done = threading.Event()
 
     def traffic() -> None:
         granted = dict.fromkeys(customers, False)
         for round_ in range(40):
             for customer in customers:
-                ledger.change_consent(
-                    customer,
-                    channel="email",
-                    granted=not granted[customer],
-                    evidence=EVIDENCE,
-                    actor=f"m:{round_}",
+                scenarios.consent(
+                    ledger, customer, "email", granted=not granted[customer], actor=f"m:{round_}"
                 )
                 granted[customer] = not granted[customer]
         done.set()
@@ -84,7 +80,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     try:
         writer.join(120)
         assert done.is_set()
-        head = ledger.recorder.max_notification_id()
+        head = scenarios.log_head(ledger)
         assert head == 20 + 40 * 20
         while time.monotonic() < deadline + 60:
             if container.views.positions() == dict.fromkeys(VIEW_CLASSES, head):
@@ -163,62 +159,49 @@ CRASHES: dict[str, Callable[[Container, RequestWorker, pytest.MonkeyPatch], None
 }
 
 
-def deletion_case(container: Container) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Case:
+    """The deletion to crash on, the access request whose export it deletes, and a moment
+    before it from which the customer's past state is replayed."""
+
+    customer: UUID
+    partner: UUID
+    access: UUID
+    deletion: UUID
+    moment: datetime
+
+
+def deletion_case(container: Container) -> Case:
     """A customer with a partner, an access export, and a verified deletion request."""
     ledger = container.ledger
-    partner = ledger.register_partner(
-        name="Helpdesk Ltd",
-        kind="support_provider",
-        contract_reference="C",
-        confidentiality_agreement="NDA",
-        contract_valid_until=date(2099, 1, 1),
-        actor="po",
-    ).id
-    customer = ledger.register_customer(
-        policy_version="v1",
-        identity={"name": "Quentin Marlowe", "email": "q@hidden.example"},
-        actor="intake:i",
-    ).id
-    ledger.disclose(
-        customer,
-        partner_id=partner,
-        basis="service_provider",
-        categories=["identity_contact"],
-        purpose="support",
-        reference="ticket",
-        actor="s",
+    partner = scenarios.contracted_partner(ledger)
+    customer = scenarios.customer(
+        ledger, identity={"name": "Quentin Marlowe", "email": "q@hidden.example"}, actor="intake:i"
     )
-    access = ledger.submit_request(
-        customer_id=customer,
-        request_type="access",
-        channel="email",
-        jurisdiction="gdpr",
+    scenarios.share(ledger, customer, partner)
+    access = scenarios.verified(
+        ledger,
+        customer,
+        "access",
         statement="send me my data",
         actor="intake:i",
-    ).id
-    ledger.verify_request(access, method="id", reference="passport", actor="po")
+        reference="passport",
+    )
     container.request_worker().catch_up()
     assert container.exports.get(access) is not None
     moment = datetime.now(UTC)
-    deletion = ledger.submit_request(
-        customer_id=customer,
-        request_type="deletion",
-        channel="email",
-        jurisdiction="gdpr",
+    deletion = scenarios.verified(
+        ledger,
+        customer,
+        "deletion",
         statement="erase me, Quentin",
         actor="intake:i",
-    ).id
-    ledger.verify_request(deletion, method="id", reference="passport", actor="po")
-    return {
-        "customer": customer,
-        "partner": partner,
-        "access": access,
-        "deletion": deletion,
-        "moment": moment,
-    }
+        reference="passport",
+    )
+    return Case(customer, partner, access, deletion, moment)
 
 
-def outcome(container: Container, case: dict[str, Any]) -> str:
+def outcome(container: Container, case: Case) -> str:
     """``erased`` (recorded, keys destroyed, exports gone, nothing decryptable) or
     ``intact`` (none of it); anything else fails the test."""
     ledger = container.ledger
@@ -231,16 +214,16 @@ def outcome(container: Container, case: dict[str, Any]) -> str:
                 sql.SQL(
                     "SELECT destroyed_at FROM {} WHERE customer_id = %s AND kind = 'personal'"
                 ).format(sql.Identifier(container.settings.database_schema, "subject_keys")),
-                (case["customer"],),
+                (case.customer,),
             ).fetchall()
         ]
     assert len(destroyed) == 3  # the customer's key and their two requests' keys
-    recorded = ledger.get_customer(case["customer"]).erased_at is not None
-    then = ledger.customer_as_of(case["customer"], case["moment"])
+    recorded = ledger.get_customer(case.customer).erased_at is not None
+    then = ledger.customer_as_of(case.customer, case.moment)
     assert then is not None
     name = then.data["identity_contact"]["name"]
-    statement = ledger.get_request(case["deletion"]).statement
-    export = container.exports.get(case["access"])
+    statement = ledger.get_request(case.deletion).statement
+    export = container.exports.get(case.access)
     if recorded and all(destroyed) and export is None:
         assert name == ERASED
         assert statement == ERASED
@@ -273,10 +256,10 @@ def test_a_deletion_crashed_at_any_step_is_completed_by_the_next_worker(
     fresh = restart()
     fresh.request_worker().catch_up()
     assert outcome(fresh, case) == "erased"
-    request = fresh.ledger.get_request(case["deletion"])
+    request = fresh.ledger.get_request(case.deletion)
     assert request.status.value == "in_progress"
-    assert request.awaiting == {case["partner"]}
-    assert [n["partner_id"] for n in request.notified] == [str(case["partner"])]
+    assert request.awaiting == {case.partner}
+    assert [n["partner_id"] for n in request.notified] == [str(case.partner)]
 
 
 def test_a_revoke_racing_the_worker_ends_with_the_erasure_complete_or_not_started(
@@ -290,11 +273,11 @@ def test_a_revoke_racing_the_worker_ends_with_the_erasure_complete_or_not_starte
         before(container.ledger, "start_deletion", patch)
         with pytest.raises(CrashError):
             worker.catch_up()
-    container.ledger.revoke_request(first["deletion"], reason="changed my mind", actor="i")
+    container.ledger.revoke_request(first.deletion, reason="changed my mind", actor="i")
     fresh = restart()
     fresh.request_worker().catch_up()
     assert outcome(fresh, first) == "intact"
-    assert fresh.ledger.get_request(first["deletion"]).status.value == "revoked"
+    assert fresh.ledger.get_request(first.deletion).status.value == "revoked"
 
     second = deletion_case(container)
     worker = container.request_worker()
@@ -303,11 +286,11 @@ def test_a_revoke_racing_the_worker_ends_with_the_erasure_complete_or_not_starte
         with pytest.raises(CrashError):
             worker.catch_up()
     with pytest.raises(IllegalTransitionError):
-        container.ledger.revoke_request(second["deletion"], reason="too late", actor="i")
+        container.ledger.revoke_request(second.deletion, reason="too late", actor="i")
     fresh = restart()
     fresh.request_worker().catch_up()
     assert outcome(fresh, second) == "erased"
-    assert fresh.ledger.get_request(second["deletion"]).status.value == "in_progress"
+    assert fresh.ledger.get_request(second.deletion).status.value == "in_progress"
 
 
 def test_events_after_the_erasure_are_still_sealed_and_read(
@@ -318,31 +301,19 @@ def test_events_after_the_erasure_are_still_sealed_and_read(
     request's free text is sealed with a key of its own (destroyed by the purge later)."""
     case = deletion_case(container)
     ledger = container.ledger
-    ledger.change_consent(
-        case["customer"], channel="email", granted=True, evidence=EVIDENCE, actor="m"
-    )
+    scenarios.consent(ledger, case.customer, "email")
     container.request_worker().catch_up()
-    ledger.change_consent(
-        case["customer"], channel="email", granted=False, evidence=EVIDENCE, actor="m"
+    scenarios.consent(ledger, case.customer, "email", granted=False)
+    ledger.acknowledge(case.deletion, partner_id=case.partner, actor="partner:p")
+    later = scenarios.submit(
+        ledger, case.customer, "access", statement="what do you still hold?", actor="intake:i"
     )
-    ledger.acknowledge(case["deletion"], partner_id=case["partner"], actor="partner:p")
-    later = ledger.submit_request(
-        customer_id=case["customer"],
-        request_type="access",
-        channel="email",
-        jurisdiction="gdpr",
-        statement="what do you still hold?",
-        actor="intake:i",
-    ).id
     ledger.deny_request(later, reason="nothing but billing records", actor="po")
     fresh = restart()
-    assert fresh.ledger.get_request(case["deletion"]).status.value == "fulfilled"
+    assert fresh.ledger.get_request(case.deletion).status.value == "fulfilled"
     assert fresh.ledger.get_request(later).statement == "what do you still hold?"
     assert fresh.ledger.get_request(later).reason == "nothing but billing records"
-    assert (
-        fresh.ledger.customer_as_of(case["customer"], case["moment"]).data[  # type: ignore[union-attr]
-            "identity_contact"
-        ]["name"]
-        == ERASED
-    )
+    then = fresh.ledger.customer_as_of(case.customer, case.moment)
+    assert then is not None
+    assert then.data["identity_contact"]["name"] == ERASED
     assert len(fresh.ledger.log_page(0, 1000)) == fresh.ledger.recorder.max_notification_id()

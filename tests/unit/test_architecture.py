@@ -273,6 +273,6 @@ def test_settings_are_frozen() -> None:
     """Settings cannot be changed once read; a derived value is a copy, the original kept."""
     settings = Settings(port=8001)
     with pytest.raises(ValidationError):
-        settings.port = 8002  # type: ignore[misc]
+        settings.port = 8002  # type: ignore[misc]  # the assignment refused is under test
     copy = settings.model_copy(update={"port": 8002})
     assert (settings.port, copy.port) == (8001, 8002)

@@ -51,13 +51,11 @@ integration: install
 
 ## mypy strict (pyproject's [tool.mypy]) over the package, the tests and the benchmarks alike;
 ## tests and bench import `rightsledger` through the build/typecheck symlink (mypy_path).
-## TYPECHECK_EXCLUDE: a regular expression of test paths left out while they are being typed.
-TYPECHECK_EXCLUDE ?= ^tests/browser/
 lint: install
 	$(BIN)/ruff check src tests bench
 	@mkdir -p build/typecheck && ln -sfn ../../src build/typecheck/rightsledger
 	$(BIN)/mypy -p rightsledger
-	$(BIN)/mypy $(if $(TYPECHECK_EXCLUDE),--exclude '$(TYPECHECK_EXCLUDE)') tests bench
+	$(BIN)/mypy tests bench
 
 bench: install
 	$(BIN)/python bench/commands.py

@@ -22,6 +22,7 @@ from playwright.sync_api import (
     ConsoleMessage,
     Page,
     Playwright,
+    ViewportSize,
     sync_playwright,
 )
 from psycopg_pool import ConnectionPool
@@ -32,7 +33,7 @@ from tests.e2e.conftest import service, start_service  # noqa: F401 - fixtures u
 
 CHROMIUM = Path(os.environ.get("RIGHTSLEDGER_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
-WIDE = {"width": 1280, "height": 900}
+WIDE: ViewportSize = {"width": 1280, "height": 900}
 
 
 @pytest.fixture(scope="session")

@@ -85,7 +85,7 @@ def test_every_sample_loads_back_as_it_was_stored(
     (its aggregate's class stored by stable name, resolving to the same class), and its
     audit summary is the same."""
     for name, (event, row) in stored.items():
-        loaded = container.ledger.mapper.to_domain_event(row)
+        loaded: Any = container.ledger.mapper.to_domain_event(row)
         if hasattr(event, "originator_topic"):  # a creation event names its aggregate
             assert resolve_topic(loaded.originator_topic) is resolve_topic(
                 event.originator_topic

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -518,3 +519,11 @@ class Service:
             f"{self.name}: serve on {self.base_url}, schema {self.schema}; log {self.log_path}"
             f" ends:\n{tail}"
         )
+
+
+def stored_as(event_type: str) -> str:
+    """A PostgreSQL regular expression matching the stored topic of an event type (e.g.
+    ``Customer.InvoiceRecorded``) whichever way it was stored: by stable name with its class
+    version (``Customer.InvoiceRecorded.v1``) or by module path
+    (``rightsledger.domain.customer:Customer.InvoiceRecorded``)."""
+    return f"(^|[.:]){re.escape(event_type)}(\\.v[0-9]+)?$"

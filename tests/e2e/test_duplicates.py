@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 
 from tests.e2e.conftest import customer_body, request_body
-from tests.e2e.service import Service
+from tests.e2e.service import Service, stored_as
 
 pytestmark = pytest.mark.e2e
 
@@ -56,10 +56,10 @@ def received(service: Service, customer: str) -> int:
     events = sql.Identifier(service.schema, "rightsledger_events")
     with psycopg.connect(service.database_url) as conn:
         row = conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE originator_id = %s AND topic LIKE %s").format(
+            sql.SQL("SELECT count(*) FROM {} WHERE originator_id = %s AND topic ~ %s").format(
                 events
             ),
-            (uuid.UUID(customer), "%Customer.RequestReceived"),
+            (uuid.UUID(customer), stored_as("Customer.RequestReceived")),
         ).fetchone()
     assert row is not None
     return int(row[0])

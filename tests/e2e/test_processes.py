@@ -21,7 +21,7 @@ import pytest
 from psycopg import sql
 
 from tests.e2e.conftest import customer_body, ok
-from tests.e2e.service import Service, wait_until
+from tests.e2e.service import Service, stored_as, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -68,10 +68,10 @@ def events_of(service: Service, event_type: str, aggregate_id: str) -> int:
     table = sql.Identifier(service.schema, "rightsledger_events")
     with psycopg.connect(service.database_url) as conn:
         row = conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE originator_id = %s AND topic LIKE %s").format(
+            sql.SQL("SELECT count(*) FROM {} WHERE originator_id = %s AND topic ~ %s").format(
                 table
             ),
-            (uuid.UUID(aggregate_id), f"%{event_type}"),
+            (uuid.UUID(aggregate_id), stored_as(event_type)),
         ).fetchone()
     assert row is not None
     return int(row[0])
@@ -326,9 +326,9 @@ def test_commands_with_keys_are_stored_exactly_once_while_connections_are_termin
     with psycopg.connect(service.database_url) as conn:
         stored = conn.execute(
             sql.SQL(
-                "SELECT count(*) FROM {} WHERE originator_id = %s AND topic LIKE %s"
+                "SELECT count(*) FROM {} WHERE originator_id = %s AND topic ~ %s"
             ).format(table),
-            (uuid.UUID(customer), "%InvoiceRecorded"),
+            (uuid.UUID(customer), stored_as("InvoiceRecorded")),
         ).fetchone()
     assert stored is not None
     assert stored[0] == len(answered)

@@ -463,6 +463,10 @@ class RequestSummary(BaseModel):
     reason: str | None
     closed_at: datetime | None
     overdue: bool
+    awaiting: list[UUID] = Field(
+        default_factory=list,
+        description="Partners told of a deletion who have not acknowledged it yet.",
+    )
 
 
 class RequestPage(BaseModel):

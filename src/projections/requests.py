@@ -381,6 +381,7 @@ class RequestQueueView(RowView):
         query = sql.SQL(
             "SELECT request_id, customer_id, type, status, channel, jurisdiction, received_at,"
             " verified_at, due_at, extended, reason, closed_at,"
+            " coalesce(awaiting, '[]'::jsonb) AS awaiting,"
             " ({open} AND due_at < %(now)s) AS overdue FROM {table}{where}"
             " ORDER BY due_at, request_id LIMIT %(limit)s"
         ).format(open=OPEN_STATUSES, table=self.table("request_queue"), where=where)

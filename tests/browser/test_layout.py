@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from playwright.sync_api import Page, expect
 
-from tests.e2e.service import Service
+from tests.e2e.service import Service, wait_until
 
 
 def test_signing_in_by_keyboard_and_reading_the_inbox_on_a_narrow_window(
@@ -20,11 +20,19 @@ def test_signing_in_by_keyboard_and_reading_the_inbox_on_a_narrow_window(
             "/v1/customers",
             json={"policy_version": "2026-01", "identity": {"name": "Ada", "email": "a@x.org"}},
         ).json()["customer_id"]
-        api.post(
+        submitted = api.post(
             "/v1/requests",
             json={"customer_id": customer, "type": "deletion", "channel": "web_form",
                   "jurisdiction": "ccpa", "statement": "Delete my data."},
-        ).raise_for_status()
+        )
+        submitted.raise_for_status()
+        # the inbox is a view: wait until it holds the request before the page is drawn
+        position = submitted.json()["position"]
+
+        def listed() -> bool:
+            return api.get("/v1/requests", params={"min_position": position}).status_code == 200
+
+        wait_until(listed, 30, "the inbox view to hold the request")
     _, officer = make_key("privacy_officer", "Grace")
     page.set_viewport_size({"width": 375, "height": 800})
     page.goto(f"{service.base_url}/console/sign-in")

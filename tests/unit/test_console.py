@@ -4,40 +4,20 @@ security headers of its answers."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import HTMLResponse
 from fastapi.testclient import TestClient
-from hypothesis import given
-from hypothesis import strategies as st
 
 from rightsledger.api import letters
 from rightsledger.api.console.gates import may, roles_of
-from rightsledger.api.console.queries import Cursor
 from rightsledger.api.console.router import CONSOLE_POLICY, ConsoleRoute, days_left, nav
 from rightsledger.api.routers import audit, partners, requests
 from rightsledger.security.keys import Principal, Role
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-@given(
-    due=st.datetimes(
-        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
-    ),
-    request_id=st.uuids(),
-)
-def test_a_cursor_reads_back_as_written(due: datetime, request_id: UUID) -> None:
-    """An inbox cursor decodes to the due date and id it was made from."""
-    assert Cursor.decode(Cursor(due, request_id).encode()) == Cursor(due, request_id)
-
-
-@pytest.mark.parametrize("text", ["", "not base64!", "Zm9v", "MjAyNnx4"])
-def test_anything_else_is_no_cursor(text: str) -> None:
-    """A cursor that is not one starts from the first page instead of failing."""
-    assert Cursor.decode(text) is None
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,6 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from rightsledger.api import schemas as s
-from rightsledger.api.console import queries
 from rightsledger.api.console.gates import may
 from rightsledger.api.console.sessions import ConsoleSessions, Session
 from rightsledger.api.deps import ContainerDep, ReadFrom, ViewRead, authenticate
@@ -356,7 +355,6 @@ def inbox(
     requests among them, as the lookup finds the customer), cursor paging."""
     if not may(session.principal, requests.list_requests):
         return refuse(request, session, "see the request inbox")
-    view = container.views.request_queue
     now = datetime.now(UTC)
     filters = {
         "type": type if type in {t.value for t in RequestType} else "",
@@ -365,31 +363,46 @@ def inbox(
         "overdue": overdue if overdue in ("yes", "no") else "",
         "customer": _uuid_or_blank(customer),
     }
-    rows, following, position = queries.open_requests(
-        view,
-        now=now,
-        request_type=filters["type"] or None,
-        status=filters["status"] or None,
-        jurisdiction=filters["jurisdiction"] or None,
-        overdue={"yes": True, "no": False}.get(filters["overdue"]),
-        customer_id=UUID(filters["customer"]) if filters["customer"] else None,
-        after=queries.Cursor.decode(after),
+    read = _read(container, "request_queue")
+    who = session.principal
+    customer_id = UUID(filters["customer"]) if filters["customer"] else None
+    # the API's inbox and counts: the same filters, order and cursors as GET /v1/requests
+    page, _ = attempt(
+        lambda: requests.list_requests(
+            who,
+            request,
+            read,
+            status_=[RequestStatus(filters["status"])] if filters["status"] else None,
+            type_=[RequestType(filters["type"])] if filters["type"] else None,
+            jurisdiction=filters["jurisdiction"] or None,
+            overdue={"yes": True, "no": False}.get(filters["overdue"]),
+            customer_id=customer_id,
+            limit=50,
+            cursor=after or None,
+        )
     )
+    if page is None:  # a cursor the API refuses: start again from the first page
+        page = requests.list_requests(who, request, read, customer_id=customer_id, limit=50)
+    counted = requests.summarise_requests(who, read)
     remind = container.settings.remind_before_days
-    for row in rows:
-        row["tag"] = days_left(row["due_at"], now, remind)
-    counts, overdue_count = queries.status_counts(view, now=now)
+    rows = []
+    for item in page.items:
+        row = item.model_dump()
+        row["tag"] = days_left(item.due_at, now, remind)
+        rows.append(row)
+    following = page.next_cursor
+    position = page.position
+    counts = {st.value: n for st, n in counted.by_status.items() if n}
+    overdue_count = counted.overdue
     context: dict[str, Any] = {
         "rows": rows,
-        "next_cursor": following.encode() if following else None,
+        "next_cursor": following,
         "filters": filters,
         "counts": counts,
         "overdue_count": overdue_count,
         "statuses": [st.value for st in RequestStatus],
         "types": [t.value for t in RequestType],
-        "jurisdictions": sorted(
-            set(container.settings.deadline_rules()) | set(queries.jurisdictions(view))
-        ),
+        "jurisdictions": sorted(container.settings.deadline_rules()),
         "position": position,
         "paged": bool(after),
         **lookup_context(container, session.principal, "inbox"),
@@ -421,12 +434,7 @@ def _request_context(
     now = datetime.now(UTC)
     status = shown.status.value
     is_open = status in OPEN
-    timeline: list[dict[str, Any]] | None = None
-    if may(who, audit.customer_trail):
-        # The request's own events, from the customer's trail (TIMELINE: the API's request
-        # timeline replaces this when it is available).
-        rows, _ = container.views.audit_trail.trail(shown.customer_id, limit=1000)
-        timeline = [row for row in rows if row["aggregate_id"] == request_id]
+    timeline = shown.timeline  # the request's events, as GET /v1/requests/{id} gives them
     awaited = sorted(str(p) for p in domain.awaiting)
     names = {
         partner_id: _partner_name(container, UUID(partner_id))

@@ -444,6 +444,33 @@ class Customer(Aggregate):
             request_id=request_id,
         )
 
+    def apply_corrections(
+        self,
+        changes: Mapping[str, Mapping[str, str]],
+        *,
+        actor: str,
+        request_id: UUID | None = None,
+    ) -> None:
+        """Correct several categories: one event per category corrected."""
+        for category, fields in changes.items():
+            self.correct(category=category, changes=fields, actor=actor, request_id=request_id)
+
+    def change_consent(
+        self, *, channel: str, granted: bool, evidence: Mapping[str, Any], actor: str
+    ) -> None:
+        """Grant or withdraw marketing consent on one channel."""
+        if granted:
+            self.grant_consent(channel=channel, evidence=evidence, actor=actor)
+        else:
+            self.withdraw_consent(channel=channel, evidence=evidence, actor=actor)
+
+    def opt_out(self, *, evidence: Mapping[str, Any], actor: str, request_id: UUID) -> None:
+        """Withdraw marketing consent on every channel it is held on (none held: nothing)."""
+        for channel in self.consented_channels():
+            self.withdraw_consent(
+                channel=channel, evidence=evidence, actor=actor, request_id=request_id
+            )
+
     def grant_consent(self, *, channel: str, evidence: Mapping[str, Any], actor: str) -> None:
         """Record explicit marketing consent on one channel, with how it was captured."""
         self._ensure_not_erased()
@@ -778,6 +805,22 @@ class Customer(Aggregate):
 
     def holds_name(self, category: str) -> bool:
         return self.holds(Category(category))
+
+    def recipients(self, categories: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """The partners that received the customer's data (only ``categories`` when given),
+        each with the categories it received, sorted: whom a correction or erasure is told."""
+        wanted = None if categories is None else set(categories)
+        received: dict[str, set[str]] = {}
+        for disclosure in self.disclosures:
+            shared = set(disclosure["categories"])
+            if wanted is not None:
+                shared &= wanted
+            if shared:
+                received.setdefault(str(disclosure["partner_id"]), set()).update(shared)
+        return [
+            {"partner_id": partner, "categories": sorted(cats)}
+            for partner, cats in sorted(received.items())
+        ]
 
     def purposes_of(self, category: Category | str) -> list[str]:
         """Purposes a category is held for; marketing only while consent is held."""

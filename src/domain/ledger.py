@@ -3,9 +3,10 @@
 ``RightsLedger`` is an eventsourcing ``Application``. It knows nothing of HTTP,
 settings files or processes: the composition root (``rightsledger.bootstrap``)
 gives it an environment (which event store to use), the jurisdictions' deadline
-rules and a clock. Every command loads the aggregates it needs, lets them decide,
-and saves the new events in one transaction; it returns the position (the
-notification id) of the last event written, so readers can wait for it.
+rules and a clock. Every command loads the aggregates it needs, calls the one
+aggregate method that decides (the domain rules are the aggregates' own; see
+``_command``), and saves the new events in one transaction; it returns the position
+(the notification id) of the last event written, so readers can wait for it.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar
@@ -40,6 +41,19 @@ from rightsledger.domain.values import (
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _FIELD_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    """One share of the customer's data with a partner, as ``DataDisclosed`` recorded it."""
+
+    disclosure_id: UUID
+    partner_id: UUID
+    basis: str
+    categories: tuple[str, ...]
+    purpose: str
+    reference: str
+    disclosed_at: datetime
 
 
 def _purpose(value: str, field: str) -> Purpose:
@@ -262,15 +276,15 @@ class Customer(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             aggregate.disclosures.append(
-                {
-                    "disclosure_id": self.disclosure_id,
-                    "partner_id": self.partner_id,
-                    "basis": self.basis,
-                    "categories": list(self.categories),
-                    "purpose": self.purpose,
-                    "reference": self.reference,
-                    "disclosed_at": self.timestamp,
-                }
+                Disclosure(
+                    disclosure_id=self.disclosure_id,
+                    partner_id=self.partner_id,
+                    basis=self.basis,
+                    categories=tuple(self.categories),
+                    purpose=self.purpose,
+                    reference=self.reference,
+                    disclosed_at=self.timestamp,
+                )
             )
 
     class ActivityPurged(Event):
@@ -338,7 +352,7 @@ class Customer(Aggregate):
         self.consents: dict[str, dict[str, Any]] = {}
         self.invoices: dict[str, dict[str, Any]] = {}
         self.activity: list[dict[str, Any]] = []
-        self.disclosures: list[dict[str, Any]] = []
+        self.disclosures: list[Disclosure] = []
         self.erased_at: datetime | None = None
         self.retained_until: datetime | None = None
         self.purged_at: datetime | None = None
@@ -443,6 +457,33 @@ class Customer(Aggregate):
             changes=checked,
             request_id=request_id,
         )
+
+    def apply_corrections(
+        self,
+        changes: Mapping[str, Mapping[str, str]],
+        *,
+        actor: str,
+        request_id: UUID | None = None,
+    ) -> None:
+        """Correct several categories: one event per category corrected."""
+        for category, fields in changes.items():
+            self.correct(category=category, changes=fields, actor=actor, request_id=request_id)
+
+    def change_consent(
+        self, *, channel: str, granted: bool, evidence: Mapping[str, Any], actor: str
+    ) -> None:
+        """Grant or withdraw marketing consent on one channel."""
+        if granted:
+            self.grant_consent(channel=channel, evidence=evidence, actor=actor)
+        else:
+            self.withdraw_consent(channel=channel, evidence=evidence, actor=actor)
+
+    def opt_out(self, *, evidence: Mapping[str, Any], actor: str, request_id: UUID) -> None:
+        """Withdraw marketing consent on every channel it is held on (none held: nothing)."""
+        for channel in self.consented_channels():
+            self.withdraw_consent(
+                channel=channel, evidence=evidence, actor=actor, request_id=request_id
+            )
 
     def grant_consent(self, *, channel: str, evidence: Mapping[str, Any], actor: str) -> None:
         """Record explicit marketing consent on one channel, with how it was captured."""
@@ -778,6 +819,22 @@ class Customer(Aggregate):
 
     def holds_name(self, category: str) -> bool:
         return self.holds(Category(category))
+
+    def recipients(self, categories: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """The partners that received the customer's data (only ``categories`` when given),
+        each with the categories it received, sorted: whom a correction or erasure is told."""
+        wanted = None if categories is None else set(categories)
+        received: dict[str, set[str]] = {}
+        for disclosure in self.disclosures:
+            shared = set(disclosure.categories)
+            if wanted is not None:
+                shared &= wanted
+            if shared:
+                received.setdefault(str(disclosure.partner_id), set()).update(shared)
+        return [
+            {"partner_id": partner, "categories": sorted(cats)}
+            for partner, cats in sorted(received.items())
+        ]
 
     def purposes_of(self, category: Category | str) -> list[str]:
         """Purposes a category is held for; marketing only while consent is held."""

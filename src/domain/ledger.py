@@ -3,9 +3,10 @@
 ``RightsLedger`` is an eventsourcing ``Application``. It knows nothing of HTTP,
 settings files or processes: the composition root (``rightsledger.bootstrap``)
 gives it an environment (which event store to use), the jurisdictions' deadline
-rules and a clock. Every command loads the aggregates it needs, lets them decide,
-and saves the new events in one transaction; it returns the position (the
-notification id) of the last event written, so readers can wait for it.
+rules and a clock. Every command loads the aggregates it needs, calls the one
+aggregate method that decides (the domain rules are the aggregates' own; see
+``_command``), and saves the new events in one transaction; it returns the position
+(the notification id) of the last event written, so readers can wait for it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
@@ -37,6 +38,7 @@ from rightsledger.domain.retention import DEFAULT_SCHEDULE, RetentionSchedule
 
 A = TypeVar("A", bound=Aggregate)
 R = TypeVar("R")
+P = ParamSpec("P")
 
 _CONFLICT_RETRIES = 3
 
@@ -286,12 +288,57 @@ class RightsLedger(Application[UUID]):
                 self._forget(*(aggregate.id for aggregate in aggregates))
         raise ConcurrentChangeError(f"{what} was changed concurrently; retry the command")
 
-    def _change(self, kind: type[A], aggregate_id: UUID, decide: Callable[[A], R]) -> tuple[R, int]:
-        """Change one aggregate (see ``_decide``)."""
+    def _run(
+        self,
+        kind: type[A],
+        aggregate_id: UUID,
+        method: Callable[Concatenate[A, P], R],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> tuple[R, int]:
+        """Load one aggregate, call one of its methods (which decides), save (see
+        ``_decide``): the method's result and the position of the last event written."""
         label = _LABELS.get(kind, "aggregate")
         return self._decide(
-            lambda: (self._load(kind, aggregate_id),), decide, f"{label} {aggregate_id}"
+            lambda: (self._load(kind, aggregate_id),),
+            lambda aggregate: method(aggregate, *args, **kwargs),
+            f"{label} {aggregate_id}",
         )
+
+    def _command(
+        self,
+        kind: type[A],
+        aggregate_id: UUID,
+        method: Callable[Concatenate[A, P], object],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Outcome:
+        """``_run`` for a command answered with the aggregate it changed."""
+        return Outcome(aggregate_id, self._run(kind, aggregate_id, method, *args, **kwargs)[1])
+
+    def _request_command(
+        self,
+        request_id: UUID,
+        method: Callable[Concatenate[DataRightsRequest, Customer, P], object],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Outcome:
+        """Load a request and its customer, call one of the request's methods (which directs
+        the customer too), save both in one transaction (see ``_decide``)."""
+
+        def load() -> tuple[Aggregate, ...]:
+            request = self._load(DataRightsRequest, request_id)
+            return request, self._load(Customer, request.customer_id)
+
+        _, position = self._decide(
+            load,
+            lambda request, customer: method(request, customer, *args, **kwargs),
+            f"request {request_id}",
+        )
+        return Outcome(request_id, position)
 
     def _add(self, aggregate: Aggregate, *, tagged: bool = True) -> Outcome:
         try:
@@ -335,18 +382,16 @@ class RightsLedger(Application[UUID]):
         request_id: UUID | None = None,
     ) -> Outcome:
         """Apply corrections, one event per category corrected, all in one transaction."""
-
         if not changes:
             raise InvalidCommandError("a correction names at least one category", field="changes")
-
-        def decide(customer: Customer) -> None:
-            for category, fields in changes.items():
-                customer.correct(
-                    category=category, changes=fields, actor=actor, request_id=request_id
-                )
-
-        _, position = self._change(Customer, customer_id, decide)
-        return Outcome(customer_id, position)
+        return self._command(
+            Customer,
+            customer_id,
+            Customer.apply_corrections,
+            changes,
+            actor=actor,
+            request_id=request_id,
+        )
 
     def change_consent(
         self,
@@ -357,14 +402,15 @@ class RightsLedger(Application[UUID]):
         evidence: Mapping[str, Any],
         actor: str,
     ) -> Outcome:
-        def decide(customer: Customer) -> None:
-            if granted:
-                customer.grant_consent(channel=channel, evidence=evidence, actor=actor)
-            else:
-                customer.withdraw_consent(channel=channel, evidence=evidence, actor=actor)
-
-        _, position = self._change(Customer, customer_id, decide)
-        return Outcome(customer_id, position)
+        return self._command(
+            Customer,
+            customer_id,
+            Customer.change_consent,
+            channel=channel,
+            granted=granted,
+            evidence=evidence,
+            actor=actor,
+        )
 
     def record_invoice(
         self,
@@ -376,13 +422,18 @@ class RightsLedger(Application[UUID]):
         issued_at: datetime,
         actor: str,
     ) -> Outcome:
-        def decide(customer: Customer) -> UUID:
-            return customer.record_invoice(
-                amount=amount, currency=currency, status=status, issued_at=issued_at, actor=actor
+        return Outcome(
+            *self._run(
+                Customer,
+                customer_id,
+                Customer.record_invoice,
+                amount=amount,
+                currency=currency,
+                status=status,
+                issued_at=issued_at,
+                actor=actor,
             )
-
-        invoice_id, position = self._change(Customer, customer_id, decide)
-        return Outcome(invoice_id, position)
+        )
 
     def log_activity(
         self,
@@ -394,13 +445,18 @@ class RightsLedger(Application[UUID]):
         occurred_at: datetime,
         actor: str,
     ) -> Outcome:
-        def decide(customer: Customer) -> UUID:
-            return customer.log_activity(
-                kind=kind, reason=reason, detail=detail, occurred_at=occurred_at, actor=actor
+        return Outcome(
+            *self._run(
+                Customer,
+                customer_id,
+                Customer.log_activity,
+                kind=kind,
+                reason=reason,
+                detail=detail,
+                occurred_at=occurred_at,
+                actor=actor,
             )
-
-        entry_id, position = self._change(Customer, customer_id, decide)
-        return Outcome(entry_id, position)
+        )
 
     def disclose(
         self,
@@ -414,21 +470,20 @@ class RightsLedger(Application[UUID]):
         actor: str,
     ) -> Outcome:
         partner = self._read(Partner, partner_id)  # the contract as it stands in the store
-        wanted = list(categories)
-
-        def decide(customer: Customer) -> UUID:
-            return customer.disclose(
+        return Outcome(
+            *self._run(
+                Customer,
+                customer_id,
+                Customer.disclose,
                 partner=partner,
                 basis=basis,
-                categories=wanted,
+                categories=list(categories),
                 purpose=purpose,
                 reference=reference,
                 actor=actor,
                 now=self.clock(),
             )
-
-        disclosure_id, position = self._change(Customer, customer_id, decide)
-        return Outcome(disclosure_id, position)
+        )
 
     def get_customer(self, customer_id: UUID) -> Customer:
         return self._read(Customer, customer_id)
@@ -521,16 +576,15 @@ class RightsLedger(Application[UUID]):
         valid_until: date,
         actor: str,
     ) -> Outcome:
-        def decide(partner: Partner) -> None:
-            partner.renew_contract(
-                contract_reference=contract_reference,
-                confidentiality_agreement=confidentiality_agreement,
-                valid_until=valid_until,
-                actor=actor,
-            )
-
-        _, position = self._change(Partner, partner_id, decide)
-        return Outcome(partner_id, position)
+        return self._command(
+            Partner,
+            partner_id,
+            Partner.renew_contract,
+            contract_reference=contract_reference,
+            confidentiality_agreement=confidentiality_agreement,
+            valid_until=valid_until,
+            actor=actor,
+        )
 
     def get_partner(self, partner_id: UUID) -> Partner:
         return self._read(Partner, partner_id)
@@ -599,40 +653,49 @@ class RightsLedger(Application[UUID]):
     def verify_request(
         self, request_id: UUID, *, method: str, reference: str, actor: str
     ) -> Outcome:
-        def decide(request: DataRightsRequest) -> None:
-            request.verify_identity(method=method, reference=reference, actor=actor)
-
-        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+        return self._command(
+            DataRightsRequest,
+            request_id,
+            DataRightsRequest.verify_identity,
+            method=method,
+            reference=reference,
+            actor=actor,
+        )
 
     def extend_request(self, request_id: UUID, *, reason: str, actor: str) -> Outcome:
-        def decide(request: DataRightsRequest) -> None:
-            request.extend(reason=reason, now=self.clock(), actor=actor)
-
-        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+        return self._command(
+            DataRightsRequest,
+            request_id,
+            DataRightsRequest.extend,
+            reason=reason,
+            now=self.clock(),
+            actor=actor,
+        )
 
     def deny_request(self, request_id: UUID, *, reason: str, actor: str) -> Outcome:
-        def decide(request: DataRightsRequest) -> None:
-            request.deny(reason=reason, actor=actor)
-
-        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+        return self._command(
+            DataRightsRequest, request_id, DataRightsRequest.deny, reason=reason, actor=actor
+        )
 
     def revoke_request(self, request_id: UUID, *, actor: str, reason: str | None = None) -> Outcome:
-        def decide(request: DataRightsRequest) -> None:
-            request.revoke(reason=reason, actor=actor)
-
-        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+        return self._command(
+            DataRightsRequest, request_id, DataRightsRequest.revoke, reason=reason, actor=actor
+        )
 
     def fulfil_request(self, request_id: UUID, *, summary: str, actor: str) -> Outcome:
-        def decide(request: DataRightsRequest) -> None:
-            request.fulfil(summary=summary, actor=actor)
-
-        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+        return self._command(
+            DataRightsRequest, request_id, DataRightsRequest.fulfil, summary=summary, actor=actor
+        )
 
     def expire_request(self, request_id: UUID, *, reason: str, actor: str) -> Outcome:
-        def decide(request: DataRightsRequest) -> None:
-            request.expire(reason=reason, now=self.clock(), actor=actor)
-
-        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+        return self._command(
+            DataRightsRequest,
+            request_id,
+            DataRightsRequest.expire,
+            reason=reason,
+            now=self.clock(),
+            actor=actor,
+        )
 
     def get_request(self, request_id: UUID) -> DataRightsRequest:
         return self._read(DataRightsRequest, request_id)
@@ -655,65 +718,29 @@ class RightsLedger(Application[UUID]):
 
     # ------------------------------------------------------------------ fulfilment
 
-    def _change_request_and_customer(
-        self, request_id: UUID, decide: Callable[[DataRightsRequest, Customer], R]
-    ) -> tuple[R, int]:
-        """Change a request and its customer together, in one transaction."""
-
-        def load() -> tuple[Aggregate, ...]:
-            request = self._load(DataRightsRequest, request_id)
-            return request, self._load(Customer, request.customer_id)
-
-        return self._decide(load, decide, f"request {request_id}")
-
     def fulfil_access(
         self, request_id: UUID, *, digest: str, categories: list[str], items: int, actor: str
     ) -> Outcome:
         """Record the access export and fulfil the request, together."""
-
-        def decide(request: DataRightsRequest) -> None:
-            request.record_export(digest=digest, categories=categories, items=items, actor=actor)
-            request.fulfil(summary=f"access export prepared ({items} items)", actor=actor)
-
-        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+        return self._command(
+            DataRightsRequest,
+            request_id,
+            DataRightsRequest.fulfil_access,
+            digest=digest,
+            categories=categories,
+            items=items,
+            actor=actor,
+        )
 
     def fulfil_correction(self, request_id: UUID, *, actor: str) -> Outcome:
         """Apply the requested corrections, notify partners holding those categories, fulfil."""
-
-        def decide(request: DataRightsRequest, customer: Customer) -> None:
-            request.record_work(action="corrections applied", actor=actor)
-            corrections = request.corrections or {}
-            for category, fields in corrections.items():
-                customer.correct(
-                    category=category, changes=fields, actor=actor, request_id=request.id
-                )
-            notifications = recipients(customer, set(corrections))
-            if notifications:
-                request.notify_partners(
-                    notifications=notifications, await_acknowledgement=False, actor=actor
-                )
-            request.fulfil(summary="corrections applied and recipients notified", actor=actor)
-
-        return Outcome(request_id, self._change_request_and_customer(request_id, decide)[1])
+        return self._request_command(request_id, DataRightsRequest.fulfil_correction, actor=actor)
 
     def fulfil_opt_out(self, request_id: UUID, *, actor: str) -> Outcome:
         """Withdraw marketing consent on every channel at once, then fulfil."""
-        now = self.clock()
-
-        def decide(request: DataRightsRequest, customer: Customer) -> None:
-            request.record_work(action="marketing consent withdrawn", actor=actor)
-            evidence = {
-                "method": "data_rights_request",
-                "wording_version": f"request:{request.id}",
-                "captured_at": now,
-            }
-            for channel in customer.consented_channels():
-                customer.withdraw_consent(
-                    channel=channel, evidence=evidence, actor=actor, request_id=request.id
-                )
-            request.fulfil(summary="opted out of marketing on every channel", actor=actor)
-
-        return Outcome(request_id, self._change_request_and_customer(request_id, decide)[1])
+        return self._request_command(
+            request_id, DataRightsRequest.fulfil_opt_out, now=self.clock(), actor=actor
+        )
 
     def start_deletion(
         self, request_id: UUID, *, actor: str, retain_for: timedelta | None = None
@@ -731,59 +758,46 @@ class RightsLedger(Application[UUID]):
         retained_until = (
             now + retain_for if retain_for is not None else self.retention.retained_until(now)
         )
-
-        def decide(request: DataRightsRequest, customer: Customer) -> None:
-            request.record_work(action="personal data erased", actor=actor)
-            customer.erase(request_id=request.id, retained_until=retained_until, actor=actor)
-            notifications = recipients(customer, None)
-            if notifications:
-                request.notify_partners(
-                    notifications=notifications, await_acknowledgement=True, actor=actor
-                )
-
-        return Outcome(request_id, self._change_request_and_customer(request_id, decide)[1])
+        return self._request_command(
+            request_id, DataRightsRequest.erase, retained_until=retained_until, actor=actor
+        )
 
     def confirm_erasure(self, request_id: UUID, *, actor: str) -> Outcome:
         """The erasure's keys and exports are gone: recorded; the deletion is fulfilled when no
         recipient is awaited (otherwise by the last acknowledgement). Repeats record nothing."""
-
-        def decide(request: DataRightsRequest) -> None:
-            request.confirm_erasure(actor=actor)
-
-        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+        return self._command(
+            DataRightsRequest, request_id, DataRightsRequest.confirm_erasure, actor=actor
+        )
 
     def acknowledge(self, request_id: UUID, *, partner_id: UUID, actor: str) -> Outcome:
-        """A partner's acknowledgement; the last one fulfils the request. A repeat of an
-        acknowledgement already recorded writes nothing (the position is then the log's head)."""
-
-        def decide(request: DataRightsRequest) -> None:
-            if not request.acknowledge(partner_id=partner_id, actor=actor):
-                return
-            if not request.awaiting and request.erasure_carried_out:
-                request.fulfil(
-                    summary="personal data erased; every recipient acknowledged", actor=actor
-                )
-
-        return Outcome(request_id, self._change(DataRightsRequest, request_id, decide)[1])
+        """A partner's acknowledgement; the last one fulfils a deletion carried out
+        (``DataRightsRequest.acknowledge``). A repeat of an acknowledgement already recorded
+        writes nothing (the position is then the log's head)."""
+        return self._command(
+            DataRightsRequest,
+            request_id,
+            DataRightsRequest.acknowledge,
+            partner_id=partner_id,
+            actor=actor,
+        )
 
     def chase(self, request_id: UUID, *, remind_before: timedelta, actor: str) -> list[str]:
         """Record the reminders, overdue marks, escalations and expiries a request now needs
         (the rule is ``DataRightsRequest.chase``); the steps taken. Nothing due: no event."""
-        now = self.clock()
-
-        def decide(request: DataRightsRequest) -> list[str]:
-            return request.chase(now=now, remind_before=remind_before, actor=actor)
-
-        done, _ = self._change(DataRightsRequest, request_id, decide)
+        done, _ = self._run(
+            DataRightsRequest,
+            request_id,
+            DataRightsRequest.chase,
+            now=self.clock(),
+            remind_before=remind_before,
+            actor=actor,
+        )
         return list(done or ())
 
     def purge_retained(self, customer_id: UUID, *, actor: str) -> Outcome:
-        now = self.clock()
-
-        def decide(customer: Customer) -> None:
-            customer.purge_retained(now=now, actor=actor)
-
-        return Outcome(customer_id, self._change(Customer, customer_id, decide)[1])
+        return self._command(
+            Customer, customer_id, Customer.purge_retained, now=self.clock(), actor=actor
+        )
 
     def purge_activity(
         self, customer_id: UUID, *, reason: str, actor: str, now: datetime | None = None
@@ -800,7 +814,7 @@ class RightsLedger(Application[UUID]):
             )
             return purged or [], customer.activity_purged_through.get(reason)
 
-        (purged, through), _ = self._change(Customer, customer_id, decide)
+        (purged, through), _ = self._run(Customer, customer_id, decide)
         return purged, through
 
     def record_skip(self, *, follower: str, position: int, reason: str, actor: str) -> Outcome:
@@ -838,21 +852,6 @@ class RightsLedger(Application[UUID]):
         if not isinstance(customer, Customer):
             raise NotFoundError(f"no customer with id {customer_id}", field="id")
         return customer
-
-
-def recipients(customer: Customer, categories: set[str] | None) -> list[dict[str, Any]]:
-    """Partners that received the customer's data (in ``categories`` when given)."""
-    received: dict[str, set[str]] = {}
-    for disclosure in customer.disclosures:
-        shared = set(disclosure["categories"])
-        if categories is not None:
-            shared &= categories
-        if shared:
-            received.setdefault(str(disclosure["partner_id"]), set()).update(shared)
-    return [
-        {"partner_id": partner, "categories": sorted(cats)}
-        for partner, cats in sorted(received.items())
-    ]
 
 
 _LABELS: dict[type[Aggregate], str] = {

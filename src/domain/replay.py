@@ -74,7 +74,7 @@ def replay_log(
         if isinstance(aggregate, Customer):
             summary.customers += 1
             summary.consents_by_channel.update(aggregate.consented_channels())
-            summary.disclosures_by_basis.update(d["basis"] for d in aggregate.disclosures)
+            summary.disclosures_by_basis.update(d.basis for d in aggregate.disclosures)
         elif isinstance(aggregate, Partner):
             summary.partners += 1
         elif isinstance(aggregate, DataRightsRequest):

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
@@ -32,9 +32,13 @@ from rightsledger.domain.values import (
     RequestType,
 )
 
+if TYPE_CHECKING:
+    from rightsledger.domain.customer import Customer
+
 _TEXT_LIMIT = 10_000
 _NAMED_PARTNERS = 50
 """Partners an expiry's reason names at most (the event's ``unacknowledged`` lists all)."""
+_ALL_ACKNOWLEDGED = "personal data erased; every recipient acknowledged"
 
 
 class DuplicateRequestError(StateError):
@@ -521,7 +525,7 @@ class DataRightsRequest(Aggregate):
         self.trigger_event(self.ErasureCarriedOut, actor=actor)
         if not self.awaiting:
             summary = (
-                "personal data erased; every recipient acknowledged"
+                _ALL_ACKNOWLEDGED
                 if self.notified
                 else "personal data erased; no recipient to notify"
             )
@@ -564,9 +568,10 @@ class DataRightsRequest(Aggregate):
         )
 
     def acknowledge(self, *, partner_id: UUID, actor: str) -> bool:
-        """A notified partner confirms it has acted on the notification; False, recording
-        nothing, when that partner had already acknowledged it (a repeat confirms, even once
-        the request is closed)."""
+        """A notified partner confirms it has acted on the notification; the last awaited
+        acknowledgement of a deletion whose erasure was carried out fulfils it. False,
+        recording nothing, when that partner had already acknowledged it (a repeat confirms,
+        even once the request is closed)."""
         if partner_id in self.acknowledged:
             return False
         self._ensure_open()
@@ -576,7 +581,50 @@ class DataRightsRequest(Aggregate):
                 field="partner_id",
             )
         self.trigger_event(self.PartnerAcknowledged, actor=actor, partner_id=partner_id)
+        if not self.awaiting and self.erasure_carried_out:
+            self.fulfil(summary=_ALL_ACKNOWLEDGED, actor=actor)
         return True
+
+    def fulfil_access(self, *, digest: str, categories: list[str], items: int, actor: str) -> None:
+        """Record the access export and fulfil the request, together."""
+        self.record_export(digest=digest, categories=categories, items=items, actor=actor)
+        self.fulfil(summary=f"access export prepared ({items} items)", actor=actor)
+
+    def fulfil_correction(self, customer: Customer, *, actor: str) -> None:
+        """Apply the requested corrections to the customer, notify the partners that received
+        those categories (no acknowledgement awaited), and fulfil."""
+        self.record_work(action="corrections applied", actor=actor)
+        corrections = self.corrections or {}
+        customer.apply_corrections(corrections, actor=actor, request_id=self.id)
+        notifications = customer.recipients(corrections)
+        if notifications:
+            self.notify_partners(
+                notifications=notifications, await_acknowledgement=False, actor=actor
+            )
+        self.fulfil(summary="corrections applied and recipients notified", actor=actor)
+
+    def fulfil_opt_out(self, customer: Customer, *, now: datetime, actor: str) -> None:
+        """Withdraw the customer's marketing consent on every channel at once, then fulfil."""
+        self.record_work(action="marketing consent withdrawn", actor=actor)
+        evidence = {
+            "method": "data_rights_request",
+            "wording_version": f"request:{self.id}",
+            "captured_at": now,
+        }
+        customer.opt_out(evidence=evidence, actor=actor, request_id=self.id)
+        self.fulfil(summary="opted out of marketing on every channel", actor=actor)
+
+    def erase(self, customer: Customer, *, retained_until: datetime, actor: str) -> None:
+        """Erase the customer's personal data and notify every partner that received any,
+        awaiting their acknowledgements. Fulfilment follows ``confirm_erasure`` (and the last
+        acknowledgement when anyone was notified)."""
+        self.record_work(action="personal data erased", actor=actor)
+        customer.erase(request_id=self.id, retained_until=retained_until, actor=actor)
+        notifications = customer.recipients()
+        if notifications:
+            self.notify_partners(
+                notifications=notifications, await_acknowledgement=True, actor=actor
+            )
 
     def remind(self, *, actor: str) -> None:
         self._ensure_open()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -138,10 +139,10 @@ def assemble(
         categories[category] = entry
     disclosures = []
     for disclosure in customer.disclosures:
-        partner = partners.get(str(disclosure["partner_id"]))
+        partner = partners.get(str(disclosure.partner_id))
         disclosures.append(
             {
-                **disclosure,
+                **dataclasses.asdict(disclosure),
                 "partner_name": partner.name if partner else None,
                 "partner_kind": partner.kind.value if partner else None,
             }

@@ -160,9 +160,9 @@ class RequestWorker:
         customer = self.ledger.get_customer(request.customer_id)
         partners: dict[str, Partner] = {}
         for disclosure in customer.disclosures:
-            key = str(disclosure["partner_id"])
+            key = str(disclosure.partner_id)
             if key not in partners:
-                partners[key] = self.ledger.get_partner(disclosure["partner_id"])
+                partners[key] = self.ledger.get_partner(disclosure.partner_id)
         retention = self.policy.retention.statement()
         document = export.assemble(
             request,

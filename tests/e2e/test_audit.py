@@ -83,7 +83,8 @@ def test_state_as_of_a_moment_is_replayed_from_the_events(
 
 
 def test_trail_and_disclosure_registers(client: TestClient, headers: Headers) -> None:
-    """The customer's trail and both sides of the disclosures register, read-your-writes."""
+    """The customer's trail and both sides of the disclosures register, read-your-writes;
+    the share is in the customer's state replayed as of now."""
     admin = headers(Role.ADMIN)
     customer = post(client, "/v1/customers", customer_body(), admin)["customer_id"]
     police = post(client, "/v1/partners", {"name": "Police", "kind": "law_enforcement"}, admin)[
@@ -120,6 +121,16 @@ def test_trail_and_disclosure_registers(client: TestClient, headers: Headers) ->
     ]
     assert trail["items"][1]["actor"] == "admin:seeded admin"
     assert trail["items"][1]["purpose"] == "legal"
+    state = client.get(
+        f"/v1/audit/customers/{customer}/state",
+        params={"as_of": datetime.now(UTC).isoformat()},
+        headers={**auditor, "X-Purpose": "legal"},
+    ).json()["state"]
+    (replayed,) = state["disclosures"]
+    assert replayed["disclosure_id"] == item["disclosure_id"]
+    assert replayed["partner_id"] == police
+    assert replayed["categories"] == ["identity_contact"]
+    assert replayed["reference"] == "warrant 2026/117"
 
 
 def test_a_position_not_reached_answers_503_with_retry_after(

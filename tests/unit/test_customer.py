@@ -187,8 +187,9 @@ def test_sharing_with_a_contracted_provider_for_a_held_purpose_is_recorded() -> 
         now=NOW,
     )
     (disclosure,) = customer.disclosures
-    assert disclosure["partner_id"] == partner.id
-    assert disclosure["basis"] == "service_provider"
+    assert disclosure.partner_id == partner.id
+    assert disclosure.basis == "service_provider"
+    assert disclosure.categories == ("payment_method",)
 
 
 @pytest.mark.parametrize("basis", ["sale", "rental", "marketing", "distribution", ""])
@@ -289,7 +290,7 @@ def test_a_legal_obligation_needs_an_authority_and_its_reference() -> None:
         actor="po",
         now=NOW,
     )
-    assert customer.disclosures[0]["reference"] == "warrant 2026/117"
+    assert customer.disclosures[0].reference == "warrant 2026/117"
 
 
 def test_data_not_held_cannot_be_shared() -> None:

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.deadlines import DeadlineRule, Period
-from rightsledger.domain.ledger import recipients
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.receipts import (
     BILLING_GROUND,
@@ -83,11 +82,10 @@ def erase(person: Stream, police: Partner) -> tuple[Stream, datetime]:
     deletion.aggregate.record_work(action="personal data erased", actor="w")
     person.aggregate.erase(request_id=deletion.aggregate.id, retained_until=until, actor="w")
     deletion.aggregate.notify_partners(
-        notifications=recipients(person.aggregate, None), await_acknowledgement=True, actor="w"
+        notifications=person.aggregate.recipients(), await_acknowledgement=True, actor="w"
     )
     deletion.aggregate.confirm_erasure(actor="w")
-    deletion.aggregate.acknowledge(partner_id=police.id, actor="partner")
-    deletion.aggregate.fulfil(summary="erased; every recipient acknowledged", actor="partner")
+    deletion.aggregate.acknowledge(partner_id=police.id, actor="partner")  # fulfils it
     person.take()
     deletion.take()
     return deletion, until

@@ -110,7 +110,9 @@ def state_out(customer: Customer) -> s.CustomerState:
             for invoice_id, invoice in customer.invoices.items()
         ],
         activity=[s.ActivityOut(**entry) for entry in customer.activity],
-        disclosures=[s.DisclosureAsOf(**d) for d in customer.disclosures],
+        disclosures=[
+            s.DisclosureAsOf.model_validate(d, from_attributes=True) for d in customer.disclosures
+        ],
     )
 
 

@@ -413,12 +413,22 @@ class ProjectionWorker:
                     left -= 1
                 more = last < target and (left is None or left > 0)
                 pending = reader.submit(self._read, last, target, size) if more else None
+                before = dict(self.positions)
                 try:
                     self.apply(events, prepared)
                 except IntegrityError:
+                    self.positions = {view.name: view.position() for view in self.views}
+                    if self.positions == before:
+                        # No other worker moved on: a view refused this batch. Never step
+                        # over it; the follower's policy retries it and parks on it.
+                        raise
                     # Another worker applied some of these first: go on from where it got to.
                     log.info("tracking conflict at %s; reloading positions", last)
-                    self.positions = {view.name: view.position() for view in self.views}
+                    if pending is not None:
+                        pending.cancel()
+                    again = min(self.positions.values())
+                    more = again < target and (left is None or left > 0)
+                    pending = reader.submit(self._read, again, target, size) if more else None
                 if progress is not None:
                     progress(max(min(self.positions.values()), last), target)
         return min(self.positions.values())

@@ -145,6 +145,29 @@ def test_a_repeated_delivery_changes_nothing(container: Container) -> None:
     assert container.views.positions() == dict.fromkeys(VIEW_CLASSES, worker.head())
 
 
+def test_a_batch_a_view_refuses_is_never_stepped_over(container: Container) -> None:
+    """When a view's write breaks one of its table's constraints (and no other worker has
+    moved on), catch-up fails at that batch and records no progress, for any view; once
+    the cause is mended, the same events are applied."""
+    scenario(container.ledger)
+    table = sql.Identifier(container.settings.database_schema, "customer_profile")
+    with psycopg.connect(container.database.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT refuse_all CHECK (false) NOT VALID").format(
+                table
+            )
+        )
+    worker = container.projection_worker()
+    with pytest.raises(IntegrityError):
+        worker.catch_up()
+    assert container.views.positions() == dict.fromkeys(VIEW_CLASSES, 0)
+    with psycopg.connect(container.database.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT refuse_all").format(table))
+    assert worker.catch_up() == worker.head()
+    assert container.views.positions() == dict.fromkeys(VIEW_CLASSES, worker.head())
+    assert dump(container, "customer_profile")
+
+
 def test_the_tracking_record_refuses_to_go_backwards(container: Container) -> None:
     """The last line of defence: a tracking write that does not advance fails the transaction."""
     scenario(container.ledger)

@@ -59,3 +59,36 @@ class ExportStore:
                 (customer_id,),
             )
             return cur.rowcount
+
+    def redact_activity(self, customer_id: UUID, *, kept: set[str], placeholder: str) -> int:
+        """Replace the ``detail`` of every activity entry in the customer's exports that is
+        not in ``kept`` (the entries the customer's record still holds) with
+        ``placeholder``: an entry purged under its retention schedule is no more readable
+        in an export delivered before the purge than in the log. Idempotent; the digest
+        stays that of the export as delivered. How many entries were redacted."""
+        redacted = 0
+        with self._pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT request_id, document FROM {} WHERE customer_id = %s FOR UPDATE"
+                ).format(self._table),
+                (customer_id,),
+            ).fetchall()
+            for request_id, document in rows:
+                entries = document.get("categories", {}).get("activity", {}).get("entries", [])
+                changed = 0
+                for entry in entries:
+                    purged = str(entry.get("entry_id")) not in kept
+                    if purged and entry.get("detail") != placeholder:
+                        entry["detail"] = placeholder
+                        changed += 1
+                if changed:
+                    conn.execute(
+                        sql.SQL("UPDATE {} SET document = %s WHERE request_id = %s").format(
+                            self._table
+                        ),
+                        (Jsonb(document), request_id),
+                    )
+                    redacted += changed
+        return redacted
+

@@ -55,6 +55,7 @@ from rightsledger.storage.followers import (
     is_transient,
 )
 from rightsledger.storage.keyvault import PERSONAL, RETAINED, KeyVault
+from rightsledger.storage.sealing import ERASED
 from rightsledger.workers import export
 
 log = logging.getLogger(__name__)
@@ -289,6 +290,12 @@ class RequestWorker:
                     log.warning("could not purge activity of %s: %s", customer_id, error.detail)
                     continue
                 if through is not None:
+                    # exports delivered before: the purged entries go there too, before the
+                    # keys (a crash in between leaves both for the next sweep to finish)
+                    held = self.ledger.get_customer(customer_id).activity
+                    self.exports.redact_activity(
+                        customer_id, kept={str(e["entry_id"]) for e in held}, placeholder=ERASED
+                    )
                     self.vault.destroy_periods(
                         customer_id, category=category, purpose=reason.value, ended_by=through
                     )

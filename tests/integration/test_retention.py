@@ -30,7 +30,7 @@ from rightsledger.storage.sealing import ERASED, SEALED, Rule
 from tests.conftest import make_settings
 from tests.integration.scans import dump_database, encodings
 from tests.integration.test_sweep import worker_at
-from tests.scenarios import log_head
+from tests.scenarios import log_head, verified
 
 T = datetime(2026, 6, 29, 12, tzinfo=UTC)
 """The sweep's moment: troubleshooting (90 days after the month) is due through February,
@@ -160,6 +160,37 @@ def test_a_schedule_passing_purges_exactly_the_activity_past_it(container: Conta
     # A purged month takes no more activity for that purpose.
     with pytest.raises(InvalidCommandError, match="already purged"):
         log(ledger, ada, "troubleshooting", datetime(2026, 2, 3, tzinfo=UTC), "late")
+
+
+def test_an_export_delivered_before_the_purge_loses_the_purged_entries_too(
+    container: Container,
+) -> None:
+    """An access export prepared before the schedule passed held the activity in clear; the
+    purge redacts the purged entries' details there too (before their keys go), keeps the
+    others and the digest as delivered, and leaves no copy of a purged detail anywhere in
+    the database."""
+    ledger = container.ledger
+    ada = register(ledger, "Ada")
+    log(ledger, ada, "troubleshooting", datetime(2026, 1, 15, tzinfo=UTC), "ada jan line")
+    log(ledger, ada, "troubleshooting", datetime(2026, 3, 1, tzinfo=UTC), "ada march")
+    request = verified(ledger, ada, "access")
+    assert container.request_worker().catch_up() > 0
+    delivered = container.exports.get(request)
+    assert delivered is not None
+    before = [e["detail"] for e in delivered["document"]["categories"]["activity"]["entries"]]
+    assert sorted(before) == ["ada jan line", "ada march"]
+
+    assert worker_at(container, T).sweep() == {"activity_purged": 1}
+    kept = container.exports.get(request)
+    assert kept is not None
+    after = [e["detail"] for e in kept["document"]["categories"]["activity"]["entries"]]
+    assert sorted(after) == [ERASED, "ada march"]
+    assert kept["digest"] == delivered["digest"]
+    container.projection_worker().catch_up()
+    blob = dump_database(container)
+    for encoded in encodings("ada jan line"):
+        assert encoded not in blob
+    assert b"ada march" in blob
 
 
 def test_keys_are_destroyed_only_after_the_purge_is_recorded(

@@ -424,6 +424,21 @@ def _tree_cpu_times(pid: int) -> dict[int, tuple[float, float]]:
     return {member: _proc_cpu_times(member) for member in tree}
 
 
+def _role(pid: int) -> str:
+    """Which part of the service a process is, from its command line."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "other"
+    words = [a.decode(errors="replace") for a in args]
+    if any("tansu" in w for w in words):
+        return "broker"
+    for role in ("projections", "workers"):
+        if role in words:
+            return role
+    return "api"
+
+
 def _postgres_pids() -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -448,6 +463,7 @@ def _machine_busy_jiffies() -> tuple[int, int]:
 @dataclass
 class CpuSample:
     server: dict[int, tuple[float, float]]
+    roles: dict[int, str]
     postgres: dict[int, float]
     bench: float
     machine: tuple[int, int]
@@ -455,8 +471,10 @@ class CpuSample:
     @classmethod
     def take(cls, server_pid: int | None) -> CpuSample:
         times = os.times()
+        server = _tree_cpu_times(server_pid) if server_pid else {}
         return cls(
-            server=_tree_cpu_times(server_pid) if server_pid else {},
+            server=server,
+            roles={pid: _role(pid) for pid in server},
             postgres={pid: _proc_cpu_seconds(pid) for pid in _postgres_pids()},
             bench=times.user + times.system,
             machine=_machine_busy_jiffies(),
@@ -479,6 +497,11 @@ def cpu_usage(
         start = before.server.get(pid, (0.0, 0.0))
         server_user += user - start[0]
         server_sys += system - start[1]
+    by_role: dict[str, float] = {}
+    for pid, (user, system) in after.server.items():
+        start = before.server.get(pid, (0.0, 0.0))
+        role = after.roles.get(pid, "other")
+        by_role[role] = by_role.get(role, 0.0) + user + system - start[0] - start[1]
     bench = after.bench - before.bench
     busy_cores = (os.cpu_count() or 1) * busy / total if total > 0 else 0.0
     others = busy_cores - (server_user + server_sys + postgres + bench) / seconds
@@ -489,6 +512,10 @@ def cpu_usage(
         "bench_cores": round(bench / seconds, 2),
         "machine_busy_pct": round(100.0 * busy / total, 1) if total > 0 else 0.0,
         "other_cores": round(max(others, 0.0), 2),
+        **{
+            f"service_{role}_cores": round(used / seconds, 3) if own_server else None
+            for role, used in sorted(by_role.items())
+        },
     }
 
 
@@ -582,6 +609,9 @@ class LoadResult:
     latencies: list[float]
     error_samples: list[str]
     cpu: dict[str, float | None]
+    caught_up: float | None = None
+    """Seconds after the load until every follower had applied the whole log (None: not
+    measured, or not within the wait); the service's CPU is counted until then."""
 
 
 COMMANDS = {
@@ -678,6 +708,7 @@ def run_load(
     before = CpuSample.take(server_pid)
     with Progress("load", render):
         elapsed = run_threads(clients, work)
+    caught_up = followers_caught_up(service, args.catch_up_timeout)
     after = CpuSample.take(server_pid)
     if any(w.exhausted for w in workers):
         note(
@@ -690,8 +721,60 @@ def run_load(
         errors=sum(w.errors for w in workers),
         latencies=[t for w in workers for t in w.latencies],
         error_samples=[s for w in workers for s in w.error_samples][:5],
-        cpu=cpu_usage(before, after, elapsed, own_server=server_pid is not None),
+        cpu=cpu_usage(
+            before, after, elapsed + (caught_up or 0.0), own_server=server_pid is not None
+        ),
+        caught_up=caught_up,
     )
+
+
+def followers_caught_up(service: Service, timeout: float) -> float | None:
+    """Wait until every follower's tracking record (views, request workers, relay) is at the
+    head of the log; the seconds it took, or None without a database or past ``timeout``.
+
+    The service's CPU is sampled after this, so a follower that lags during the load still
+    has its share of the work counted."""
+    if service.database_url is None or timeout <= 0:
+        return None
+    started = time.perf_counter()
+    with psycopg.connect(service.database_url, autocommit=True) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = %s AND table_name LIKE %s",
+                (service.schema, "%\\_tracking"),
+            )
+            # the request workers track only the events they act on: their reported
+            # position (follower_status, below) says how far they have looked
+            if row[0] != "request_workers_tracking"
+        ]
+        positions = sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {}, coalesce(max(notification_id), 0) FROM {}").format(
+                sql.Literal(table), sql.Identifier(service.schema, table)
+            )
+            for table in tables
+        )
+        head = sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(
+            sql.Identifier(service.schema, "rightsledger_events")
+        )
+        while True:
+            last = conn.execute(head).fetchone()
+            reached: dict[str, int] = dict(conn.execute(positions).fetchall()) if tables else {}
+            reached.update(
+                conn.execute(
+                    sql.SQL("SELECT name, position FROM {} WHERE name = 'request-workers'").format(
+                        sql.Identifier(service.schema, "follower_status")
+                    )
+                ).fetchall()
+            )
+            behind = {t: p for t, p in reached.items() if last is None or p < last[0]}
+            if not behind:
+                return time.perf_counter() - started
+            if time.perf_counter() - started > timeout:
+                note(f"the followers were still behind {timeout:g} s after the load: {behind}")
+                return None
+            time.sleep(0.05)
 
 
 @dataclass
@@ -786,6 +869,7 @@ def figures(
         "errors": load.errors,
         "commands": load.ok + load.errors,
         "seconds": round(load.elapsed, 2),
+        "followers_caught_up_s": round(load.caught_up, 2) if load.caught_up is not None else None,
         "clients": args.clients,
         "customers": customers,
         "raw_tx_per_s": round(raw_rate, 1) if raw_rate is not None else None,
@@ -797,7 +881,7 @@ def figures(
         "command": args.command,
         "workers": args.workers or 1,
         "service_cpu_ms_per_command": (
-            round(server_cores * load.elapsed * 1000.0 / load.ok, 3)
+            round(server_cores * (load.elapsed + (load.caught_up or 0.0)) * 1000.0 / load.ok, 3)
             if (server_cores := load.cpu.get("server_cores")) is not None and load.ok
             else None
         ),
@@ -862,6 +946,23 @@ def print_summary(
             f"service CPU      {f['service_cpu_ms_per_command']:>10.3f} ms per command "
             "(every process of the service: API, followers, broker)"
         )
+        if f["followers_caught_up_s"] is not None:
+            lines.append(
+                f"followers        {f['followers_caught_up_s']:>10.2f} s after the load to "
+                "apply the whole log (CPU counted until then)"
+            )
+        shares = [
+            (key.removeprefix("service_").removesuffix("_cores"), cores)
+            for key, cores in f.items()
+            if key.startswith("service_") and key.endswith("_cores") and cores is not None
+        ]
+        window = f["seconds"] + (f["followers_caught_up_s"] or 0.0)
+        if shares and f["commands"]:
+            per = ", ".join(
+                f"{role} {cores * window * 1000.0 / max(f['commands'] - f['errors'], 1):.3f}"
+                for role, cores in shares
+            )
+            lines.append(f"  by process     {per} (ms per command)")
     if load.error_samples:
         lines.append("error samples    " + "\n                 ".join(load.error_samples))
     lines += ["=" * 72, ""]
@@ -910,6 +1011,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     load.add_argument("--commands", type=int, help="total commands instead of a duration")
     load.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
     load.add_argument("--no-raw", action="store_true", help="skip the raw INSERT baseline")
+    load.add_argument(
+        "--catch-up-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait after the load for the followers to reach the head, the CPU "
+        "being counted until then (0: do not wait)",
+    )
     args = parser.parse_args(argv)
     if args.url and not args.admin_key:
         parser.error("--url needs --admin-key")

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 FOLLOWER = "projections"
 """This follower's name in ``follower_status``."""
 
-GATHER = 0.01
+GATHER = 0.02
 """Seconds to wait after a wake-up before reading, so batches hold more than one event."""
 
 VIEW_CLASSES: dict[str, type[View]] = {
@@ -482,6 +482,7 @@ class ProjectionWorker:
             skip=self.skip,
             locate=self.next_position,
             poll=poll,
+            gather=GATHER,
             on_lock=reload,
         )
 

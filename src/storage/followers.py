@@ -485,12 +485,17 @@ def follow_log(
                     listener: psycopg.Connection[Any] = listener,
                     broken: list[BaseException] = broken,
                 ) -> None:
+                    # Every notification already received is taken at once (psycopg yields
+                    # all those that came in one read, whatever ``stop_after`` says); only
+                    # then a short wait for a few more commits: bigger, cheaper batches.
+                    woken = False
                     try:
                         for _ in listener.notifies(timeout=min(seconds, poll), stop_after=1):
-                            if gather:
-                                stop.wait(gather)  # a few more commits: bigger, cheaper batches
+                            woken = True
                     except psycopg.Error as error:
                         broken.append(error)
+                    if woken and gather:
+                        stop.wait(gather)
 
                 runner.run(
                     step=step,

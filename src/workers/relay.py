@@ -114,7 +114,7 @@ log = logging.getLogger(__name__)
 FOLLOWER = "relay"
 """This follower's name in ``follower_status``."""
 
-GATHER = 0.01
+GATHER = 0.05
 """Seconds to wait after a wake-up before reading, so batches hold more than one event."""
 
 BACKOFF = (0.1, 2.0)

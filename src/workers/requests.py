@@ -60,7 +60,7 @@ from rightsledger.workers import export
 
 log = logging.getLogger(__name__)
 
-GATHER = 0.01
+GATHER = 0.05
 """Seconds to wait after a wake-up before reading, so batches hold more than one event."""
 
 ACTOR = "worker:requests"

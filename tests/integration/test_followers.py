@@ -240,3 +240,72 @@ def test_a_follower_without_a_heartbeat_is_reported_dead() -> None:
         lag_limit=lag_limit,
     )
     assert fresh.ok
+
+
+class CountingStop(threading.Event):
+    """A stop event that counts the short waits a follower makes to gather commits."""
+
+    def __init__(self, gather: float) -> None:
+        super().__init__()
+        self.gather = gather
+        self.gathers = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout == self.gather:
+            self.gathers += 1
+        return super().wait(timeout)
+
+
+def test_a_backlog_of_notifications_wakes_a_follower_once(container: Container) -> None:
+    """Many commits notified while a follower works wake it once: it waits to gather more
+    commits once per wake-up, never once per notification (which left the relay and the
+    request workers seconds behind the log under load)."""
+    from psycopg import sql
+
+    from rightsledger.storage.followers import FollowerRunner, follow_log
+
+    channel = "follower_backlog_test"
+    schema = container.settings.database_schema
+    gather = 0.05
+    stop = CountingStop(gather)
+    steps: list[float] = []
+    first = threading.Event()
+
+    def step(limit: int) -> int:
+        steps.append(time.monotonic())
+        first.set()
+        return 0
+
+    thread = threading.Thread(
+        target=follow_log,
+        kwargs={
+            "runner": FollowerRunner("backlog-test", None, heartbeat=5.0),
+            "database_url": container.database.url,
+            "schema": schema,
+            "role": "backlog-test",
+            "channel": channel,
+            "stop": stop,
+            "step": step,
+            "position": lambda: 0,
+            "poll": 5.0,
+            "gather": gather,
+        },
+        daemon=True,
+    )
+    thread.start()
+    try:
+        assert first.wait(10), "the follower never ran its first step"
+        # listening starts before the first step: these arrive while it waits
+        with psycopg.connect(container.database.url, autocommit=True) as conn, conn.transaction():
+            for n in range(200):
+                conn.execute(
+                    sql.SQL("SELECT pg_notify({}, {})").format(
+                        sql.Literal(channel), sql.Literal(str(n))
+                    )
+                )
+        wait_until(lambda: len(steps) >= 2, 10, "a step after the notifications")
+        assert stop.gathers <= 2, f"{stop.gathers} gathering waits for one backlog"
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()

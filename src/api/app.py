@@ -17,6 +17,7 @@ from rightsledger import __version__
 from rightsledger.api import console, metrics, problems, schemas
 from rightsledger.api.deps import RoleGate, authenticate
 from rightsledger.api.idempotency import HEADER, MAX_KEY_LENGTH, IdempotencyKeys
+from rightsledger.api.offload import install_executor
 from rightsledger.api.routers import audit, customers, health, partners, requests
 from rightsledger.bootstrap import Container
 from rightsledger.domain.values import Purpose
@@ -100,6 +101,7 @@ def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        executor = install_executor()  # blocking route functions run here (api/offload.py)
         if container.settings.run_projections:
             container.start_projections()
         if container.settings.run_workers:
@@ -109,6 +111,7 @@ def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
         finally:
             if own_container:
                 container.close()
+            executor.shutdown(wait=False, cancel_futures=True)
 
     # /docs and /redoc with Swagger UI's and ReDoc's assets served by the app (no CDN)
     app = FastAPIOffline(

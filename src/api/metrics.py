@@ -33,6 +33,7 @@ from psycopg import sql
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rightsledger.api.offload import OffloadedRoute
 from rightsledger.storage.followers import State
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 METHODS = COMMAND_METHODS | {"GET", "HEAD", "OPTIONS"}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=OffloadedRoute)
 
 
 class Metrics:

@@ -342,9 +342,18 @@ class Relay:
                 ],
             )
 
-    def _advance_state(self, acks: dict[tuple[str, int], tuple[int, int]], last: int) -> None:
-        """Record an acknowledged batch: floors, record counts and the position, one commit."""
+    def _advance_state(
+        self,
+        acks: dict[tuple[str, int], tuple[int, int]],
+        last: int,
+        *,
+        track: bool = False,
+    ) -> None:
+        """Record an acknowledged batch: floors, record counts and the position, one commit
+        (with the tracking record moved to ``last`` too when ``track``)."""
         if not self.state:
+            if track:
+                self._track(last)
             return  # never checked against a broker (start() not called): nothing to keep
         rows = []
         for state in self.state.values():
@@ -360,6 +369,8 @@ class Relay:
             state.position = last
             rows.append((state.floors, added, last, state.topic))
         with self.tracking.datastore.transaction(commit=True) as cursor:
+            if track:
+                self._track_in(cursor, last)
             cursor.executemany(
                 sql.SQL(
                     "UPDATE {} SET floors = %s::bigint[], records = records + %s, position = %s,"
@@ -367,6 +378,15 @@ class Relay:
                 ).format(self._table),
                 rows,
             )
+
+    def _track(self, last: int) -> None:
+        """Move the tracking record to ``last`` when that is past it."""
+        with self.tracking.datastore.transaction(commit=True) as cursor:
+            self._track_in(cursor, last)
+
+    def _track_in(self, cursor: Any, last: int) -> None:
+        if last > (self.tracking._max_tracking_id(APPLICATION_NAME, cursor) or 0):
+            self.tracking._insert_tracking(cursor, Tracking(APPLICATION_NAME, last))
 
     # ---------------------------------------------------------------- the broker
 
@@ -761,9 +781,13 @@ class Relay:
         except LogLostError:
             return  # the position is 0 now: the next page starts the republish
         last = page[-1][0]
-        if last > self.tracked():
-            self.tracking.insert_tracking(Tracking(APPLICATION_NAME, last))
         regressions = self._regressions(acks)
+        if regressions == []:
+            # the usual case: the tracking record and the delivery state in one transaction
+            self._advance_state(acks, last, track=True)
+            self.position = last
+            return
+        self._track(last)
         if regressions is None:  # more partitions than before: created again, or added?
             seen = self.observe()
             regressions = self.losses(seen)

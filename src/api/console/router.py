@@ -20,7 +20,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
-from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
@@ -29,6 +28,7 @@ from rightsledger.api import schemas as s
 from rightsledger.api.console.gates import may
 from rightsledger.api.console.sessions import ConsoleSessions, Session
 from rightsledger.api.deps import ContainerDep, ReadFrom, ViewRead, authenticate
+from rightsledger.api.offload import OffloadedRoute
 from rightsledger.api.problems import ApiProblemError, domain_status
 from rightsledger.api.routers import audit, customers, health, partners, requests
 from rightsledger.bootstrap import Container
@@ -69,7 +69,7 @@ SECURITY_HEADERS = {
 }
 
 
-class ConsoleRoute(APIRoute):
+class ConsoleRoute(OffloadedRoute):
     """A console route: its answers carry the console's security headers unless they set
     their own (a letter's Content-Security-Policy)."""
 

@@ -18,6 +18,7 @@ from rightsledger.api.deps import (
     allow,
     declared_purpose,
 )
+from rightsledger.api.offload import OffloadedRoute
 from rightsledger.api.pages import CursorParam, paged, position_after, position_key
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.values import Purpose
@@ -27,7 +28,7 @@ from rightsledger.security.keys import Principal, Role
 from rightsledger.storage import chain
 from rightsledger.storage.sealing import RULES
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=OffloadedRoute)
 
 Auditor = Annotated[Principal, Depends(allow(Role.AUDITOR, Role.PRIVACY_OFFICER))]
 LegalAuditor = Annotated[

@@ -17,6 +17,7 @@ from rightsledger.api.deps import (
     allow,
     declared_purpose,
 )
+from rightsledger.api.offload import OffloadedRoute
 from rightsledger.api.pages import (
     CursorParam,
     Limit,
@@ -33,7 +34,7 @@ from rightsledger.projections.customers import CustomerProfileView
 from rightsledger.projections.lookup import CustomerLookupView, Identifier
 from rightsledger.security.keys import Principal, Role
 
-router = APIRouter(prefix="/v1/customers", tags=["customers"])
+router = APIRouter(prefix="/v1/customers", tags=["customers"], route_class=OffloadedRoute)
 
 Registrar = Annotated[Principal, Depends(allow(Role.INTAKE))]
 Reader = Annotated[

@@ -8,11 +8,12 @@ from fastapi import APIRouter
 
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import ContainerDep
+from rightsledger.api.offload import OffloadedRoute
 from rightsledger.api.problems import ApiProblemError
 from rightsledger.bootstrap import Container
 from rightsledger.storage.followers import Health, assess
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=OffloadedRoute)
 
 
 @router.get("/health", response_model=s.Health)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from rightsledger.api import schemas as s
 from rightsledger.api.deps import LedgerDep, ReadFrom, ViewRead, allow
+from rightsledger.api.offload import OffloadedRoute
 from rightsledger.api.pages import (
     CursorParam,
     Limit,
@@ -25,7 +26,7 @@ from rightsledger.domain.partner import Partner
 from rightsledger.projections.partners import NoticeStatus, PartnersView, contract_valid_on
 from rightsledger.security.keys import Principal, Role
 
-router = APIRouter(prefix="/v1/partners", tags=["partners"])
+router = APIRouter(prefix="/v1/partners", tags=["partners"], route_class=OffloadedRoute)
 
 Manager = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER))]
 Reader = Annotated[

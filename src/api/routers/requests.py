@@ -19,6 +19,7 @@ from rightsledger.api.deps import (
     allow,
     declared_purpose,
 )
+from rightsledger.api.offload import OffloadedRoute
 from rightsledger.api.pages import BadCursorError, CursorParam, Limit, decode_cursor, paged
 from rightsledger.api.routers.audit import payload
 from rightsledger.domain import receipts
@@ -29,7 +30,7 @@ from rightsledger.projections.audit import describe, event_type
 from rightsledger.projections.requests import RequestQueueView
 from rightsledger.security.keys import Principal, Role
 
-router = APIRouter(prefix="/v1/requests", tags=["requests"])
+router = APIRouter(prefix="/v1/requests", tags=["requests"], route_class=OffloadedRoute)
 
 Intake = Annotated[Principal, Depends(allow(Role.INTAKE, Role.PRIVACY_OFFICER))]
 Officer = Annotated[Principal, Depends(allow(Role.PRIVACY_OFFICER))]

@@ -89,6 +89,9 @@ class GroupCommit:
             return self._app.recorder.max_notification_id() or 0
         if not self.alive:
             raise CommitUnavailableError("the event writer is not running; nothing was recorded")
+        prepare = getattr(self._app.mapper, "prepare", None)
+        if prepare is not None:
+            prepare(events)  # keys fetched or created here, in parallel, not by the writer
         pending = _Pending(events, aggregates, tag, result)
         self._queue.put(pending)
         waited = 0.0

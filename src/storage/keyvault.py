@@ -231,20 +231,21 @@ class PostgresKeyVault(KeyVault):
                     msg = f"no data key {key_id} and no customer to create it for"
                     raise LookupError(msg)
                 if scope is None:
-                    conn.execute(
+                    created = conn.execute(
                         sql.SQL(
                             "INSERT INTO {} (key_id, customer_id, kind, key, created_at)"
                             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING"
+                            " RETURNING key, customer_id"
                         ).format(self._table),
                         (key_id, customer_id, kind, os.urandom(32), datetime.now(UTC)),
                     )
                 else:
-                    conn.execute(
+                    created = conn.execute(
                         sql.SQL(
                             "INSERT INTO {} (key_id, customer_id, kind, key, created_at,"
                             " category, purpose, period, period_end)"
                             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                            " ON CONFLICT (key_id) DO NOTHING"
+                            " ON CONFLICT (key_id) DO NOTHING RETURNING key, customer_id"
                         ).format(self._table),
                         (
                             key_id,
@@ -258,7 +259,8 @@ class PostgresKeyVault(KeyVault):
                             scope.period_end,
                         ),
                     )
-                row = conn.execute(select, (key_id,)).fetchone()
+                # created here, or (another process raced it) read back
+                row = created.fetchone() or conn.execute(select, (key_id,)).fetchone()
         assert row is not None
         value = bytes(row[0]) if row[0] is not None else None
         with self._lock:

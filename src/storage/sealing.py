@@ -155,18 +155,43 @@ class SealingMapper(Mapper[UUID]):
         where = f"{event.originator_id}/{event.originator_version}"
         return f"{where}/{rule.attribute}/{rule.item}".encode()
 
-    def _seal(self, event: Any, rule: Rule, value: Any, subject: Callable[..., Any]) -> Any:
-        if value is None:
-            return None
+    def _key(
+        self, event: Any, rule: Rule, subject: Callable[..., Any]
+    ) -> tuple[UUID, bytes | None]:
+        """The id of the key a value of ``event`` is sealed under, and the key (created when
+        it is the first value under it; None once destroyed)."""
         kind = rule.kind(event)
         if rule.period is not None:
             scope = rule.period(event)
             customer_id = event.originator_id
             key_id = period_key_id(customer_id, scope)
-            key = self.vault.key(key_id, customer_id=customer_id, kind=PERSONAL, scope=scope)
-        else:
-            key_id, customer_id = subject(event, kind)
-            key = self.vault.key(key_id, customer_id=customer_id, kind=kind)
+            return key_id, self.vault.key(
+                key_id, customer_id=customer_id, kind=PERSONAL, scope=scope
+            )
+        key_id, customer_id = subject(event, kind)
+        return key_id, self.vault.key(key_id, customer_id=customer_id, kind=kind)
+
+    def prepare(self, domain_events: Iterable[Any]) -> None:
+        """Fetch (or create) now every key these events' values will be sealed under, so
+        that ``to_stored_event`` finds them in the vault's cache: the group commit's writer
+        then spends no round trip on keys, and concurrent commands create theirs in their
+        own threads."""
+        for event in domain_events:
+            spec = RULES.get(type(event))
+            if spec is None:
+                continue
+            subject, rules = spec
+            for rule in rules:
+                value = getattr(event, rule.attribute)
+                if rule.item is not None:
+                    value = value.get(rule.item) if isinstance(value, dict) else None
+                if value is not None:
+                    self._key(event, rule, subject)
+
+    def _seal(self, event: Any, rule: Rule, value: Any, subject: Callable[..., Any]) -> Any:
+        if value is None:
+            return None
+        key_id, key = self._key(event, rule, subject)
         if key is None:
             return _placeholder({"shape": _shape(value)[0], "fields": _shape(value)[1]})
         nonce = os.urandom(12)

@@ -124,3 +124,40 @@ def test_a_waiting_command_is_told_when_the_writer_thread_dies(
     assert entered.is_set()
     assert not committer.alive
     ledger.committer = None
+
+
+class WatchedPool:
+    """The vault's pool, noting the thread that takes each connection."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.threads: list[str] = []
+
+    def connection(self, *args: Any, **kwargs: Any) -> Any:
+        self.threads.append(threading.current_thread().name)
+        return self.pool.connection(*args, **kwargs)
+
+
+def test_the_writer_spends_no_round_trip_on_keys(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keys a command's values are sealed under are fetched or created by the command's
+    own thread before it queues for the group commit, so the writer, which every command
+    waits on, never waits on the key vault (a new request's key included)."""
+    ledger = container.ledger
+    assert isinstance(ledger.committer, GroupCommit)
+    customer = scenarios.customer(ledger, "Keys", actor="i")
+    watched = WatchedPool(container.vault._pool)
+    monkeypatch.setattr(container.vault, "_pool", watched)
+    request = scenarios.submit(ledger, customer, "access", statement="my data, please")
+    ledger.log_activity(
+        customer,
+        kind="account",
+        reason="security",
+        detail="sign-in",
+        occurred_at=datetime(2026, 11, 1, tzinfo=UTC),
+        actor="s",
+    )
+    assert watched.threads, "no key was fetched or created at all"
+    assert "group-commit" not in watched.threads
+    assert ledger.get_request(request).statement == "my data, please"

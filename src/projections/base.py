@@ -153,10 +153,15 @@ class View(PostgresTrackingRecorder):
     def __init__(self, datastore: PostgresDatastore, *, suffix: str = "", **_: Any) -> None:
         super().__init__(datastore, tracking_table_name=f"{self.name}{suffix}_tracking")
         self.suffix = suffix
+        self._tables: dict[str, sql.Identifier] = {}
         self.sql_create_statements.extend(self.create_statements())
 
     def table(self, base: str) -> sql.Identifier:
-        return sql.Identifier(self.datastore.schema, base + self.suffix)
+        """The view's table ``base`` in its schema (with the rebuild's suffix), made once."""
+        found = self._tables.get(base)
+        if found is None:
+            found = self._tables[base] = sql.Identifier(self.datastore.schema, base + self.suffix)
+        return found
 
     def index(self, base: str) -> sql.Identifier:
         return sql.Identifier(f"{base}{self.suffix}_idx")

@@ -13,10 +13,17 @@ What it measures
     4. Raw baseline: the same number of threads, each with its own autocommit psycopg
        connection, insert ~200-byte rows one per transaction into a scratch table in the bench
        schema, for as long as the load phase took.
+    4a. After the load (before the baseline), waits until every follower has applied the
+       whole log (each view's and the relay's tracking record at the head, the request
+       workers' reported position there; ``--catch-up-timeout``), so a follower that lags
+       during the load still has its work counted: the CPU figures cover the load and that
+       catch-up.
     5. Prints commands/s (successful commands), p50/p95/p99/max latency (of all commands),
-       errors, raw tx/s, the ratio commands/s / raw tx/s, the CPU used during the load by the
-       service (its process tree), PostgreSQL, this process and anything else on the machine,
-       the targets (>= 1000 commands/s, p99 < 50 ms), then one line of JSON.
+       errors, raw tx/s, the ratio commands/s / raw tx/s, the CPU used by the service (its
+       process tree; in total and per process: API, projections, workers, broker, in ms per
+       command), PostgreSQL, this process and anything else on the machine, how long the
+       followers took to catch up, the targets (>= 1000 commands/s, p99 < 50 ms), then one
+       line of JSON.
 
 How to run
     .venv/bin/python bench/commands.py                  # PostgreSQL at 127.0.0.1:5432/test

@@ -7,6 +7,7 @@ the API's table (docs/api.md).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -29,7 +30,8 @@ def _gates() -> dict[Callable[..., Any], frozenset[Role]]:
                 continue
             for dependency in route.dependant.dependencies:
                 if isinstance(dependency.call, RoleGate):
-                    found[route.endpoint] = dependency.call.roles
+                    # the route function itself (an offloaded route wraps it: api/offload.py)
+                    found[inspect.unwrap(route.endpoint)] = dependency.call.roles
     return found
 
 

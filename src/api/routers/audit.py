@@ -103,13 +103,27 @@ def state_out(customer: Customer) -> s.CustomerState:
             if customer.holds_name(category)
         },
         consents=[
-            s.ConsentOut(channel=channel, **state) for channel, state in customer.consents.items()
+            s.ConsentOut(
+                channel=channel,
+                granted=consent.granted,
+                changed_at=consent.changed_at,
+                evidence=dict(consent.evidence),
+            )
+            for channel, consent in customer.consents.items()
         ],
         invoices=[
-            s.InvoiceOut(invoice_id=UUID(invoice_id), **invoice)
+            s.InvoiceOut(
+                invoice_id=invoice_id,
+                amount=invoice.amount,
+                currency=invoice.currency,
+                status=invoice.status,
+                issued_at=invoice.issued_at,
+            )
             for invoice_id, invoice in customer.invoices.items()
         ],
-        activity=[s.ActivityOut(**entry) for entry in customer.activity],
+        activity=[
+            s.ActivityOut.model_validate(entry, from_attributes=True) for entry in customer.activity
+        ],
         disclosures=[
             s.DisclosureAsOf.model_validate(d, from_attributes=True) for d in customer.disclosures
         ],

@@ -82,12 +82,12 @@ def awaited_partners(request: DataRightsRequest, events: list[Any]) -> list[s.Aw
     )
     return [
         s.AwaitedPartner(
-            partner_id=UUID(str(n["partner_id"])),
-            categories=list(n["categories"]),
+            partner_id=n.partner_id,
+            categories=list(n.categories),
             notified_at=notified_at or request.received_at,
         )
         for n in request.notified
-        if UUID(str(n["partner_id"])) in request.awaiting
+        if n.partner_id in request.awaiting
     ]
 
 
@@ -395,7 +395,7 @@ def build_receipt(ledger: RightsLedger, request_id: UUID) -> receipts.Receipt:
     request = ledger.get_request(request_id)
     names: dict[UUID, str | None] = {}
     for notice in request.notified:
-        partner_id = UUID(str(notice["partner_id"]))
+        partner_id = notice.partner_id
         try:
             names[partner_id] = ledger.get_partner(partner_id).name
         except NotFoundError:

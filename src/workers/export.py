@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -16,6 +16,7 @@ from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.naming import stored_names
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
+from rightsledger.domain.retention import RuleStatement
 from rightsledger.projections.audit import AuditTrailView
 from rightsledger.projections.base import jsonable
 
@@ -144,13 +145,13 @@ def assemble(
     retention: str,
     generated_at: datetime,
     reads: Iterable[AccessLogEntry] = (),
-    schedule: Iterable[Mapping[str, Any]] = (),
+    schedule: Iterable[RuleStatement] = (),
 ) -> dict[str, Any]:
     """The machine-readable export for an access request. ``reads`` are the customer's
     recorded reads (``recorded_reads``); the access log lists those recorded in the former
     form, on the customer's own stream, first. ``schedule`` is the retention schedule's
     rules (``RetentionSchedule.describe()``): each category states its own."""
-    rules = [dict(rule) for rule in schedule]
+    rules = [rule.copy() for rule in schedule]
     categories: dict[str, Any] = {}
     for category in customer.purposes:
         if not customer.holds_name(category):

@@ -43,7 +43,7 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _FIELD_LIMIT = 2000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Disclosure:
     """One share of the customer's data with a partner, as ``DataDisclosed`` recorded it."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable
@@ -11,7 +10,14 @@ from typing import Any
 from uuid import UUID
 
 from rightsledger.domain.access import AccessRecord
-from rightsledger.domain.customer import AccessLogEntry, ActivityEntry, Consent, Customer, Invoice
+from rightsledger.domain.customer import (
+    AccessLogEntry,
+    ActivityEntry,
+    Consent,
+    Customer,
+    Disclosure,
+    Invoice,
+)
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.naming import stored_names
 from rightsledger.domain.partner import Partner
@@ -137,6 +143,21 @@ def consent_line(channel: str, consent: Consent) -> dict[str, object]:
     }
 
 
+def disclosure_line(disclosure: Disclosure, partner: Partner | None) -> dict[str, object]:
+    """A share as the export lists it, with the partner's name and kind when known."""
+    return {
+        "disclosure_id": disclosure.disclosure_id,
+        "partner_id": disclosure.partner_id,
+        "basis": disclosure.basis,
+        "categories": list(disclosure.categories),
+        "purpose": disclosure.purpose,
+        "reference": disclosure.reference,
+        "disclosed_at": disclosure.disclosed_at,
+        "partner_name": partner.name if partner else None,
+        "partner_kind": partner.kind.value if partner else None,
+    }
+
+
 def assemble(
     request: DataRightsRequest,
     customer: Customer,
@@ -173,16 +194,10 @@ def assemble(
             entry["entries"] = [activity_line(e) for e in customer.activity]
         entry["retention"] = [rule for rule in rules if rule["category"] == category]
         categories[category] = entry
-    disclosures = []
-    for disclosure in customer.disclosures:
-        partner = partners.get(str(disclosure.partner_id))
-        disclosures.append(
-            {
-                **dataclasses.asdict(disclosure),
-                "partner_name": partner.name if partner else None,
-                "partner_kind": partner.kind.value if partner else None,
-            }
-        )
+    disclosures = [
+        disclosure_line(disclosure, partners.get(str(disclosure.partner_id)))
+        for disclosure in customer.disclosures
+    ]
     document = {
         "request_id": request.id,
         "customer_id": customer.id,

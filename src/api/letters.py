@@ -67,7 +67,7 @@ def attachment(stem: str, representation: Representation) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="{stem}.{extension}"'}
 
 
-def _when(value: Any, *, with_time: bool = True) -> str:
+def _when(value: object, *, with_time: bool = True) -> str:
     """An ISO-8601 string or a datetime, as '1 December 2026, 09:35 UTC'."""
     if value is None or value == "":
         return ""
@@ -86,7 +86,7 @@ def _when(value: Any, *, with_time: bool = True) -> str:
     return f"{day}, {value:%H:%M} {'UTC' if zone in ('UTC', 'UTC+00:00') else zone}".strip()
 
 
-def _day(value: Any) -> str:
+def _day(value: object) -> str:
     return _when(value, with_time=False)
 
 
@@ -99,11 +99,11 @@ CATEGORY_NAMES = {
 }
 
 
-def _category(value: Any) -> str:
+def _category(value: object) -> str:
     return CATEGORY_NAMES.get(str(value), _label(value))
 
 
-def _label(value: Any) -> str:
+def _label(value: object) -> str:
     """A machine name as words: 'identity_contact' -> 'identity contact'."""
     return str(value).replace("_", " ")
 
@@ -123,11 +123,11 @@ def environment() -> Environment:
     return env
 
 
-def render(template: str, **context: Any) -> str:
+def render(template: str, **context: object) -> str:
     return environment().get_template(template).render(**context)
 
 
-def letter(template: str, headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+def letter(template: str, headers: dict[str, str] | None = None, **context: object) -> HTMLResponse:
     """An HTML letter answer: rendered, escaped, with a policy that lets it load nothing."""
     return HTMLResponse(
         render(template, **context),

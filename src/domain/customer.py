@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, NotRequired, TypedDict
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
@@ -22,7 +22,7 @@ from rightsledger.domain.errors import (
     MarketingConsentRequiredError,
     StateError,
 )
-from rightsledger.domain.partner import Partner
+from rightsledger.domain.partner import Partner, Recipient
 from rightsledger.domain.personal import Internal, Key, PeriodScope, Personal, Public
 from rightsledger.domain.requests import DuplicateRequestError
 from rightsledger.domain.retention import RetentionSchedule, activity_period
@@ -43,7 +43,7 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _FIELD_LIMIT = 2000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Disclosure:
     """One share of the customer's data with a partner, as ``DataDisclosed`` recorded it."""
 
@@ -54,6 +54,58 @@ class Disclosure:
     purpose: str
     reference: str
     disclosed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """Marketing consent on one channel, as the last ``ConsentGranted`` or
+    ``ConsentWithdrawn`` recorded it."""
+
+    granted: bool
+    evidence: dict[str, str | datetime]
+    """How it was captured, as recorded: ``method``, ``wording_version``, ``captured_at``."""
+    changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    """An invoice, as ``InvoiceRecorded`` recorded it (``Customer.invoices`` is keyed by its
+    id). ``amount`` reads ``"[erased]"`` once the retained key is destroyed."""
+
+    amount: Decimal | str
+    currency: str
+    status: str
+    issued_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityEntry:
+    """A network or account activity entry, as ``ActivityLogged`` recorded it. ``detail``
+    reads ``"[erased]"`` once its period's key is destroyed."""
+
+    entry_id: UUID
+    kind: str
+    reason: str
+    detail: str
+    occurred_at: datetime
+
+
+class AccessLogEntry(TypedDict):
+    """One line of a customer's access log (a read of their personal data, answered or
+    refused), in the shape it has always had: ``reason`` only when the read was refused.
+    ``Customer.access_log`` holds the reads recorded in the former form, on the customer's
+    own stream (``DataAccessed``, ``AccessRefused``); the access export lists those, then
+    the customer's ``AccessRecord``s, in this shape. A mapping rather than a record, so the
+    line keeps exactly the keys it always had."""
+
+    actor: str
+    role: str
+    purpose: str
+    categories: list[str]
+    what: str
+    at: datetime
+    refused: bool
+    reason: NotRequired[str]
 
 
 def _purpose(value: str, field: str) -> Purpose:
@@ -120,7 +172,7 @@ def _activity_scope(event: Customer.ActivityLogged) -> PeriodScope:
     return PeriodScope(Category.ACTIVITY.value, event.reason, period.label, period.end)
 
 
-def _evidence(evidence: Mapping[str, Any]) -> dict[str, Any]:
+def _evidence(evidence: Mapping[str, object]) -> dict[str, str | datetime]:
     method = _text(evidence.get("method", ""), "evidence.method")
     wording = _text(evidence.get("wording_version", ""), "evidence.wording_version")
     captured = evidence.get("captured_at")
@@ -159,31 +211,27 @@ class Customer(Aggregate):
         changes: Annotated[dict[str, str], Personal(_correction_key)]
         request_id: Public[UUID | None]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: Customer) -> None:
             aggregate.data.setdefault(self.category, {}).update(self.changes)
 
     class ConsentGranted(Event):
         channel: Public[str]
         evidence: Internal[dict[str, Any]]
 
-        def apply(self, aggregate: Any) -> None:
-            aggregate.consents[self.channel] = {
-                "granted": True,
-                "evidence": self.evidence,
-                "changed_at": self.timestamp,
-            }
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.consents[self.channel] = Consent(
+                granted=True, evidence=self.evidence, changed_at=self.timestamp
+            )
 
     class ConsentWithdrawn(Event):
         channel: Public[str]
         evidence: Internal[dict[str, Any]]
         request_id: Public[UUID | None]
 
-        def apply(self, aggregate: Any) -> None:
-            aggregate.consents[self.channel] = {
-                "granted": False,
-                "evidence": self.evidence,
-                "changed_at": self.timestamp,
-            }
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.consents[self.channel] = Consent(
+                granted=False, evidence=self.evidence, changed_at=self.timestamp
+            )
 
     class InvoiceRecorded(Event):
         invoice_id: Public[UUID]
@@ -192,13 +240,13 @@ class Customer(Aggregate):
         status: Public[str]
         issued_at: Public[datetime]
 
-        def apply(self, aggregate: Any) -> None:
-            aggregate.invoices[str(self.invoice_id)] = {
-                "amount": self.amount,
-                "currency": self.currency,
-                "status": self.status,
-                "issued_at": self.issued_at,
-            }
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.invoices[self.invoice_id] = Invoice(
+                amount=self.amount,
+                currency=self.currency,
+                status=self.status,
+                issued_at=self.issued_at,
+            )
 
     class ActivityLogged(Event):
         entry_id: Public[UUID]
@@ -207,15 +255,15 @@ class Customer(Aggregate):
         detail: Annotated[str, Personal(Key.PERIOD, period=_activity_scope)]
         occurred_at: Public[datetime]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: Customer) -> None:
             aggregate.activity.append(
-                {
-                    "entry_id": self.entry_id,
-                    "kind": self.kind,
-                    "reason": self.reason,
-                    "detail": self.detail,
-                    "occurred_at": self.occurred_at,
-                }
+                ActivityEntry(
+                    entry_id=self.entry_id,
+                    kind=self.kind,
+                    reason=self.reason,
+                    detail=self.detail,
+                    occurred_at=self.occurred_at,
+                )
             )
 
     class DataAccessed(Event):
@@ -229,17 +277,17 @@ class Customer(Aggregate):
         categories: Public[list[str]]
         what: Public[str]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: Customer) -> None:
             aggregate.access_log.append(
-                {
-                    "actor": self.actor,
-                    "role": self.role,
-                    "purpose": self.purpose,
-                    "categories": list(self.categories),
-                    "what": self.what,
-                    "at": self.timestamp,
-                    "refused": False,
-                }
+                AccessLogEntry(
+                    actor=self.actor,
+                    role=self.role,
+                    purpose=self.purpose,
+                    categories=list(self.categories),
+                    what=self.what,
+                    at=self.timestamp,
+                    refused=False,
+                )
             )
 
     class AccessRefused(Event):
@@ -252,18 +300,18 @@ class Customer(Aggregate):
         what: Public[str]
         reason: Internal[str]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: Customer) -> None:
             aggregate.access_log.append(
-                {
-                    "actor": self.actor,
-                    "role": self.role,
-                    "purpose": self.purpose,
-                    "categories": [],
-                    "what": self.what,
-                    "at": self.timestamp,
-                    "refused": True,
-                    "reason": self.reason,
-                }
+                AccessLogEntry(
+                    actor=self.actor,
+                    role=self.role,
+                    purpose=self.purpose,
+                    categories=[],
+                    what=self.what,
+                    at=self.timestamp,
+                    refused=True,
+                    reason=self.reason,
+                )
             )
 
     class DataDisclosed(Event):
@@ -274,7 +322,7 @@ class Customer(Aggregate):
         purpose: Public[str]
         reference: Internal[str]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: Customer) -> None:
             aggregate.disclosures.append(
                 Disclosure(
                     disclosure_id=self.disclosure_id,
@@ -298,9 +346,9 @@ class Customer(Aggregate):
         periods: Public[list[str]]
         schedule: Public[dict[str, Any]]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: Customer) -> None:
             gone = set(self.entries)
-            aggregate.activity = [e for e in aggregate.activity if e["entry_id"] not in gone]
+            aggregate.activity = [e for e in aggregate.activity if e.entry_id not in gone]
             marks = aggregate.activity_purged_through
             if self.purpose not in marks or marks[self.purpose] < self.through:
                 marks[self.purpose] = self.through
@@ -314,7 +362,7 @@ class Customer(Aggregate):
         request_id: Internal[UUID]
         request_type: Internal[str]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: Customer) -> None:
             aggregate.requests[self.request_id] = self.request_type
 
     class Erased(Event):
@@ -323,7 +371,7 @@ class Customer(Aggregate):
         request_id: Public[UUID]
         retained_until: Public[datetime]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: Customer) -> None:
             payment = aggregate.data.get(Category.PAYMENT.value)
             aggregate.data = {Category.PAYMENT.value: dict(payment)} if payment else {}
             aggregate.activity = []
@@ -333,7 +381,7 @@ class Customer(Aggregate):
     class RetainedRecordsPurged(Event):
         """Billing records and the processor's token deleted once their retention ended."""
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: Customer) -> None:
             aggregate.data = {}
             aggregate.invoices = {}
             aggregate.purged_at = self.timestamp
@@ -349,9 +397,12 @@ class Customer(Aggregate):
         self.policy_version = policy_version
         self.data: dict[str, dict[str, str]] = {k: dict(v) for k, v in data.items()}
         self.purposes: dict[str, list[str]] = {k: list(v) for k, v in purposes.items()}
-        self.consents: dict[str, dict[str, Any]] = {}
-        self.invoices: dict[str, dict[str, Any]] = {}
-        self.activity: list[dict[str, Any]] = []
+        self.consents: dict[str, Consent] = {}
+        """Per channel, the consent last granted or withdrawn."""
+        self.invoices: dict[UUID, Invoice] = {}
+        """Per invoice id, the invoice recorded (kept until the retained records are purged)."""
+        self.activity: list[ActivityEntry] = []
+        """Activity entries in the order logged (dropped when purged or erased)."""
         self.disclosures: list[Disclosure] = []
         self.erased_at: datetime | None = None
         self.retained_until: datetime | None = None
@@ -363,7 +414,7 @@ class Customer(Aggregate):
         """The customer's data-rights requests (id -> type), received since the streams
         record them; older requests are not listed."""
         # Reads recorded in the former form only; reads are now ``AccessRecord``s.
-        self.access_log: list[dict[str, Any]] = []
+        self.access_log: list[AccessLogEntry] = []
 
     # ------------------------------------------------------------------ commands
 
@@ -470,7 +521,7 @@ class Customer(Aggregate):
             self.correct(category=category, changes=fields, actor=actor, request_id=request_id)
 
     def change_consent(
-        self, *, channel: str, granted: bool, evidence: Mapping[str, Any], actor: str
+        self, *, channel: str, granted: bool, evidence: Mapping[str, object], actor: str
     ) -> None:
         """Grant or withdraw marketing consent on one channel."""
         if granted:
@@ -478,14 +529,14 @@ class Customer(Aggregate):
         else:
             self.withdraw_consent(channel=channel, evidence=evidence, actor=actor)
 
-    def opt_out(self, *, evidence: Mapping[str, Any], actor: str, request_id: UUID) -> None:
+    def opt_out(self, *, evidence: Mapping[str, object], actor: str, request_id: UUID) -> None:
         """Withdraw marketing consent on every channel it is held on (none held: nothing)."""
         for channel in self.consented_channels():
             self.withdraw_consent(
                 channel=channel, evidence=evidence, actor=actor, request_id=request_id
             )
 
-    def grant_consent(self, *, channel: str, evidence: Mapping[str, Any], actor: str) -> None:
+    def grant_consent(self, *, channel: str, evidence: Mapping[str, object], actor: str) -> None:
         """Record explicit marketing consent on one channel, with how it was captured."""
         self._ensure_not_erased()
         refuse_card_numbers(evidence=evidence)
@@ -500,7 +551,7 @@ class Customer(Aggregate):
         self,
         *,
         channel: str,
-        evidence: Mapping[str, Any],
+        evidence: Mapping[str, object],
         actor: str,
         request_id: UUID | None = None,
     ) -> None:
@@ -768,8 +819,8 @@ class Customer(Aggregate):
         due = [
             entry
             for entry in self.activity
-            if entry["reason"] == activity_reason.value
-            and activity_period(entry["occurred_at"]).end <= through
+            if entry.reason == activity_reason.value
+            and activity_period(entry.occurred_at).end <= through
         ]
         mark = self.activity_purged_through.get(activity_reason.value)
         if not due and mark is not None and through <= mark:
@@ -779,11 +830,11 @@ class Customer(Aggregate):
             actor=actor,
             purpose=activity_reason.value,
             through=through,
-            entries=[entry["entry_id"] for entry in due],
-            periods=sorted({activity_period(entry["occurred_at"]).label for entry in due}),
+            entries=[entry.entry_id for entry in due],
+            periods=sorted({activity_period(entry.occurred_at).label for entry in due}),
             schedule=schedule.activity_rule(activity_reason).describe(),
         )
-        return [entry["entry_id"] for entry in due]
+        return [entry.entry_id for entry in due]
 
     def _ensure_not_erased(self) -> None:
         if self.erased_at is not None:
@@ -805,7 +856,7 @@ class Customer(Aggregate):
 
     def has_consent(self, channel: Channel | str) -> bool:
         state = self.consents.get(str(Channel(channel).value))
-        return bool(state and state["granted"])
+        return state is not None and state.granted
 
     def consented_channels(self) -> list[str]:
         return [c.value for c in Channel if self.has_consent(c)]
@@ -820,20 +871,20 @@ class Customer(Aggregate):
     def holds_name(self, category: str) -> bool:
         return self.holds(Category(category))
 
-    def recipients(self, categories: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    def recipients(self, categories: Iterable[str] | None = None) -> list[Recipient]:
         """The partners that received the customer's data (only ``categories`` when given),
         each with the categories it received, sorted: whom a correction or erasure is told."""
         wanted = None if categories is None else set(categories)
-        received: dict[str, set[str]] = {}
+        received: dict[UUID, set[str]] = {}
         for disclosure in self.disclosures:
             shared = set(disclosure.categories)
             if wanted is not None:
                 shared &= wanted
             if shared:
-                received.setdefault(str(disclosure.partner_id), set()).update(shared)
+                received.setdefault(disclosure.partner_id, set()).update(shared)
         return [
-            {"partner_id": partner, "categories": sorted(cats)}
-            for partner, cats in sorted(received.items())
+            Recipient(partner_id=partner, categories=tuple(sorted(cats)))
+            for partner, cats in sorted(received.items(), key=lambda item: str(item[0]))
         ]
 
     def purposes_of(self, category: Category | str) -> list[str]:

@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
+from typing import Concatenate, ParamSpec, Protocol, TypeVar, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
@@ -399,7 +399,7 @@ class RightsLedger(Application[UUID]):
         *,
         channel: str,
         granted: bool,
-        evidence: Mapping[str, Any],
+        evidence: Mapping[str, object],
         actor: str,
     ) -> Outcome:
         return self._command(
@@ -700,13 +700,16 @@ class RightsLedger(Application[UUID]):
     def get_request(self, request_id: UUID) -> DataRightsRequest:
         return self._read(DataRightsRequest, request_id)
 
-    def request_with_history(self, request_id: UUID) -> tuple[DataRightsRequest, list[Any]]:
+    def request_with_history(
+        self, request_id: UUID
+    ) -> tuple[DataRightsRequest, list[Aggregate.Event]]:
         """The request and every one of its events, in order, from one read of its stream."""
-        events = list(self.events.get(request_id))
-        request: Any = None
-        for event in events:
-            assert isinstance(event, Aggregate.Event | Aggregate.Created)
+        events: list[Aggregate.Event] = []
+        request: Aggregate | None = None
+        for event in self.events.get(request_id):
+            assert isinstance(event, Aggregate.Event)
             request = event.mutate(request)
+            events.append(event)
         if not isinstance(request, DataRightsRequest):
             raise NotFoundError(f"no request with id {request_id}", field="id")
         return request, events
@@ -824,18 +827,24 @@ class RightsLedger(Application[UUID]):
 
     # ------------------------------------------------------------------ auditor replay
 
-    def log_page(self, after: int, limit: int) -> list[tuple[int, Any]]:
-        """Events of the whole log after ``after``, in order, with their positions."""
+    def log_page(self, after: int, limit: int) -> list[tuple[int, Aggregate.Event]]:
+        """Events of the whole log after ``after``, in order, with their positions (every
+        event this application stores is an aggregate's)."""
         notifications = self.recorder.select_notifications(
             start=after, limit=limit, inclusive_of_start=False
         )
-        return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
+        page: list[tuple[int, Aggregate.Event]] = []
+        for notification in notifications:
+            event = self.mapper.to_domain_event(notification)
+            assert isinstance(event, Aggregate.Event)
+            page.append((notification.id, event))
+        return page
 
-    def replay(self, aggregate_id: UUID, as_of: datetime) -> Any | None:
+    def replay(self, aggregate_id: UUID, as_of: datetime) -> Aggregate | None:
         """An aggregate as it stood at ``as_of``, rebuilt from its stored events only."""
-        aggregate = None
+        aggregate: Aggregate | None = None
         for event in self.events.get(aggregate_id):
-            assert isinstance(event, Aggregate.Event | Aggregate.Created)
+            assert isinstance(event, Aggregate.Event)
             if event.timestamp > as_of:
                 break
             aggregate = event.mutate(aggregate)

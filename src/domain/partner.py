@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
@@ -12,6 +13,16 @@ from rightsledger.domain.cards import refuse_card_numbers
 from rightsledger.domain.errors import InvalidPartnerError
 from rightsledger.domain.personal import Internal, Public
 from rightsledger.domain.values import PartnerKind
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A partner that received a customer's data, with the categories it received: whom a
+    correction or erasure is told of (``Customer.recipients``), and whom a request told
+    (``DataRightsRequest.notified``)."""
+
+    partner_id: UUID
+    categories: tuple[str, ...]
 
 
 class Partner(Aggregate):
@@ -35,7 +46,7 @@ class Partner(Aggregate):
         confidentiality_agreement: Internal[str]
         contract_valid_until: Public[str]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: Partner) -> None:
             aggregate.contract_reference = self.contract_reference
             aggregate.confidentiality_agreement = self.confidentiality_agreement
             aggregate.contract_valid_until = self.contract_valid_until

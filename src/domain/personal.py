@@ -82,7 +82,7 @@ class Personal:
         if self.items is not None:
             object.__setattr__(self, "items", MappingProxyType(dict(self.items)))
 
-    def key_of(self, event: Any) -> Key:
+    def key_of(self, event: object) -> Key:
         """The key this event's value is sealed with."""
         return self.key if isinstance(self.key, Key) else self.key(event)
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 from uuid import UUID
+
+from eventsourcing.domain import Aggregate, DomainEventProtocol
 
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.errors import StateError
 from rightsledger.domain.requests import DataRightsRequest
+from rightsledger.domain.retention import RuleStatement
 from rightsledger.domain.values import CATEGORY_FIELDS, Category, RequestStatus, RequestType
 
 BILLING_GROUND = (
@@ -168,21 +170,32 @@ class Receipt:
     opt_out: OptedOut | None = None
     deletion: Deleted | None = None
     notes: list[str] = field(default_factory=list)
-    retention: list[dict[str, Any]] = field(default_factory=list)
+    retention: list[RuleStatement] = field(default_factory=list)
     """The retention schedule in force when the receipt was built: each category's rules
     (category, purpose, period, counted from, basis)."""
 
 
-def _replay(events: Iterable[Any]) -> tuple[Any, list[Any]]:
-    aggregate = None
-    seen = []
+Events = Iterable[DomainEventProtocol[UUID]]
+"""A stream's events, as the event store returns them."""
+
+
+def _listed(events: Events) -> list[Aggregate.Event]:
+    listed: list[Aggregate.Event] = []
     for event in events:
+        assert isinstance(event, Aggregate.Event)
+        listed.append(event)
+    return listed
+
+
+def _replay(events: Events) -> tuple[Aggregate | None, list[Aggregate.Event]]:
+    seen = _listed(events)
+    aggregate: Aggregate | None = None
+    for event in seen:
         aggregate = event.mutate(aggregate)
-        seen.append(event)
     return aggregate, seen
 
 
-def _told(events: list[Any], names: Mapping[UUID, str | None]) -> list[PartnerTold]:
+def _told(events: list[Aggregate.Event], names: Mapping[UUID, str | None]) -> list[PartnerTold]:
     acknowledged = {
         event.partner_id: event.timestamp
         for event in events
@@ -207,12 +220,12 @@ def _told(events: list[Any], names: Mapping[UUID, str | None]) -> list[PartnerTo
 
 
 def build_receipt(
-    request_events: Iterable[Any],
-    customer_events: Iterable[Any],
+    request_events: Events,
+    customer_events: Events,
     *,
     partner_names: Mapping[UUID, str | None] | None = None,
     schedules: Mapping[str, Retention] | None = None,
-    retention: Iterable[Mapping[str, Any]] = (),
+    retention: Iterable[RuleStatement] = (),
 ) -> Receipt:
     """The receipt of a fulfilled request, from its events and its customer's (in stream
     order). ``partner_names`` names the partners told; ``schedules`` are categories an
@@ -228,17 +241,20 @@ def build_receipt(
             f"the request is {request.status.value}; a receipt is issued once it is fulfilled",
             field="status",
         )
-    c_events = list(customer_events)
+    c_events = _listed(customer_events)
     names = partner_names or {}
     fulfilled = next(e for e in r_events if isinstance(e, DataRightsRequest.Fulfilled))
     customer_version = c_events[-1].originator_version if c_events else 0
     erasure = next((e for e in c_events if isinstance(e, Customer.Erased)), None)
-    receipt: dict[str, Any] = {}
+    access: Exported | None = None
+    correction: Corrected | None = None
+    opt_out: OptedOut | None = None
+    deletion: Deleted | None = None
     notes: list[str] = []
     kind = request.request_type
     if kind is RequestType.ACCESS:
         prepared = next(e for e in r_events if isinstance(e, DataRightsRequest.ExportPrepared))
-        receipt["access"] = Exported(
+        access = Exported(
             categories=list(prepared.categories),
             items=prepared.items,
             digest=prepared.digest,
@@ -251,7 +267,7 @@ def build_receipt(
             for e in c_events
             if isinstance(e, Customer.DetailsCorrected) and e.request_id == request.id
         ]
-        receipt["correction"] = Corrected(changes=changes, partners_told=_told(r_events, names))
+        correction = Corrected(changes=changes, partners_told=_told(r_events, names))
     elif kind is RequestType.OPT_OUT:
         withdrawn = [
             Withdrawn(channel=e.channel, withdrawn_at=e.timestamp)
@@ -260,9 +276,9 @@ def build_receipt(
         ]
         if not withdrawn:
             notes.append("marketing consent was held on no channel: there was nothing to withdraw")
-        receipt["opt_out"] = OptedOut(withdrawn=withdrawn)
+        opt_out = OptedOut(withdrawn=withdrawn)
     else:
-        receipt["deletion"] = _deletion(request, r_events, c_events, names, schedules or {})
+        deletion = _deletion(request, r_events, c_events, names, schedules or {})
         notes.append(ERASED_WITH_REQUESTS)
     return Receipt(
         request_id=request.id,
@@ -279,21 +295,24 @@ def build_receipt(
         request_version=request.version,
         customer_version=customer_version,
         notes=notes,
-        retention=[dict(rule) for rule in retention],
-        **receipt,
+        retention=[rule.copy() for rule in retention],
+        access=access,
+        correction=correction,
+        opt_out=opt_out,
+        deletion=deletion,
     )
 
 
 def _deletion(
     request: DataRightsRequest,
-    r_events: list[Any],
-    c_events: list[Any],
+    r_events: list[Aggregate.Event],
+    c_events: list[Aggregate.Event],
     names: Mapping[UUID, str | None],
     schedules: Mapping[str, Retention],
 ) -> Deleted:
     """Each category and field the customer held when erased: erased, or kept (with its
     ground and until when, and when it was purged)."""
-    before: list[Any] = []
+    before: list[Aggregate.Event] = []
     erasure: Customer.Erased | None = None
     purged_at: datetime | None = None
     for event in c_events:

@@ -6,7 +6,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -30,7 +29,7 @@ class ReplaySummary:
     consents_by_channel: Counter[str] = field(default_factory=Counter)
     disclosures_by_basis: Counter[str] = field(default_factory=Counter)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {
             "until": self.until.isoformat(),
             "events": self.events,
@@ -52,7 +51,7 @@ def replay_log(
 ) -> ReplaySummary:
     """Fold every event recorded up to ``until`` into aggregates and summarise them."""
     head = ledger.recorder.max_notification_id() or 0
-    aggregates: dict[UUID, Any] = {}
+    aggregates: dict[UUID, Aggregate] = {}
     summary = ReplaySummary(until=until)
     after = 0
     while after < head:
@@ -61,11 +60,11 @@ def replay_log(
             break
         for position, event in batch:
             after = position
-            if not isinstance(event, Aggregate.Event | Aggregate.Created):
-                continue
             if event.timestamp > until:
                 continue
-            aggregates[event.originator_id] = event.mutate(aggregates.get(event.originator_id))
+            aggregate = event.mutate(aggregates.get(event.originator_id))
+            assert aggregate is not None  # no event of this application discards its aggregate
+            aggregates[event.originator_id] = aggregate
             summary.events += 1
             summary.last_position = position
         if progress is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -23,6 +23,7 @@ from rightsledger.domain.errors import (
     StateError,
     UnknownJurisdictionError,
 )
+from rightsledger.domain.partner import Recipient
 from rightsledger.domain.personal import Internal, Key, Personal, Public, Published
 from rightsledger.domain.values import (
     CATEGORY_FIELDS,
@@ -128,6 +129,15 @@ class ChaseState:
 _CLOCK = dict(CHASE_STEPS)
 
 
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """How the requester's identity was verified, as ``IdentityVerified`` recorded it
+    (``reference`` reads ``"[erased]"`` once the request's key is destroyed)."""
+
+    method: str
+    reference: str
+
+
 class DataRightsRequest(Aggregate):
     """A customer's written request to exercise a right of section 1.4 of the policy."""
 
@@ -154,16 +164,16 @@ class DataRightsRequest(Aggregate):
         method: Public[str]
         reference: Annotated[str, Personal(Key.REQUEST)]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: DataRightsRequest) -> None:
             aggregate.status = RequestStatus.IN_PROGRESS
             aggregate.verified_at = self.timestamp
-            aggregate.verification = {"method": self.method, "reference": self.reference}
+            aggregate.verification = Verification(method=self.method, reference=self.reference)
 
     class DeadlineExtended(Event):
         reason: Annotated[str, Personal(Key.REQUEST)]
         due_at: Public[datetime]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: DataRightsRequest) -> None:
             aggregate.extension_reason = self.reason
             aggregate.extended_at = self.timestamp
             aggregate.due_at = self.due_at
@@ -171,7 +181,7 @@ class DataRightsRequest(Aggregate):
     class Denied(Event):
         reason: Annotated[str, Personal(Key.REQUEST)]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: DataRightsRequest) -> None:
             aggregate.status = RequestStatus.DENIED
             aggregate.reason = self.reason
             aggregate.closed_at = self.timestamp
@@ -179,7 +189,7 @@ class DataRightsRequest(Aggregate):
     class Revoked(Event):
         reason: Annotated[str | None, Personal(Key.REQUEST)]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: DataRightsRequest) -> None:
             aggregate.status = RequestStatus.REVOKED
             aggregate.reason = self.reason
             aggregate.closed_at = self.timestamp
@@ -187,7 +197,7 @@ class DataRightsRequest(Aggregate):
     class Fulfilled(Event):
         summary: Internal[str]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: DataRightsRequest) -> None:
             aggregate.status = RequestStatus.FULFILLED
             aggregate.reason = self.summary
             aggregate.closed_at = self.timestamp
@@ -199,7 +209,7 @@ class DataRightsRequest(Aggregate):
         categories: Public[list[str]]
         items: Public[int]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: DataRightsRequest) -> None:
             aggregate.export_digest = self.digest
 
     class PartnersNotified(Event):
@@ -208,15 +218,18 @@ class DataRightsRequest(Aggregate):
         notifications: Public[list[dict[str, Any]]]
         awaiting_acknowledgement: Public[bool]
 
-        def apply(self, aggregate: Any) -> None:
-            aggregate.notified = [dict(n) for n in self.notifications]
+        def apply(self, aggregate: DataRightsRequest) -> None:
+            aggregate.notified = [
+                Recipient(partner_id=UUID(str(n["partner_id"])), categories=tuple(n["categories"]))
+                for n in self.notifications
+            ]
             if self.awaiting_acknowledgement:
-                aggregate.awaiting = {UUID(str(n["partner_id"])) for n in self.notifications}
+                aggregate.awaiting = {n.partner_id for n in aggregate.notified}
 
     class PartnerAcknowledged(Event):
         partner_id: Public[UUID]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: DataRightsRequest) -> None:
             aggregate.awaiting.discard(self.partner_id)
             aggregate.acknowledged.add(self.partner_id)
 
@@ -225,7 +238,7 @@ class DataRightsRequest(Aggregate):
 
         action: Public[str]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: DataRightsRequest) -> None:
             aggregate.work_done = self.action
 
     class ErasureCarriedOut(Event):
@@ -234,25 +247,25 @@ class DataRightsRequest(Aggregate):
 
         id_on_topic: ClassVar[str | None] = None
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: DataRightsRequest) -> None:
             aggregate.erasure_carried_out = True
 
     class DeadlineApproaching(Event):
         due_at: Public[datetime]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: DataRightsRequest) -> None:
             aggregate.reminded = True
 
     class Overdue(Event):
         due_at: Public[datetime]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: DataRightsRequest) -> None:
             aggregate.overdue_recorded = True
 
     class Escalated(Event):
         reason: Internal[str]
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: DataRightsRequest) -> None:
             aggregate.escalated = True
 
     class Expired(Event):
@@ -268,7 +281,7 @@ class DataRightsRequest(Aggregate):
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["unacknowledged"] = []
 
-        def apply(self, aggregate: Any) -> None:
+        def apply(self, aggregate: DataRightsRequest) -> None:
             aggregate.status = RequestStatus.EXPIRED
             aggregate.reason = self.reason
             aggregate.closed_at = self.timestamp
@@ -301,13 +314,15 @@ class DataRightsRequest(Aggregate):
         self.corrections = corrections
         self.status = RequestStatus.OPEN
         self.verified_at: datetime | None = None
-        self.verification: dict[str, str] | None = None
+        self.verification: Verification | None = None
         self.extension_reason: str | None = None
         self.extended_at: datetime | None = None
         self.reason: str | None = None
         self.closed_at: datetime | None = None
         self.export_digest: str | None = None
-        self.notified: list[dict[str, Any]] = []
+        self.notified: list[Recipient] = []
+        """The partners a correction or deletion was told of, with the categories each had
+        received (as ``PartnersNotified`` recorded them)."""
         self.awaiting: set[UUID] = set()
         self.acknowledged: set[UUID] = set()
         self.work_done: str | None = None
@@ -548,7 +563,7 @@ class DataRightsRequest(Aggregate):
         )
 
     def notify_partners(
-        self, *, notifications: list[dict[str, Any]], await_acknowledgement: bool, actor: str
+        self, *, notifications: Iterable[Recipient], await_acknowledgement: bool, actor: str
     ) -> None:
         """Record the partners told of a correction or deletion (the relay delivers it)."""
         self._ensure_in_progress()
@@ -557,7 +572,7 @@ class DataRightsRequest(Aggregate):
         if self.notified:
             raise IllegalTransitionError("the partners were already notified")
         clean = [
-            {"partner_id": str(n["partner_id"]), "categories": sorted(n["categories"])}
+            {"partner_id": str(n.partner_id), "categories": sorted(n.categories)}
             for n in notifications
         ]
         self.trigger_event(

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import Final, TypedDict
 
 from rightsledger.domain.values import ActivityReason, Category, Purpose
 
@@ -105,6 +105,20 @@ def periods_due(keep: Span, now: datetime) -> datetime:
     return boundary
 
 
+class RuleStatement(TypedDict):
+    """A retention rule as the access export, the erasure receipt and ``ActivityPurged``
+    state it."""
+
+    category: str
+    purpose: str
+    period: dict[str, int] | None
+    """``months`` and ``days``; None when the category is kept while held."""
+    counted_from: str
+    kept: str
+    """The period in words."""
+    basis: str
+
+
 @dataclass(frozen=True)
 class RetentionRule:
     """How long one category is kept for one purpose, from when, and why."""
@@ -118,7 +132,7 @@ class RetentionRule:
     basis: str
     """Why this long: the legal ground or the need the span answers."""
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RuleStatement:
         """The rule as the access export and the erasure receipt state it."""
         if self.keep is None:
             period = "while the customer is a customer; erased on a deletion request"
@@ -126,14 +140,14 @@ class RetentionRule:
             period = f"{self.keep.describe()} after the end of the month the entry occurred in"
         else:
             period = f"{self.keep.describe()} after erasure"
-        return {
-            "category": self.category.value,
-            "purpose": self.purpose,
-            "period": self.keep.as_dict() if self.keep is not None else None,
-            "counted_from": self.counted_from.value,
-            "kept": period,
-            "basis": self.basis,
-        }
+        return RuleStatement(
+            category=self.category.value,
+            purpose=self.purpose,
+            period=self.keep.as_dict() if self.keep is not None else None,
+            counted_from=self.counted_from.value,
+            kept=period,
+            basis=self.basis,
+        )
 
 
 @dataclass(frozen=True)
@@ -251,12 +265,12 @@ class RetentionSchedule:
         ]
         return [*held, payment, self.billing, *self.activity]
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self) -> list[RuleStatement]:
         """Each category's schedule (category, purpose, period, counted from, basis), for the
         access export and the erasure receipt to state."""
         return [rule.describe() for rule in self.rules()]
 
-    def describe_category(self, category: Category | str) -> list[dict[str, Any]]:
+    def describe_category(self, category: Category | str) -> list[RuleStatement]:
         """The rules of one category (e.g. what a receipt says was kept, and until when)."""
         wanted = Category(category)
         return [rule.describe() for rule in self.rules() if rule.category is wanted]

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from rightsledger.domain.access import AccessRecord
-from rightsledger.domain.customer import Customer
+from rightsledger.domain.customer import (
+    AccessLogEntry,
+    ActivityEntry,
+    Consent,
+    Customer,
+    Disclosure,
+    Invoice,
+)
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.naming import stored_names
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
+from rightsledger.domain.retention import RuleStatement
 from rightsledger.projections.audit import AuditTrailView
 from rightsledger.projections.base import jsonable
 
@@ -41,17 +48,17 @@ def read_entry(
     what: str,
     at: datetime,
     reason: str | None,
-) -> dict[str, Any]:
+) -> AccessLogEntry:
     """One line of the access log, in the shape ``Customer.access_log`` has always had."""
-    entry: dict[str, Any] = {
-        "actor": actor,
-        "role": role,
-        "purpose": purpose,
-        "categories": list(categories),
-        "what": what,
-        "at": at.astimezone(UTC),
-        "refused": reason is not None,
-    }
+    entry = AccessLogEntry(
+        actor=actor,
+        role=role,
+        purpose=purpose,
+        categories=list(categories),
+        what=what,
+        at=at.astimezone(UTC),
+        refused=reason is not None,
+    )
     if reason is not None:
         entry["reason"] = reason
     return entry
@@ -59,7 +66,7 @@ def read_entry(
 
 def recorded_reads(
     trail: AuditTrailView, ledger: RightsLedger, customer_id: UUID, *, page: int = 500
-) -> list[dict[str, Any]]:
+) -> list[AccessLogEntry]:
     """The customer's reads (``AccessRecord``s), answered and refused, in log order: those
     the audit trail view holds, then any recorded since its position, from the log's tail
     (only the reads' topics are read), so the export is complete even when the view lags."""
@@ -104,6 +111,53 @@ def recorded_reads(
     return reads
 
 
+def invoice_line(invoice_id: UUID, invoice: Invoice) -> dict[str, object]:
+    """An invoice as the export lists it (the keys exports have always had, in order)."""
+    return {
+        "invoice_id": invoice_id,
+        "amount": invoice.amount,
+        "currency": invoice.currency,
+        "status": invoice.status,
+        "issued_at": invoice.issued_at,
+    }
+
+
+def activity_line(entry: ActivityEntry) -> dict[str, object]:
+    """An activity entry as the export lists it (``entry_id`` is what a purge redacts by)."""
+    return {
+        "entry_id": entry.entry_id,
+        "kind": entry.kind,
+        "reason": entry.reason,
+        "detail": entry.detail,
+        "occurred_at": entry.occurred_at,
+    }
+
+
+def consent_line(channel: str, consent: Consent) -> dict[str, object]:
+    """A channel's marketing consent as the export lists it."""
+    return {
+        "channel": channel,
+        "granted": consent.granted,
+        "evidence": dict(consent.evidence),
+        "changed_at": consent.changed_at,
+    }
+
+
+def disclosure_line(disclosure: Disclosure, partner: Partner | None) -> dict[str, object]:
+    """A share as the export lists it, with the partner's name and kind when known."""
+    return {
+        "disclosure_id": disclosure.disclosure_id,
+        "partner_id": disclosure.partner_id,
+        "basis": disclosure.basis,
+        "categories": list(disclosure.categories),
+        "purpose": disclosure.purpose,
+        "reference": disclosure.reference,
+        "disclosed_at": disclosure.disclosed_at,
+        "partner_name": partner.name if partner else None,
+        "partner_kind": partner.kind.value if partner else None,
+    }
+
+
 def assemble(
     request: DataRightsRequest,
     customer: Customer,
@@ -111,14 +165,14 @@ def assemble(
     *,
     retention: str,
     generated_at: datetime,
-    reads: Iterable[Mapping[str, Any]] = (),
-    schedule: Iterable[Mapping[str, Any]] = (),
+    reads: Iterable[AccessLogEntry] = (),
+    schedule: Iterable[RuleStatement] = (),
 ) -> dict[str, Any]:
     """The machine-readable export for an access request. ``reads`` are the customer's
     recorded reads (``recorded_reads``); the access log lists those recorded in the former
     form, on the customer's own stream, first. ``schedule`` is the retention schedule's
     rules (``RetentionSchedule.describe()``): each category states its own."""
-    rules = [dict(rule) for rule in schedule]
+    rules = [rule.copy() for rule in schedule]
     categories: dict[str, Any] = {}
     for category in customer.purposes:
         if not customer.holds_name(category):
@@ -131,22 +185,19 @@ def assemble(
             entry["fields"] = dict(customer.data[category])
         if category == "billing":
             entry["invoices"] = [
-                {"invoice_id": k, **v} for k, v in sorted(customer.invoices.items())
+                invoice_line(invoice_id, invoice)
+                for invoice_id, invoice in sorted(
+                    customer.invoices.items(), key=lambda item: str(item[0])
+                )
             ]
         if category == "activity":
-            entry["entries"] = list(customer.activity)
+            entry["entries"] = [activity_line(e) for e in customer.activity]
         entry["retention"] = [rule for rule in rules if rule["category"] == category]
         categories[category] = entry
-    disclosures = []
-    for disclosure in customer.disclosures:
-        partner = partners.get(str(disclosure.partner_id))
-        disclosures.append(
-            {
-                **dataclasses.asdict(disclosure),
-                "partner_name": partner.name if partner else None,
-                "partner_kind": partner.kind.value if partner else None,
-            }
-        )
+    disclosures = [
+        disclosure_line(disclosure, partners.get(str(disclosure.partner_id)))
+        for disclosure in customer.disclosures
+    ]
     document = {
         "request_id": request.id,
         "customer_id": customer.id,
@@ -154,10 +205,10 @@ def assemble(
         "privacy_policy_version": customer.policy_version,
         "categories": categories,
         "marketing_consents": [
-            {"channel": channel, **state} for channel, state in sorted(customer.consents.items())
+            consent_line(channel, consent) for channel, consent in sorted(customer.consents.items())
         ],
         "disclosures": disclosures,
-        "access_log": [*customer.access_log, *(dict(read) for read in reads)],
+        "access_log": [*customer.access_log, *reads],
         "retention": retention,
         "retention_schedule": rules,
     }

@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import InfrastructureFactory, Tracking
@@ -124,7 +123,7 @@ class RequestWorker:
 
     # ---------------------------------------------------------------- reacting
 
-    def handle(self, event: Any) -> None:
+    def handle(self, event: object) -> None:
         """Do what an event calls for; anything already done is left alone."""
         if isinstance(event, DataRightsRequest.IdentityVerified):
             self._fulfil(event.originator_id)
@@ -294,7 +293,7 @@ class RequestWorker:
                     # keys (a crash in between leaves both for the next sweep to finish)
                     held = self.ledger.get_customer(customer_id).activity
                     self.exports.redact_activity(
-                        customer_id, kept={str(e["entry_id"]) for e in held}, placeholder=ERASED
+                        customer_id, kept={str(e.entry_id) for e in held}, placeholder=ERASED
                     )
                     self.vault.destroy_periods(
                         customer_id, category=category, purpose=reason.value, ended_by=through

@@ -210,7 +210,7 @@ def test_a_commit_whose_acknowledgement_is_lost_is_not_applied_twice(
     assert outcome.position == max(lost)
     assert count_events(container) == before + 1
     invoices = container.ledger.get_customer(customer).invoices
-    assert list(invoices) == [str(outcome.id)]
+    assert list(invoices) == [outcome.id]
 
 
 def test_a_tagged_command_retried_after_its_commit_is_answered_as_the_first(

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from rightsledger.api.routers.audit import state_out
 from rightsledger.bootstrap import Container
+from rightsledger.domain.customer import Customer
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.storage import chain
 from rightsledger.storage.sealing import ERASED
@@ -157,6 +158,7 @@ def test_after_erasure_no_personal_value_remains_anywhere(
     events = [event for _, event in ledger.log_page(0, head)]
     assert len(events) == head
     registered = next(e for e in events if e.originator_id == erased and e.originator_version == 1)
+    assert isinstance(registered, Customer.Registered)
     assert registered.data["identity_contact"] == dict.fromkeys(
         ["email", "name", "phone", "postal_address"], ERASED
     )
@@ -164,7 +166,7 @@ def test_after_erasure_no_personal_value_remains_anywhere(
     then = ledger.customer_as_of(erased, before_deletion)
     assert then is not None
     assert then.data["identity_contact"]["name"] == ERASED
-    assert then.activity[0]["detail"] == ERASED
+    assert then.activity[0].detail == ERASED
     now = ledger.get_customer(erased)
     assert now.erased_at is not None
     assert now.invoices  # billing records retained until their retention date

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from rightsledger.bootstrap import Container
+from rightsledger.domain.operations import FollowerSkip
 from rightsledger.projections.base import Positioned
 from rightsledger.projections.customers import CustomerProfileView
 from rightsledger.projections.worker import ProjectionWorker
@@ -153,7 +154,7 @@ def test_resume_after_the_fix_goes_on_and_skip_is_recorded(
     skips = [
         event
         for _, event in container.ledger.log_page(0, 1000)
-        if type(event).__qualname__ == "FollowerSkip.Recorded"
+        if isinstance(event, FollowerSkip.Recorded)
     ]
     assert [(e.follower, e.position) for e in skips] == [("projections", worse_position)]
 

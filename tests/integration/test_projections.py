@@ -317,7 +317,7 @@ def test_as_of_answers_match_what_was_seen_at_the_time(container: Container) -> 
     for step in range(3):
         moment = datetime.now(UTC)
         seen = ledger.get_customer(customer)
-        observed.append((moment, jsonable(seen.data), jsonable(seen.consents), seen.version))
+        observed.append((moment, jsonable(seen.data), dict(seen.consents), seen.version))
         if step == 1:
             ledger.correct_customer(customer, {"identity_contact": {"email": "b@x.org"}}, actor="s")
         else:
@@ -326,7 +326,7 @@ def test_as_of_answers_match_what_was_seen_at_the_time(container: Container) -> 
         replayed = ledger.customer_as_of(customer, moment)
         assert replayed is not None
         assert jsonable(replayed.data) == data
-        assert jsonable(replayed.consents) == consents
+        assert replayed.consents == consents
         assert replayed.version == version
     before = datetime(2000, 1, 1, tzinfo=UTC)
     assert ledger.customer_as_of(customer, before) is None

@@ -139,7 +139,7 @@ def test_a_schedule_passing_purges_exactly_the_activity_past_it(container: Conta
     fresh = make_ledger(container.env, container.vault, container.settings)
     try:
         loaded = fresh.get_customer(ada)
-        assert [e["entry_id"] for e in loaded.activity] == [march, security]
+        assert [e.entry_id for e in loaded.activity] == [march, security]
         assert loaded.data["identity_contact"]["name"] == "Ada"
         details = {
             e.entry_id: e.detail
@@ -241,7 +241,7 @@ def test_activity_sealed_with_the_customer_key_keeps_loading(
     assert ada in keys  # the customer's key, and February's period key
     assert len(keys) == 2
     ledger.clear_cache()
-    assert [e["detail"] for e in ledger.get_customer(ada).activity] == ["ada legacy", "ada period"]
+    assert [e.detail for e in ledger.get_customer(ada).activity] == ["ada legacy", "ada period"]
 
     assert worker_at(container, T).sweep() == {"activity_purged": 2}
     (event,) = purged_events(ledger)
@@ -292,6 +292,6 @@ def test_upgrading_registers_the_periods_already_logged(
         assert event.originator_id == ada
         assert january in event.entries
         container.ledger.clear_cache()
-        assert [e["detail"] for e in container.ledger.get_customer(ada).activity] == ["ada old sec"]
+        assert [e.detail for e in container.ledger.get_customer(ada).activity] == ["ada old sec"]
     finally:
         container.close()

@@ -259,7 +259,7 @@ def test_a_deletion_crashed_at_any_step_is_completed_by_the_next_worker(
     request = fresh.ledger.get_request(case.deletion)
     assert request.status.value == "in_progress"
     assert request.awaiting == {case.partner}
-    assert [n["partner_id"] for n in request.notified] == [str(case.partner)]
+    assert [n.partner_id for n in request.notified] == [case.partner]
 
 
 def test_a_revoke_racing_the_worker_ends_with_the_erasure_complete_or_not_started(

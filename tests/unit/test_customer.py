@@ -150,7 +150,7 @@ def test_invoices_and_activity_are_recorded() -> None:
         amount="49.90", currency="EUR", status="issued", issued_at=NOW, actor="billing:b"
     )
     (invoice,) = customer.invoices.values()
-    assert invoice["amount"] == Decimal("49.90")
+    assert invoice.amount == Decimal("49.90")
     with pytest.raises(InvalidCommandError):
         customer.record_invoice(
             amount="-1", currency="EUR", status="issued", issued_at=NOW, actor="b"
@@ -166,7 +166,7 @@ def test_invoices_and_activity_are_recorded() -> None:
         occurred_at=NOW,
         actor="s",
     )
-    assert customer.activity[0]["reason"] == "security"
+    assert customer.activity[0].reason == "security"
     with pytest.raises(InvalidCommandError):
         customer.log_activity(
             kind="network", reason="curiosity", detail="x", occurred_at=NOW, actor="s"

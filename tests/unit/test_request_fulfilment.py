@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.deadlines import DeadlineRule, Period
 from rightsledger.domain.errors import IllegalTransitionError
-from rightsledger.domain.partner import Partner
+from rightsledger.domain.partner import Partner, Recipient
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.values import RequestStatus
 
@@ -98,11 +98,11 @@ def test_recipients_are_the_partners_that_received_data_with_the_categories_rece
     share(customer, first, "identity_contact")
     share(customer, second, "identity_contact")
     assert customer.recipients() == [
-        {"partner_id": str(first.id), "categories": ["identity_contact", "payment_method"]},
-        {"partner_id": str(second.id), "categories": ["identity_contact"]},
+        Recipient(partner_id=first.id, categories=("identity_contact", "payment_method")),
+        Recipient(partner_id=second.id, categories=("identity_contact",)),
     ]
     assert customer.recipients(["payment_method"]) == [
-        {"partner_id": str(first.id), "categories": ["payment_method"]}
+        Recipient(partner_id=first.id, categories=("payment_method",))
     ]
     assert customer.recipients(["account"]) == []
     assert new_customer().recipients() == []
@@ -116,7 +116,7 @@ def deletion_notified(partners: list[UUID]) -> DataRightsRequest:
     request = verified(new_customer(), "deletion")
     request.record_work(action="personal data erased", actor="worker")
     request.notify_partners(
-        notifications=[{"partner_id": p, "categories": ["identity_contact"]} for p in partners],
+        notifications=[Recipient(partner_id=p, categories=("identity_contact",)) for p in partners],
         await_acknowledgement=True,
         actor="worker",
     )
@@ -213,7 +213,7 @@ def test_a_correction_corrects_the_customer_notifies_its_recipients_and_is_fulfi
     request.fulfil_correction(customer, actor="worker")
     assert names(customer) == ["DetailsCorrected"]
     assert customer.data["identity_contact"]["email"] == "ada@new.example"
-    assert request.notified == [{"partner_id": str(acme.id), "categories": ["identity_contact"]}]
+    assert request.notified == [Recipient(partner_id=acme.id, categories=("identity_contact",))]
     assert request.awaiting == set()
     assert status(request) is RequestStatus.FULFILLED
     assert names(request) == ["WorkDone", "PartnersNotified", "Fulfilled"]

@@ -29,6 +29,7 @@ from rightsledger.domain.errors import (
     RequestClosedError,
     UnknownJurisdictionError,
 )
+from rightsledger.domain.partner import Recipient
 from rightsledger.domain.requests import Attention, DataRightsRequest
 from rightsledger.domain.values import FINAL_STATUSES, RequestStatus
 
@@ -115,7 +116,7 @@ def deletion_awaiting(*partners: UUID) -> DataRightsRequest:
     request.verify_identity(method="id_document", reference="doc-1", actor="po")
     request.record_work(action="personal data erased", actor="worker")
     request.notify_partners(
-        notifications=[{"partner_id": p, "categories": ["identity_contact"]} for p in partners],
+        notifications=[Recipient(partner_id=p, categories=("identity_contact",)) for p in partners],
         await_acknowledgement=True,
         actor="worker",
     )
@@ -156,7 +157,7 @@ def test_an_extension_moves_the_expiry_of_a_deletion_awaiting_partners() -> None
     request.verify_identity(method="id_document", reference="doc-1", actor="po")
     request.record_work(action="personal data erased", actor="worker")
     request.notify_partners(
-        notifications=[{"partner_id": uuid4(), "categories": ["billing"]}],
+        notifications=[Recipient(partner_id=uuid4(), categories=("billing",))],
         await_acknowledgement=True,
         actor="worker",
     )

@@ -130,7 +130,7 @@ def test_a_purge_takes_exactly_the_entries_past_their_schedule(
         if isinstance(event, Customer.ActivityPurged)
         for entry in event.entries
     }
-    assert {e["entry_id"] for e in c.activity} == set(logged) - gone
+    assert {e.entry_id for e in c.activity} == set(logged) - gone
 
 
 def test_the_purge_event_states_the_schedule_applied_and_the_periods() -> None:
@@ -151,7 +151,7 @@ def test_the_purge_event_states_the_schedule_applied_and_the_periods() -> None:
     assert event.periods == ["2025-12", "2026-01"]
     assert event.schedule["period"] == {"months": 0, "days": 90}
     assert event.schedule["basis"] == DEFAULT_SCHEDULE.activity_rule("troubleshooting").basis
-    assert [e["entry_id"] for e in c.activity] == [kept, security]
+    assert [e.entry_id for e in c.activity] == [kept, security]
     assert c.activity_purged_through == {"troubleshooting": datetime(2026, 3, 1, tzinfo=UTC)}
 
 

@@ -44,7 +44,7 @@ PERSONAL_MASK = "[personal]"
 _ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
 
-def payload(event: Any) -> dict[str, Any]:
+def payload(event: object) -> dict[str, Any]:
     """An event's own attributes as JSON values, personal values masked: the log is read to
     check what happened and when; personal data is read per customer, for a purpose."""
     out = {k: jsonable(v) for k, v in vars(event).items() if k not in _ENVELOPE}
@@ -104,13 +104,27 @@ def state_out(customer: Customer) -> s.CustomerState:
             if customer.holds_name(category)
         },
         consents=[
-            s.ConsentOut(channel=channel, **state) for channel, state in customer.consents.items()
+            s.ConsentOut(
+                channel=channel,
+                granted=consent.granted,
+                changed_at=consent.changed_at,
+                evidence=dict(consent.evidence),
+            )
+            for channel, consent in customer.consents.items()
         ],
         invoices=[
-            s.InvoiceOut(invoice_id=UUID(invoice_id), **invoice)
+            s.InvoiceOut(
+                invoice_id=invoice_id,
+                amount=invoice.amount,
+                currency=invoice.currency,
+                status=invoice.status,
+                issued_at=invoice.issued_at,
+            )
             for invoice_id, invoice in customer.invoices.items()
         ],
-        activity=[s.ActivityOut(**entry) for entry in customer.activity],
+        activity=[
+            s.ActivityOut.model_validate(entry, from_attributes=True) for entry in customer.activity
+        ],
         disclosures=[
             s.DisclosureAsOf.model_validate(d, from_attributes=True) for d in customer.disclosures
         ],

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
+from eventsourcing.domain import Aggregate
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from rightsledger.api import letters
@@ -56,7 +58,7 @@ def _seconds(delta: timedelta) -> timedelta:
     return timedelta(seconds=int(delta.total_seconds()))
 
 
-def timeline(events: list[Any]) -> list[s.TimelineEntry]:
+def timeline(events: Sequence[Aggregate.Event]) -> list[s.TimelineEntry]:
     """Each of the request's events: when, who issued it, and what it changed (personal
     values masked; the requester's words are shown beside, for a declared purpose)."""
     entries = []
@@ -76,24 +78,28 @@ def timeline(events: list[Any]) -> list[s.TimelineEntry]:
     return entries
 
 
-def awaited_partners(request: DataRightsRequest, events: list[Any]) -> list[s.AwaitedPartner]:
+def awaited_partners(
+    request: DataRightsRequest, events: Sequence[Aggregate.Event]
+) -> list[s.AwaitedPartner]:
     """Partners notified and still to acknowledge, with what they were told of and when."""
     notified_at = next(
         (e.timestamp for e in events if isinstance(e, DataRightsRequest.PartnersNotified)), None
     )
     return [
         s.AwaitedPartner(
-            partner_id=UUID(str(n["partner_id"])),
-            categories=list(n["categories"]),
+            partner_id=n.partner_id,
+            categories=list(n.categories),
             notified_at=notified_at or request.received_at,
         )
         for n in request.notified
-        if UUID(str(n["partner_id"])) in request.awaiting
+        if n.partner_id in request.awaiting
     ]
 
 
 def request_out(
-    request: DataRightsRequest, events: list[Any] | None = None, now: datetime | None = None
+    request: DataRightsRequest,
+    events: Sequence[Aggregate.Event] | None = None,
+    now: datetime | None = None,
 ) -> s.RequestOut:
     now = now or datetime.now(UTC)
     history = events or []
@@ -396,7 +402,7 @@ def build_receipt(ledger: RightsLedger, request_id: UUID) -> receipts.Receipt:
     request = ledger.get_request(request_id)
     names: dict[UUID, str | None] = {}
     for notice in request.notified:
-        partner_id = UUID(str(notice["partner_id"]))
+        partner_id = notice.partner_id
         try:
             names[partner_id] = ledger.get_partner(partner_id).name
         except NotFoundError:

@@ -83,9 +83,12 @@ class KeyVault(ABC):
         customer_id: UUID | None,
         kind: str,
         scope: KeyScope | None = None,
+        new: bool = False,
     ) -> bytes | None:
         """The key, created when missing (needs ``customer_id``, and ``scope`` for a period
-        key); None once destroyed."""
+        key); None once destroyed. ``new`` says the key is most likely not there yet (the
+        first value of a new customer or request): it is then created first and read only
+        when it was there after all."""
 
     @abstractmethod
     def destroy(self, customer_id: UUID, kind: str) -> int:
@@ -215,6 +218,7 @@ class PostgresKeyVault(KeyVault):
         customer_id: UUID | None,
         kind: str,
         scope: KeyScope | None = None,
+        new: bool = False,
     ) -> bytes | None:
         now = time.monotonic()
         trusted = self._trusted()
@@ -225,7 +229,11 @@ class PostgresKeyVault(KeyVault):
             return cached[0]
         select = sql.SQL("SELECT key, customer_id FROM {} WHERE key_id = %s").format(self._table)
         with self._pool.connection() as conn:
-            row = conn.execute(select, (key_id,)).fetchone()
+            row = (
+                None
+                if new and customer_id is not None
+                else conn.execute(select, (key_id,)).fetchone()
+            )
             if row is None:
                 if customer_id is None:
                     msg = f"no data key {key_id} and no customer to create it for"

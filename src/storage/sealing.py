@@ -169,7 +169,9 @@ class SealingMapper(Mapper[UUID]):
                 key_id, customer_id=customer_id, kind=PERSONAL, scope=scope
             )
         key_id, customer_id = subject(event, kind)
-        return key_id, self.vault.key(key_id, customer_id=customer_id, kind=kind)
+        # a new customer's or request's own key: not there yet, unless a command is retried
+        new = event.originator_version == 1 and key_id == event.originator_id
+        return key_id, self.vault.key(key_id, customer_id=customer_id, kind=kind, new=new)
 
     def prepare(self, domain_events: Iterable[Any]) -> None:
         """Fetch (or create) now every key these events' values will be sealed under, so

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -161,3 +162,17 @@ def test_the_writer_spends_no_round_trip_on_keys(
     assert watched.threads, "no key was fetched or created at all"
     assert "group-commit" not in watched.threads
     assert ledger.get_request(request).statement == "my data, please"
+
+
+def test_a_key_expected_new_is_never_a_second_key(container: Container) -> None:
+    """Asked for a key it expects to be new (a new request's), the vault still answers the
+    key already there, or None once destroyed: a retried command never seals under a key
+    other than the first one's, nor revives a destroyed one."""
+    vault = container.vault
+    customer, request = uuid4(), uuid4()
+    first = vault.key(request, customer_id=customer, kind="personal", new=True)
+    assert first is not None
+    vault.clear_cache()
+    assert vault.key(request, customer_id=customer, kind="personal", new=True) == first
+    assert vault.destroy(customer, "personal") == 1
+    assert vault.key(request, customer_id=customer, kind="personal", new=True) is None

@@ -44,7 +44,13 @@ class MemoryVault(KeyVault):
         self.keys: dict[UUID, bytes] = {}
 
     def key(
-        self, key_id: UUID, *, customer_id: UUID | None, kind: str, scope: KeyScope | None = None
+        self,
+        key_id: UUID,
+        *,
+        customer_id: UUID | None,
+        kind: str,
+        scope: KeyScope | None = None,
+        new: bool = False,
     ) -> bytes | None:
         return self.keys.setdefault(key_id, b"k" * 32)
 

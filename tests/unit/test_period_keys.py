@@ -34,6 +34,7 @@ class MemoryVault(KeyVault):
         customer_id: UUID | None,
         kind: str,
         scope: KeyScope | None = None,
+        new: bool = False,
     ) -> bytes | None:
         if key_id not in self.keys:
             assert customer_id is not None

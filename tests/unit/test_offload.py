@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.testclient import TestClient
@@ -15,6 +16,15 @@ from fastapi.testclient import TestClient
 from rightsledger.api.offload import OffloadedRoute, install_executor, offloaded
 
 caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="nobody")
+
+T = TypeVar("T")
+
+
+def run_loop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(main())`` in a thread of its own (another test's client may have left
+    an event loop running in this one)."""
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, main()).result(timeout=30)
 
 
 def test_an_offloaded_call_runs_in_another_thread_with_the_callers_context() -> None:
@@ -30,7 +40,7 @@ def test_an_offloaded_call_runs_in_another_thread_with_the_callers_context() -> 
         seen, thread = await offloaded(blocking)()
         return seen, thread, threading.get_ident()
 
-    seen, thread, loop_thread = asyncio.run(main())
+    seen, thread, loop_thread = run_loop(main)
     assert seen == "intake:desk"
     assert thread != loop_thread
 
@@ -60,7 +70,7 @@ def test_a_cancelled_request_waits_for_its_call_to_finish() -> None:
             await task
         return still_waiting
 
-    assert asyncio.run(main()), "the task ended before its call returned"
+    assert run_loop(main), "the task ended before its call returned"
     assert finished == [True]
 
 

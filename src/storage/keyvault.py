@@ -28,7 +28,8 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -112,6 +113,18 @@ class KeyVault(ABC):
     ) -> Sequence[str]:
         """Destroy the customer's period keys of ``category`` and ``purpose`` whose period ended
         on or before ``ended_by``; the periods destroyed."""
+
+
+@contextmanager
+def _autocommit(conn: psycopg.Connection[TupleRow]) -> Iterator[None]:
+    """The pooled connection in autocommit mode for the block, as it was after."""
+    conn.autocommit = True
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            with suppress(psycopg.Error):  # a broken connection: the pool discards it
+                conn.autocommit = False
 
 
 class PostgresKeyVault(KeyVault):
@@ -228,7 +241,9 @@ class PostgresKeyVault(KeyVault):
         if cached is not None and cached[2] > now:
             return cached[0]
         select = sql.SQL("SELECT key, customer_id FROM {} WHERE key_id = %s").format(self._table)
-        with self._pool.connection() as conn:
+        # each statement stands alone (a key is created at most once: ON CONFLICT), so no
+        # transaction is opened and none has to be committed afterwards (a round trip)
+        with self._pool.connection() as conn, _autocommit(conn):
             row = (
                 None
                 if new and customer_id is not None

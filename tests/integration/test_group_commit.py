@@ -176,3 +176,18 @@ def test_a_key_expected_new_is_never_a_second_key(container: Container) -> None:
     assert vault.key(request, customer_id=customer, kind="personal", new=True) == first
     assert vault.destroy(customer, "personal") == 1
     assert vault.key(request, customer_id=customer, kind="personal", new=True) is None
+
+
+def test_the_vault_returns_its_connections_as_it_took_them(container: Container) -> None:
+    """Keys are read and created without a transaction (one round trip less), and every
+    connection goes back to the shared pool in the mode the other stores expect."""
+    vault = container.vault
+    customer = uuid4()
+    for _ in range(3):
+        vault.key(uuid4(), customer_id=customer, kind="personal", new=True)
+        vault.key(uuid4(), customer_id=customer, kind="personal")
+    seen = []
+    for _ in range(4):
+        with vault._pool.connection() as conn:
+            seen.append(conn.autocommit)
+    assert seen == [False] * 4

@@ -225,6 +225,8 @@ def main() -> None:
         head = app.recorder.max_notification_id() or 0
         raw_seconds = raw_read(app, head, args.batch)
         views = container.views
+        # a rebuild runs in a process of its own: no data key is at hand when it starts
+        container.vault.clear_cache()
         worker = ProjectionWorker(app, list(views.views.values()), batch_size=args.batch)
         profiler = cProfile.Profile() if args.profile else None
         started = time.perf_counter()

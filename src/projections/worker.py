@@ -45,6 +45,7 @@ from rightsledger.projections.lookup import CustomerLookupView
 from rightsledger.projections.partners import PartnersView
 from rightsledger.projections.requests import RequestQueueView
 from rightsledger.storage.followers import FollowerBoard, FollowerRunner, follow_log
+from rightsledger.storage.sealing import SealingMapper
 
 log = logging.getLogger(__name__)
 
@@ -284,21 +285,18 @@ class ProjectionWorker:
                 binary=True,
             )
             rows = curs.fetchall()
-        to_domain_event = self.app.mapper.to_domain_event
-        return [
-            (
-                to_domain_event(
-                    StoredEvent(
-                        originator_id=originator_id,
-                        originator_version=version,
-                        topic=topic,
-                        state=state,
-                    )
-                ),
-                position,
+        stored = [
+            StoredEvent(
+                originator_id=originator_id, originator_version=version, topic=topic, state=state
             )
-            for position, originator_id, version, topic, state in rows
+            for _, originator_id, version, topic, state in rows
         ]
+        mapper = self.app.mapper
+        if isinstance(mapper, SealingMapper):
+            events = mapper.to_domain_events(stored)  # the batch's keys read in one go
+        else:
+            events = [mapper.to_domain_event(s) for s in stored]
+        return [(event, row[0]) for event, row in zip(events, rows, strict=True)]
 
     def _read(self, start: int, until: int | None, size: int) -> Prepared:
         """The reader thread's part: a batch decoded, and what each view makes of it without

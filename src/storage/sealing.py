@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import copy
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -250,7 +250,33 @@ class SealingMapper(Mapper[UUID]):
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        event = super().to_domain_event(stored_event)
+        return self._opened(super().to_domain_event(stored_event))
+
+    def to_domain_events(self, stored_events: Iterable[StoredEvent]) -> list[Any]:
+        """Many events decoded, their keys read first in one go (``KeyVault.prefetch``)
+        rather than one round trip per key not at hand: a follower catching up, a rebuild."""
+        decode = super().to_domain_event
+        events = [decode(stored) for stored in stored_events]
+        self.vault.prefetch(
+            UUID(envelope["key"]) for event in events for envelope in self._envelopes(event)
+        )
+        return [self._opened(event) for event in events]
+
+    @staticmethod
+    def _envelopes(event: Any) -> Iterator[dict[str, Any]]:
+        """The sealed values of a decoded event."""
+        spec = RULES.get(type(event))
+        if spec is None:
+            return
+        for rule in spec[1]:
+            value = getattr(event, rule.attribute)
+            if rule.item is not None and isinstance(value, dict):
+                value = value.get(rule.item)
+            if isinstance(value, dict) and value.get(SEALED):
+                yield value
+
+    def _opened(self, event: Any) -> Any:
+        """The decoded event with its sealed values opened (or shown ``ERASED``)."""
         spec = RULES.get(type(event))
         if spec is None:
             return event

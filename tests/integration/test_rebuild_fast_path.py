@@ -17,8 +17,10 @@ from rightsledger.bootstrap import Container
 from rightsledger.projections.base import View
 from rightsledger.projections.worker import VIEW_CLASSES, ProjectionWorker, _objects
 from rightsledger.storage.sealing import ERASED
+from tests import scenarios
 from tests.conftest import EVIDENCE
 from tests.integration.test_erasure import person
+from tests.integration.test_group_commit import WatchedPool
 
 
 def log_with_an_erasure(container: Container) -> UUID:
@@ -177,3 +179,34 @@ def test_rows_already_there_are_kept_as_before(
         assert again.catch_up() == head
     assert "rows already there" in caplog.text  # the COPY met them: written again
     assert rows(container, "") == before
+
+
+def test_a_batch_reads_its_keys_in_one_go(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding a batch with no key at hand (a rebuild's own process) reads every key the
+    batch is sealed under in one query, not one round trip per key; the events are those
+    decoded one at a time, erased values included."""
+    erased = log_with_an_erasure(container)
+    for n in range(20):
+        scenarios.customer(container.ledger, f"Customer {n}")
+    ledger = container.ledger
+    one_at_a_time = [
+        ledger.mapper.to_domain_event(n)
+        for n in ledger.recorder.select_notifications(start=0, limit=10_000)
+    ]
+    container.vault.clear_cache()
+    watched = WatchedPool(container.vault._pool)
+    monkeypatch.setattr(container.vault, "_pool", watched)
+    decoded = ProjectionWorker(ledger, list(container.views.views.values()))._decode(
+        0, None, 10_000
+    )
+    assert len(watched.threads) == 1
+    assert [vars(event) for event, _ in decoded] == [vars(event) for event in one_at_a_time]
+    assert any(
+        event.originator_id == erased and ERASED in str(vars(event)) for event, _ in decoded
+    )
+    assert any(
+        vars(event).get("data", {}).get("identity_contact") == {"name": "Customer 7"}
+        for event, _ in decoded
+    )

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.utils import get_topic
 from psycopg_pool import ConnectionPool
+from pydantic import SecretStr
 
 from rightsledger.config import Settings
 from rightsledger.domain.ledger import RightsLedger
@@ -24,7 +28,13 @@ from rightsledger.domain.retention import RuleSetting as RetentionRuleSetting
 from rightsledger.domain.values import ActivityReason
 from rightsledger.projections.base import View
 from rightsledger.projections.lookup import BlindIndex
-from rightsledger.projections.worker import ProjectionWorker, ViewSet
+from rightsledger.projections.worker import (
+    Progress,
+    ProjectionWorker,
+    ViewSet,
+    rebuild,
+    rebuild_groups,
+)
 from rightsledger.security.keys import ApiKeyStore, AuthGuard
 from rightsledger.storage.chain import ChainedRecorder
 from rightsledger.storage.database import Database, open_database
@@ -39,6 +49,7 @@ from rightsledger.storage.sealing import SealingMapper
 from rightsledger.storage.transcoding import FastJSONTranscoder
 from rightsledger.workers.relay import Relay, RelayConfig
 from rightsledger.workers.requests import RequestWorker, WorkerPolicy
+from rightsledger.workers.supervisor import watch_parent
 
 log = logging.getLogger(__name__)
 
@@ -307,3 +318,119 @@ def build(settings: Settings, *, database: Database | None = None, role: str = "
         board=board,
         owns_database=database is None,
     )
+
+
+class RebuildFailedError(RuntimeError):
+    """A process rebuilding a group of views failed or ended before it was done."""
+
+
+def rebuild_views(
+    container: Container,
+    names: Sequence[str],
+    *,
+    processes: int = 1,
+    progress: Progress | None = None,
+    batch_size: int = 2000,
+) -> int:
+    """Rebuild the views ``names`` beside the live ones and swap them in; their position.
+
+    With several ``processes``, the views are split into groups of about equal work
+    (``rebuild_groups``) and each group is rebuilt by a process of its own, built from the
+    same settings on the same store: each reads the log once for its views, and the groups
+    run on several cores at once. Each group swaps its views in when it is done. A group that
+    fails ends the others (their views stay as they were) and raises ``RebuildFailedError``.
+    """
+    groups = rebuild_groups(names, processes)
+    views = container.views
+    if len(groups) == 1:
+        return rebuild(
+            container.ledger,
+            views.datastore,
+            groups[0],
+            progress=progress,
+            batch_size=batch_size,
+            context=views.context,
+        )
+    # the children open the store this process uses (never an embedded server of their own)
+    settings = container.settings.model_copy(
+        update={"database_url": SecretStr(container.database.url)}
+    )
+    context = multiprocessing.get_context("spawn")  # threads here: never fork
+    reports: multiprocessing.Queue[tuple[str, int, int, int, str]] = context.Queue()
+    children = [
+        context.Process(
+            target=_rebuild_group,
+            args=(settings, group, batch_size, index, reports, os.getpid()),
+            name=f"rebuild-{index}",
+            daemon=True,
+        )
+        for index, group in enumerate(groups)
+    ]
+    for child in children:
+        child.start()
+    done = dict.fromkeys(range(len(groups)), 0)
+    positions: dict[int, int] = {}
+    try:
+        while len(positions) < len(groups):
+            try:
+                kind, index, reached, total, error = reports.get(timeout=1.0)
+            except queue.Empty:
+                gone = [
+                    i for i, c in enumerate(children) if not c.is_alive() and i not in positions
+                ]
+                if gone and reports.empty():
+                    child = children[gone[0]]
+                    raise RebuildFailedError(
+                        f"the process rebuilding {', '.join(groups[gone[0]])} ended"
+                        f" (exit code {child.exitcode}) before it was done"
+                    ) from None
+                continue
+            if kind == "failed":
+                raise RebuildFailedError(f"rebuilding {', '.join(groups[index])}: {error}")
+            if kind == "done":
+                positions[index] = reached
+            else:
+                done[index] = reached
+                if progress is not None:
+                    progress(min(done.values()), total)
+    finally:
+        for child in children:
+            if child.is_alive() and child.pid is not None and len(positions) < len(groups):
+                child.terminate()
+            child.join(30)
+        reports.close()
+    return min(positions.values())
+
+
+def _rebuild_group(
+    settings: Settings,
+    group: list[str],
+    batch_size: int,
+    index: int,
+    reports: multiprocessing.Queue[tuple[str, int, int, int, str]],
+    parent: int,
+) -> None:
+    """A rebuilding process: its group of views rebuilt and swapped in, reported to the
+    parent (which it does not outlive)."""
+    watch_parent(lambda: os._exit(1), parent=parent, grace=0.0)
+
+    def advance(reached: int, total: int) -> None:
+        reports.put(("progress", index, reached, total, ""))
+
+    try:
+        container = build(settings, role="follower")
+        try:
+            position = rebuild(
+                container.ledger,
+                container.views.datastore,
+                group,
+                progress=advance,
+                batch_size=batch_size,
+                context=container.views.context,
+            )
+        finally:
+            container.close()
+    except BaseException as error:
+        reports.put(("failed", index, 0, 0, f"{type(error).__name__}: {error}"))
+        raise
+    reports.put(("done", index, position, position, ""))

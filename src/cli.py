@@ -334,27 +334,46 @@ def followers_resume(
 
 @projections_app.command("rebuild")
 def projections_rebuild(
-    name: Annotated[str, typer.Argument(help="View to rebuild: " + ", ".join(VIEW_NAMES))],
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Views to rebuild: " + ", ".join(VIEW_NAMES), show_default=False),
+    ] = None,
+    all_views: Annotated[bool, typer.Option("--all", help="Rebuild every view.")] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=16,
+            help="Processes sharing the work, each rebuilding a group of the views"
+            " (default: the machine's cores).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Rebuild one view from the log beside the live one, then swap it in."""
-    from rightsledger.projections.worker import VIEW_CLASSES, rebuild
+    """Rebuild views from the log beside the live ones, then swap them in."""
+    from rightsledger.bootstrap import rebuild_views
+    from rightsledger.projections.worker import VIEW_CLASSES, rebuild_groups
 
-    if name not in VIEW_CLASSES:
-        typer.echo(f"error: unknown view {name!r}; views: {', '.join(VIEW_CLASSES)}", err=True)
+    chosen = list(VIEW_CLASSES) if all_views else list(names or [])
+    if not chosen:
+        typer.echo("error: name the views to rebuild, or give --all", err=True)
         raise typer.Exit(2)
+    workers = processes or os.cpu_count() or 1
+    try:
+        groups = rebuild_groups(chosen, workers)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
     container = _container()
     try:
-        with _bar(f"rebuilding {name}") as advance:
-            position = rebuild(
-                container.ledger,
-                container.views.datastore,
-                name,
-                progress=advance,
-                context=container.views.context,
-            )
+        label = ", ".join(chosen) if len(chosen) < 3 else f"{len(chosen)} views"
+        if len(groups) > 1:
+            label += f" in {len(groups)} processes"
+        with _bar(f"rebuilding {label}") as advance:
+            position = rebuild_views(container, chosen, processes=workers, progress=advance)
     finally:
         container.close()
-    typer.echo(f"{name} rebuilt and swapped in at position {position}")
+    typer.echo(f"{', '.join(chosen)} rebuilt and swapped in at position {position}")
 
 
 @audit_app.command("verify")

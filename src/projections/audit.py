@@ -313,6 +313,7 @@ class AuditTrailView(View):
     ``access_log``: one row per ``AccessRecord`` (a read, answered or refused)."""
 
     name = "audit_trail"
+    rebuild_weight = 17
     tables = ("audit_trail", "access_log")
 
     def create_statements(self) -> list[sql.Composed]:

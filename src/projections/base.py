@@ -149,6 +149,11 @@ class View(PostgresTrackingRecorder):
 
     name: ClassVar[str]
     tables: ClassVar[tuple[str, ...]]
+    rebuild_weight: ClassVar[int] = 10
+    """The view's share of a rebuild's work beside the others' (measured, relative: its rows
+    built and written per event of a realistic log); a rebuild in several processes groups
+    the views by it (``worker.rebuild_groups``). Decoding the log is not counted: every
+    group does that once."""
 
     def __init__(self, datastore: PostgresDatastore, *, suffix: str = "", **_: Any) -> None:
         super().__init__(datastore, tracking_table_name=f"{self.name}{suffix}_tracking")

@@ -17,6 +17,7 @@ class CustomerProfileView(RowView):
     """``customer_profile``: current personal data by category, purposes, consent per channel."""
 
     name = "customer_profile"
+    rebuild_weight = 19
     tables = ("customer_profile",)
     table_base = "customer_profile"
     key = "customer_id"
@@ -215,6 +216,7 @@ class ConsentLedgerView(AppendView):
     """``consent_ledger``: every grant and withdrawal with its evidence, in order."""
 
     name = "consent_ledger"
+    rebuild_weight = 18
     tables = ("consent_ledger",)
     table_base = "consent_ledger"
     columns = {

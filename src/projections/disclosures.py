@@ -32,6 +32,7 @@ class DisclosuresView(View):
     """``disclosures`` and ``disclosure_partners``: the record an authority asks for first."""
 
     name = "disclosures"
+    rebuild_weight = 3
     tables = ("disclosures", "disclosure_partners")
 
     def create_statements(self) -> list[sql.Composed]:

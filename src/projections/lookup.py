@@ -103,6 +103,7 @@ class CustomerLookupView(RowView):
     """``customer_lookup``: one row per customer with the digest of each identifier held."""
 
     name = "customer_lookup"
+    rebuild_weight = 9
     tables = ("customer_lookup",)
     table_base = "customer_lookup"
     key = "customer_id"

@@ -57,6 +57,7 @@ class PartnersView(View):
     """``partners``, ``partner_notifications`` and ``partner_requests``."""
 
     name = "partners"
+    rebuild_weight = 5
     tables = ("partners", "partner_notifications", "partner_requests")
 
     def create_statements(self) -> list[sql.Composed]:

@@ -74,6 +74,7 @@ class RequestQueueView(RowView):
     and what the deadline chase needs (see the module's documentation)."""
 
     name = "request_queue"
+    rebuild_weight = 9
     tables = ("request_queue",)
     table_base = "request_queue"
     key = "request_id"

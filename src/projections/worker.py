@@ -349,9 +349,7 @@ class ProjectionWorker:
                 curs.execute("SET LOCAL synchronous_commit = off")
                 for view in self.views:
                     if view.name in advanced:
-                        view._insert_tracking(
-                            curs, Tracking(APPLICATION_NAME, advanced[view.name])
-                        )
+                        view._insert_tracking(curs, Tracking(APPLICATION_NAME, advanced[view.name]))
         self.positions.update(advanced)
 
     def _recorded(self, curs: Cursor[DictRow]) -> dict[str, int]:
@@ -372,9 +370,7 @@ class ProjectionWorker:
                 )
                 .as_string()
             )
-        curs.execute(
-            self._recorded_statement, [APPLICATION_NAME] * len(self.views), prepare=True
-        )
+        curs.execute(self._recorded_statement, [APPLICATION_NAME] * len(self.views), prepare=True)
         return {row["name"]: row["position"] or 0 for row in curs.fetchall()}
 
     def catch_up(
@@ -488,27 +484,33 @@ class ProjectionWorker:
 def rebuild(
     app: RightsLedger,
     datastore: PostgresDatastore,
-    name: str,
+    names: str | Sequence[str],
     *,
     progress: Progress | None = None,
     batch_size: int = 2000,
     context: dict[str, Any] | None = None,
 ) -> int:
-    """Rebuild view ``name`` beside the live one, then swap it in; returns its position.
+    """Rebuild the views ``names`` (one, or several read from the log once) beside the live
+    ones, then swap them in; returns their position.
 
-    The live view keeps serving reads (and the live worker keeps it current) until the
-    new one has caught up; the swap then happens in one transaction that locks the live
-    view's tables, applies the last events, drops the old tables and renames the new ones.
+    The live views keep serving reads (and the live worker keeps them current) until the
+    new ones have caught up; the swap then happens in one transaction that locks the live
+    views' tables, applies the last events, drops the old tables and renames the new ones.
     ``context`` is what the views need beyond their tables (``ViewSet.context``).
     """
-    view_cls = VIEW_CLASSES[name]
+    chosen = [names] if isinstance(names, str) else list(names)
     extra = context or {}
-    live = view_cls(datastore, **extra)
-    live.create_table()
-    shadow = view_cls(datastore, suffix=REBUILD_SUFFIX, **extra)
-    _drop(datastore, shadow)
-    shadow.create_table()
-    worker = ProjectionWorker(app, [shadow], batch_size=batch_size)
+    lives, shadows = [], []
+    for name in chosen:
+        view_cls = VIEW_CLASSES[name]
+        live = view_cls(datastore, **extra)
+        live.create_table()
+        shadow = view_cls(datastore, suffix=REBUILD_SUFFIX, **extra)
+        _drop(datastore, shadow)
+        shadow.create_table()
+        lives.append(live)
+        shadows.append(shadow)
+    worker = ProjectionWorker(app, shadows, batch_size=batch_size)
     worker.catch_up(progress=progress)
     with (
         datastore.get_connection() as conn,
@@ -517,17 +519,21 @@ def rebuild(
     ):
         curs.execute(
             sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
-                sql.SQL(", ").join(_objects(live))
+                sql.SQL(", ").join(o for live in lives for o in _objects(live))
             )
         )
         while True:
-            events = worker._decode(worker.positions[name], None)
+            after = min(worker.positions.values())
+            events = worker._decode(after, None)
             if not events:
                 break
-            shadow.apply_batch(curs, events, worker.positions[name])
-            worker.positions[name] = events[-1][1]
-        renames = [(base + REBUILD_SUFFIX, base) for base in view_cls.tables]
-        renames.append((shadow.tracking_table_name, live.tracking_table_name))
+            for shadow in shadows:
+                shadow.apply_batch(curs, events, worker.positions[shadow.name])
+                worker.positions[shadow.name] = events[-1][1]
+        renames: list[tuple[str, str]] = []
+        for live, shadow in zip(lives, shadows, strict=True):
+            renames.extend((base + REBUILD_SUFFIX, base) for base in type(live).tables)
+            renames.append((shadow.tracking_table_name, live.tracking_table_name))
         for built, serving in renames:
             curs.execute(
                 sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(
@@ -552,7 +558,25 @@ def rebuild(
                     sql.Identifier(index.replace(REBUILD_SUFFIX, "")),
                 )
             )
-    return worker.positions[name]
+    return min(worker.positions.values())
+
+
+def rebuild_groups(names: Sequence[str], processes: int) -> list[list[str]]:
+    """The views split into at most ``processes`` groups of about equal work (each view's
+    ``View.rebuild_weight``; the heaviest first, each to the lightest group so far), for a
+    rebuild in several processes: each reads and decodes the log once for its group."""
+    unknown = [name for name in names if name not in VIEW_CLASSES]
+    if unknown:
+        msg = f"unknown view {unknown[0]!r}; views: {', '.join(VIEW_CLASSES)}"
+        raise ValueError(msg)
+    chosen = sorted(dict.fromkeys(names), key=lambda n: -VIEW_CLASSES[n].rebuild_weight)
+    groups: list[list[str]] = [[] for _ in range(max(1, min(processes, len(chosen))))]
+    loads = [0] * len(groups)
+    for name in chosen:
+        lightest = loads.index(min(loads))
+        groups[lightest].append(name)
+        loads[lightest] += VIEW_CLASSES[name].rebuild_weight
+    return [group for group in groups if group]
 
 
 def _objects(view: View) -> list[sql.Composable]:

@@ -184,9 +184,7 @@ class ChainedRecorder(PostgresApplicationRecorder):
 
     def _insert_linked(self, stored_events: Sequence[StoredEvent]) -> list[int]:
         events = [
-            self.construct_pg_stored_event(
-                e.originator_id, e.originator_version, e.topic, e.state
-            )
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
             for e in stored_events
         ]
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

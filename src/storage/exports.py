@@ -91,4 +91,3 @@ class ExportStore:
                     )
                     redacted += changed
         return redacted
-

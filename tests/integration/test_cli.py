@@ -125,16 +125,22 @@ def test_bad_or_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert "RIGHTSLEDGER_PORT" in one_line_error(setting)
 
 
-def test_no_store_is_never_created_by_a_command(
-    database: Database, tmp_path: Path
-) -> None:
+def test_no_store_is_never_created_by_a_command(database: Database, tmp_path: Path) -> None:
     """Where there is no store, a command says where it looked and how to point at one, and
     creates nothing: no embedded server under the data directory, no schema on a server."""
     home = tmp_path / "xdg"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    done = run(elsewhere, "keys", "create", "--role", "admin", "--name", "x",
-               env={"XDG_DATA_HOME": str(home)})
+    done = run(
+        elsewhere,
+        "keys",
+        "create",
+        "--role",
+        "admin",
+        "--name",
+        "x",
+        env={"XDG_DATA_HOME": str(home)},
+    )
     line = one_line_error(done)
     assert str(home / "rightsledger") in line
     assert "RIGHTSLEDGER_DATA_DIR" in line
@@ -237,3 +243,26 @@ def test_admin_key_is_one_key_replaced_on_each_start(
         assert active_admins(container) == [str(SEEDED_KEY_ID)]
     finally:
         container.close()
+
+
+def test_every_view_is_rebuilt_by_several_processes_from_the_command_line(
+    container: Container, tmp_path: Path
+) -> None:
+    """`projections rebuild --all --processes 2` rebuilds every view from the log and swaps
+    them in at the head; naming no view is a one-line error, as is an unknown one."""
+    ledger = container.ledger
+    customer = ledger.register_customer(
+        policy_version="v1", identity={"name": "Ann"}, actor="intake:t"
+    ).id
+    head = ledger.recorder.max_notification_id()
+    env = store_env(container)
+    done = run(tmp_path, "projections", "rebuild", "--all", "--processes", "2", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith(f"rebuilt and swapped in at position {head}")
+    assert container.views.positions() == dict.fromkeys(container.views.views, head)
+    profile, _ = container.views.customer_profile.get(customer)
+    assert profile is not None
+    assert "name the views" in one_line_error(run(tmp_path, "projections", "rebuild", env=env))
+    assert "unknown view 'nope'" in one_line_error(
+        run(tmp_path, "projections", "rebuild", "nope", env=env)
+    )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -14,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from rightsledger.bootstrap import Container
+from rightsledger.bootstrap import Container, RebuildFailedError, rebuild_views
 from rightsledger.domain.errors import DomainError
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.replay import replay_log
@@ -333,3 +336,78 @@ def test_as_of_answers_match_what_was_seen_at_the_time(container: Container) -> 
     summary = replay_log(ledger, observed[1][0])
     assert summary.customers == 1
     assert summary.consents_by_channel == {"email": 1}
+
+
+def spawned_children() -> list[int]:
+    """This process's children started by ``multiprocessing``'s spawn (the rebuilders)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == os.getpid() and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_rebuild_in_several_processes_equals_the_live_views(container: Container) -> None:
+    """Every view rebuilt by two processes, each reading the log for its group of views,
+    matches the live views row by row, each at the head, and the live worker goes on."""
+    ledger = container.ledger
+    ids = scenario(ledger)
+    for n in range(5):
+        scenarios.consent(ledger, ids["customer"], "email", granted=n % 2 == 0, actor="m:t")
+    live = container.projection_worker()
+    live.catch_up()
+    before = dump_views(container)
+    reports: list[tuple[int, int]] = []
+    position = rebuild_views(
+        container,
+        list(VIEW_CLASSES),
+        processes=2,
+        batch_size=5,
+        progress=lambda done, total: reports.append((done, total)),
+    )
+    assert position == live.head()
+    assert dump_views(container) == before
+    assert container.views.positions() == dict.fromkeys(VIEW_CLASSES, live.head())
+    assert reports
+    assert reports[-1] == (live.head(), live.head())
+    assert [done for done, _ in reports] == sorted(done for done, _ in reports)
+    assert not spawned_children()
+    scenarios.consent(ledger, ids["customer"], "sms", actor="m:t")
+    live.catch_up()
+    assert container.views.positions() == dict.fromkeys(VIEW_CLASSES, live.head())
+
+
+def test_a_killed_rebuilding_process_fails_the_rebuild_and_leaves_the_views(
+    container: Container,
+) -> None:
+    """A rebuilding process killed (SIGKILL) midway fails the whole rebuild with an error
+    naming its views; the others are ended, the live views are as they were, and the next
+    rebuild succeeds."""
+    ledger = container.ledger
+    ids = scenario(ledger)
+    for n in range(20):
+        scenarios.consent(ledger, ids["customer"], "email", granted=n % 2 == 0, actor="m:t")
+    container.projection_worker().catch_up()
+    before = dump_views(container)
+
+    def kill_all(done: int, total: int) -> None:
+        for pid in spawned_children():
+            os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(RebuildFailedError, match=r"ended \(exit code -9\) before it was done"):
+        rebuild_views(container, list(VIEW_CLASSES), processes=2, batch_size=1, progress=kill_all)
+    assert not spawned_children()
+    assert dump_views(container) == before
+    assert (
+        rebuild_views(container, list(VIEW_CLASSES), processes=2)
+        == ledger.recorder.max_notification_id()
+    )
+    assert dump_views(container) == before

@@ -38,6 +38,7 @@ from psycopg.rows import DictRow
 
 from rightsledger.domain.ledger import CommandMark
 from rightsledger.storage.idempotency import record_commands
+from rightsledger.storage.keyvault import NewKey, insert_new_keys
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +138,13 @@ class ChainedRecorder(PostgresApplicationRecorder):
         asked whether the lost attempt committed (the same events with the same bytes are
         there): then its positions are returned and nothing is written twice."""
         marks: Sequence[CommandMark] = kwargs.get("commands") or ()
+        keys: Sequence[NewKey] = kwargs.get("keys") or ()
         if not stored_events:
             return None
         attempts = 0
         while True:
             try:
-                return self._insert_once(stored_events, marks)
+                return self._insert_once(stored_events, marks, keys)
             except (InterfaceError, OperationalError):
                 attempts += 1
                 if attempts >= INSERT_ATTEMPTS:
@@ -159,11 +161,14 @@ class ChainedRecorder(PostgresApplicationRecorder):
                 raise
 
     def _insert_once(
-        self, stored_events: Sequence[StoredEvent], marks: Sequence[CommandMark]
+        self,
+        stored_events: Sequence[StoredEvent],
+        marks: Sequence[CommandMark],
+        keys: Sequence[NewKey] = (),
     ) -> Sequence[int]:
         if not marks and self._linked_function:
             try:
-                return self._insert_linked(stored_events)
+                return self._insert_linked(stored_events, keys)
             except ProgrammingError:
                 # a store created before the function existed: write from Python instead
                 log.warning("no %s function in the store; linking in Python", self.insert_function)
@@ -174,6 +179,8 @@ class ChainedRecorder(PostgresApplicationRecorder):
             conn.transaction(),
             conn.cursor() as curs,
         ):
+            if keys:
+                insert_new_keys(curs, self.datastore.schema, keys)
             self._insert_stored_events(curs, stored_events)
             pipeline.sync()  # a constraint violation is raised here, before anything else
             ids = self._fetch_ids_after_insert_events(curs, stored_events)
@@ -182,12 +189,27 @@ class ChainedRecorder(PostgresApplicationRecorder):
                 record_commands(curs, self.datastore.schema, marks, ids)
         return ids
 
-    def _insert_linked(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+    def _insert_linked(
+        self, stored_events: Sequence[StoredEvent], keys: Sequence[NewKey] = ()
+    ) -> list[int]:
+        """The events and their links by the store's function, in one statement; the keys
+        reserved for them before it, in the same transaction and the same round trip."""
         events = [
             self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
             for e in stored_events
         ]
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            if keys:
+                # connections are in autocommit: the transaction makes the keys and the
+                # events one commit (a key never outlives events that were refused)
+                with conn.pipeline(), conn.transaction():
+                    insert_new_keys(curs, self.datastore.schema, keys)
+                    curs.execute(
+                        sql.SQL("SELECT id FROM {}(%s) AS id").format(self.insert_function),
+                        (events,),
+                        prepare=True,
+                    )
+                    return [int(row["id"]) for row in curs.fetchall()]
             curs.execute(
                 sql.SQL("SELECT id FROM {}(%s) AS id").format(self.insert_function),
                 (events,),

@@ -29,6 +29,7 @@ from rightsledger.domain.ledger import (
     CommitUnavailableError,
     OutcomeUnknownError,
 )
+from rightsledger.storage.keyvault import KeyVault, NewKey
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class _Pending:
         self.aggregates = aggregates
         self.tag = tag
         self.result = result
+        self.keys: list[NewKey] = []
+        """Keys reserved for these events, written in their transaction."""
         self.done = threading.Event()
         self.position = 0
         self.error: BaseException | None = None
@@ -89,10 +92,12 @@ class GroupCommit:
             return self._app.recorder.max_notification_id() or 0
         if not self.alive:
             raise CommitUnavailableError("the event writer is not running; nothing was recorded")
+        pending = _Pending(events, aggregates, tag, result)
         prepare = getattr(self._app.mapper, "prepare", None)
         if prepare is not None:
-            prepare(events)  # keys fetched or created here, in parallel, not by the writer
-        pending = _Pending(events, aggregates, tag, result)
+            # keys fetched here, in parallel, not by the writer; new ones reserved, to be
+            # written with the events
+            pending.keys = list(prepare(events) or ())
         self._queue.put(pending)
         waited = 0.0
         while not pending.done.wait(0.5):
@@ -109,6 +114,11 @@ class GroupCommit:
             raise pending.error
         return pending.position
 
+    def _settle(self, keys: list[NewKey], *, stored: bool) -> None:
+        vault = getattr(self._app.mapper, "vault", None)
+        if keys and isinstance(vault, KeyVault):
+            vault.settle(keys, stored=stored)
+
     def stop(self) -> None:
         self._stopped.set()
         self._queue.put(None)
@@ -120,6 +130,7 @@ class GroupCommit:
             except queue.Empty:
                 break
             if item is not None:
+                self._settle(item.keys, stored=False)
                 item.error = CommitUnavailableError("the ledger stopped; nothing was recorded")
                 item.done.set()
 
@@ -141,23 +152,29 @@ class GroupCommit:
             self._write(batch)
 
     def _write(self, batch: list[_Pending]) -> None:
+        keys = [key for pending in batch for key in pending.keys]
         try:
             recordings = self._app.save(
-                *(event for p in batch for event in p.events), commands=command_marks(batch)
+                *(event for p in batch for event in p.events),
+                commands=command_marks(batch),
+                keys=keys,
             )
         except IntegrityError as error:
             if len(batch) > 1:
                 for pending in batch:
                     self._write([pending])
                 return
+            self._settle(keys, stored=False)
             batch[0].error = error
             batch[0].done.set()
             return
         except BaseException as error:
+            self._settle(keys, stored=False)
             for pending in batch:
                 pending.error = error
                 pending.done.set()
             return
+        self._settle(keys, stored=True)
         positions = {
             (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
             for r in recordings

@@ -30,12 +30,13 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import sql
+from psycopg import Cursor, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
@@ -73,8 +74,51 @@ def period_key_id(customer_id: UUID, scope: KeyScope) -> UUID:
     return uuid.uuid5(_PERIOD_NAMESPACE, name)
 
 
+@dataclass(frozen=True)
+class NewKey:
+    """A data key made for events about to be stored, written in their transaction
+    (``insert_new_keys``): it exists exactly when they do."""
+
+    key_id: UUID
+    customer_id: UUID
+    kind: str
+    key: bytes = field(repr=False)
+
+
+def insert_new_keys(curs: Cursor[Any], schema: str, keys: Sequence[NewKey]) -> None:
+    """Inside the events' transaction: the keys their values are sealed under. A key id
+    already there fails the transaction (``UniqueViolation``): never two keys for one id."""
+    now = datetime.now(UTC)
+    curs.execute(
+        sql.SQL(
+            "INSERT INTO {} (key_id, customer_id, kind, key, created_at)"
+            " SELECT *, %s FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::bytea[])"
+        ).format(sql.Identifier(schema, "subject_keys")),
+        (
+            now,
+            [k.key_id for k in keys],
+            [k.customer_id for k in keys],
+            [k.kind for k in keys],
+            [k.key for k in keys],
+        ),
+    )
+
+
 class KeyVault(ABC):
     """Where data keys are created, read and destroyed, and the blind index's key kept."""
+
+    def reserve(self, key_id: UUID, *, customer_id: UUID, kind: str) -> NewKey | None:
+        """A key for values of events not stored yet, when it is most likely not there (a
+        new customer's or request's own): made here and written with the events
+        (``NewKey``), so creating it costs no round trip of its own; ``key`` answers it
+        meanwhile in this process. None: the key was created (or found) at once instead,
+        which is what this does by default."""
+        self.key(key_id, customer_id=customer_id, kind=kind, new=True)
+        return None
+
+    def settle(self, keys: Sequence[NewKey], *, stored: bool) -> None:  # noqa: B027
+        """The events ``keys`` were reserved for were stored (``stored``), or not: the keys
+        are then kept like any key read from the store, or forgotten. Nothing by default."""
 
     @abstractmethod
     def key(
@@ -155,6 +199,9 @@ class PostgresKeyVault(KeyVault):
         self._index_key: bytes | None = None
         # key id -> (key or None once destroyed, customer id, expiry)
         self._cache: dict[UUID, tuple[bytes | None, UUID, float]] = {}
+        # key id -> key reserved for events being stored (``reserve``) and the cache's
+        # generation then, until ``settle``
+        self._reserved: dict[UUID, tuple[NewKey, int]] = {}
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
         self._generation = 0
@@ -241,8 +288,11 @@ class PostgresKeyVault(KeyVault):
         now = time.monotonic()
         trusted = self._trusted()
         with self._lock:
+            reserved = self._reserved.get(key_id)
             generation = self._generation
             cached = self._cache.get(key_id) if trusted else None
+        if reserved is not None:
+            return reserved[0].key
         if cached is not None and cached[2] > now:
             return cached[0]
         select = sql.SQL("SELECT key, customer_id FROM {} WHERE key_id = %s").format(self._table)
@@ -295,6 +345,28 @@ class PostgresKeyVault(KeyVault):
             if trusted and generation == self._generation:
                 self._cache[key_id] = (value, row[1], now + self._cache_seconds)
         return value
+
+    def reserve(self, key_id: UUID, *, customer_id: UUID, kind: str) -> NewKey | None:
+        new = NewKey(key_id, customer_id, kind, os.urandom(32))
+        with self._lock:
+            self._reserved[key_id] = (new, self._generation)
+        return new
+
+    def settle(self, keys: Sequence[NewKey], *, stored: bool) -> None:
+        if not keys:
+            return
+        trusted = self._trusted()
+        expiry = time.monotonic() + self._cache_seconds
+        with self._lock:
+            for new in keys:
+                reserved = self._reserved.get(new.key_id)
+                if reserved is None or reserved[0] is not new:
+                    continue
+                del self._reserved[new.key_id]
+                # cached only when no key was destroyed anywhere since it was reserved (the
+                # store may have destroyed it once stored)
+                if stored and trusted and reserved[1] == self._generation:
+                    self._cache[new.key_id] = (new.key, new.customer_id, expiry)
 
     def prefetch(self, key_ids: Iterable[UUID]) -> None:
         if not self._trusted():

@@ -39,6 +39,7 @@ from rightsledger.storage.keyvault import (
     RETAINED,
     KeyScope,
     KeyVault,
+    NewKey,
     period_key_id,
     retained_key_id,
 )
@@ -136,6 +137,13 @@ def _placeholder(envelope: dict[str, Any]) -> Any:
     return ERASED
 
 
+def _new(event: Any, key_id: UUID, customer_id: UUID | None) -> bool:
+    """Whether the key is most likely not there yet: the first event of a new request (its
+    own key) or of a new customer (the customer's keys); there already only when a command
+    is retried."""
+    return event.originator_version == 1 and event.originator_id in (key_id, customer_id)
+
+
 class SealingMapper(Mapper[UUID]):
     """Seals personal values on the way in, unseals (or shows ``ERASED``) on the way out."""
 
@@ -169,15 +177,18 @@ class SealingMapper(Mapper[UUID]):
                 key_id, customer_id=customer_id, kind=PERSONAL, scope=scope
             )
         key_id, customer_id = subject(event, kind)
-        # a new customer's or request's own key: not there yet, unless a command is retried
-        new = event.originator_version == 1 and key_id == event.originator_id
-        return key_id, self.vault.key(key_id, customer_id=customer_id, kind=kind, new=new)
+        return key_id, self.vault.key(
+            key_id, customer_id=customer_id, kind=kind, new=_new(event, key_id, customer_id)
+        )
 
-    def prepare(self, domain_events: Iterable[Any]) -> None:
-        """Fetch (or create) now every key these events' values will be sealed under, so
-        that ``to_stored_event`` finds them in the vault's cache: the group commit's writer
-        then spends no round trip on keys, and concurrent commands create theirs in their
-        own threads."""
+    def prepare(self, domain_events: Iterable[Any]) -> list[NewKey]:
+        """Fetch now every key these events' values will be sealed under, so that
+        ``to_stored_event`` finds them at hand: the group commit's writer then spends no
+        round trip on keys, and concurrent commands fetch theirs in their own threads. A new
+        customer's or request's own keys are reserved instead (``KeyVault.reserve``): the
+        keys returned, to be written in the events' transaction."""
+        reserved: list[NewKey] = []
+        seen: set[UUID] = set()
         for event in domain_events:
             spec = RULES.get(type(event))
             if spec is None:
@@ -187,8 +198,20 @@ class SealingMapper(Mapper[UUID]):
                 value = getattr(event, rule.attribute)
                 if rule.item is not None:
                     value = value.get(rule.item) if isinstance(value, dict) else None
-                if value is not None:
-                    self._key(event, rule, subject)
+                if value is None:
+                    continue
+                if rule.period is None:
+                    kind = rule.kind(event)
+                    key_id, customer_id = subject(event, kind)
+                    if customer_id is not None and _new(event, key_id, customer_id):
+                        if key_id not in seen:
+                            seen.add(key_id)
+                            new = self.vault.reserve(key_id, customer_id=customer_id, kind=kind)
+                            if new is not None:
+                                reserved.append(new)
+                        continue
+                self._key(event, rule, subject)
+        return reserved
 
     def _seal(self, event: Any, rule: Rule, value: Any, subject: Callable[..., Any]) -> Any:
         if value is None:

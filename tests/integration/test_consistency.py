@@ -190,8 +190,8 @@ def test_a_commit_whose_acknowledgement_is_lost_is_not_applied_twice(
     real = recorder._insert_once
     lost: list[int] = []
 
-    def commit_then_lose(stored_events: Any, marks: Any) -> Any:
-        ids = real(stored_events, marks)
+    def commit_then_lose(stored_events: Any, marks: Any, keys: Any = ()) -> Any:
+        ids = real(stored_events, marks, keys)
         if not lost:
             lost.extend(ids)
             raise OperationalError("server closed the connection unexpectedly")
@@ -211,6 +211,55 @@ def test_a_commit_whose_acknowledgement_is_lost_is_not_applied_twice(
     assert count_events(container) == before + 1
     invoices = container.ledger.get_customer(customer).invoices
     assert list(invoices) == [outcome.id]
+
+
+def test_a_request_whose_acknowledgement_is_lost_keeps_the_one_key_it_was_sealed_under(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new request's key is written in its events' transaction: when the commit's answer
+    is lost, the retry finds the events, no second key is made or written, and the statement
+    sealed under the key reads back, here and in a process holding no key (cache cleared)."""
+    customer = register(container)
+    before = count_events(container)
+    recorder = container.ledger.recorder
+    assert isinstance(recorder, ChainedRecorder)
+    real = recorder._insert_once
+    lost: list[int] = []
+    written: list[Any] = []
+
+    def commit_then_lose(stored_events: Any, marks: Any, keys: Any = ()) -> Any:
+        written.append(list(keys))
+        ids = real(stored_events, marks, keys)
+        if not lost:
+            lost.extend(ids)
+            raise OperationalError("server closed the connection unexpectedly")
+        return ids
+
+    monkeypatch.setattr(recorder, "_insert_once", commit_then_lose)
+    outcome = container.ledger.submit_request(
+        customer_id=customer,
+        request_type="access",
+        channel="email",
+        jurisdiction="gdpr",
+        statement="my data",
+        actor="intake:t",
+    )
+    request_id = outcome.id
+    assert outcome.position == max(lost)
+    assert count_events(container) == before + 2  # Submitted, and the customer's record
+    assert len(written) == 1  # the lost attempt committed: not written again
+    assert [key.key_id for key in written[0]] == [request_id]
+    with psycopg.connect(container.database.url) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE key_id = %s").format(
+                sql.Identifier(container.settings.database_schema, "subject_keys")
+            ),
+            (request_id,),
+        ).fetchone()
+    assert rows == (1,)
+    container.vault.clear_cache()
+    container.ledger.clear_cache()
+    assert container.ledger.get_request(request_id).statement == "my data"
 
 
 def test_a_tagged_command_retried_after_its_commit_is_answered_as_the_first(

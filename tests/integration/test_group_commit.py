@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from rightsledger.bootstrap import Container
 from rightsledger.domain.ledger import (
@@ -191,3 +193,40 @@ def test_the_vault_returns_its_connections_as_it_took_them(container: Container)
         with vault._pool.connection() as conn:
             seen.append(conn.autocommit)
     assert seen == [False] * 4
+
+
+def test_new_keys_exist_exactly_when_their_events_do(container: Container) -> None:
+    """Requests submitted at once for the same customers conflict on the customer's stream
+    and are decided again; each new request's key is written in its events' transaction, so
+    every stored request has exactly one key, no refused attempt leaves one behind, and each
+    statement reads back in a process holding no key."""
+    ledger = container.ledger
+    assert isinstance(ledger.committer, GroupCommit)
+    customers = scenarios.customers(ledger, 4)
+    kinds = ("access", "opt_out", "deletion")
+    submitted: list[UUID] = []
+    lock = threading.Lock()
+
+    def submitter(index: int) -> None:
+        for customer in customers:
+            request = scenarios.submit(
+                ledger, customer, kinds[index], statement=f"{kinds[index]} for {customer}"
+            )
+            with lock:
+                submitted.append(request)
+
+    run_threads(3, submitter)
+    assert len(submitted) == 12
+    schema = container.settings.database_schema
+    with psycopg.connect(container.database.url) as conn:
+        keyed = conn.execute(
+            sql.SQL(
+                "SELECT key_id FROM {} WHERE key_id <> customer_id AND kind = 'personal'"
+            ).format(sql.Identifier(schema, "subject_keys"))
+        ).fetchall()
+    assert sorted(row[0] for row in keyed) == sorted(submitted)
+    container.vault.clear_cache()
+    ledger.clear_cache()
+    for request in submitted:
+        stored = ledger.get_request(request)
+        assert stored.statement == f"{stored.request_type.value} for {stored.customer_id}"

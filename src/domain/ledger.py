@@ -35,6 +35,7 @@ from rightsledger.domain.operations import FollowerSkip
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.retention import DEFAULT_SCHEDULE, RetentionSchedule
+from rightsledger.domain.values import RequestStatus
 
 A = TypeVar("A", bound=Aggregate)
 R = TypeVar("R")
@@ -120,6 +121,15 @@ class Outcome:
 
     id: UUID
     position: int
+
+
+@dataclass(frozen=True)
+class Received(Outcome):
+    """A request received: its id and position, and its status and due date as decided
+    (so answering costs no second read of the request)."""
+
+    status: RequestStatus
+    due_at: datetime
 
 
 def _utcnow() -> datetime:
@@ -602,7 +612,7 @@ class RightsLedger(Application[UUID]):
         statement: str | None = None,
         document_reference: str | None = None,
         corrections: Mapping[str, Mapping[str, str]] | None = None,
-    ) -> Outcome:
+    ) -> Received:
         """Receive a request, recorded on its own stream and on the customer's together.
 
         The customer's ``RequestReceived`` makes submissions for one customer conflict at
@@ -630,6 +640,8 @@ class RightsLedger(Application[UUID]):
             )
             return request, customer
 
+        decided: list[DataRightsRequest] = []
+
         def decide(request: DataRightsRequest, customer: Customer) -> UUID:
             customer.receive_request(
                 request_id=request.id,
@@ -637,10 +649,14 @@ class RightsLedger(Application[UUID]):
                 still_open=self._request_open,
                 actor=actor,
             )
+            decided.append(request)
             return request.id
 
         submitted, position = self._decide(load, decide, f"customer {customer_id}")
-        return Outcome(submitted, position)
+        request = decided[-1] if decided and decided[-1].id == submitted else None
+        if request is None:  # recorded by an earlier attempt of the same command
+            request = self._read(DataRightsRequest, submitted)
+        return Received(submitted, position, request.status, request.due_at)
 
     def _request_open(self, request_id: UUID) -> bool:
         """Whether the request is still open, on its stored events (a final status is final,

@@ -164,11 +164,10 @@ def submit_request(body: s.RequestIn, ledger: LedgerDep, who: Intake) -> s.Reque
         ),
         actor=who.actor,
     )
-    submitted = ledger.request_after_command(outcome.id)
     return s.RequestAccepted(
         request_id=outcome.id,
-        status=submitted.status,
-        due_at=submitted.due_at,
+        status=outcome.status,
+        due_at=outcome.due_at,
         position=outcome.position,
     )
 

@@ -632,7 +632,9 @@ REQUEST_TYPES = ("access", "opt_out", "deletion")
 to each customer (so ``--customers`` bounds it at three requests a customer)."""
 
 
-def command(kind: str, customer: str, granted: bool, round_: int = 0) -> tuple[str, dict[str, Any]]:
+def command(
+    kind: str, customer: str, granted: bool, round_: int = 0
+) -> tuple[str, dict[str, Any]]:
     """The path and body of one command of the chosen kind, never refused by a rule
     (``round_``: how many times this customer was given a command before)."""
     if kind == "requests":
@@ -908,7 +910,8 @@ def print_summary(
     lines = [
         "",
         "=" * 72,
-        f"rightsledger command benchmark: {COMMANDS[args.command]} (API processes: {f['workers']})",
+        f"rightsledger command benchmark: {COMMANDS[args.command]}"
+        f" (API processes: {f['workers']})",
         "=" * 72,
         f"service          {service.base_url} ({where}, schema {service.schema})",
         f"load             {f['clients']} clients, keep-alive, {f['customers']} customers, "

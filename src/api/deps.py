@@ -55,7 +55,8 @@ async def authenticate(
         raise ApiProblemError(
             429,
             "Too many failed authentications",
-            f"too many failed authentications from this client or with this key; retry in {wait} s",
+            f"too many failed authentications from this client or with this key; retry in "
+            f"{wait} s",
             slug="too-many-failures",
             headers={"Retry-After": str(wait)},
         )

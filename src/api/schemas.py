@@ -228,7 +228,9 @@ class DisclosureIn(Command):
         description="legal_obligation, service_provider or fraud_prevention; nothing else."
     )
     categories: Annotated[list[Category], Field(min_length=1, max_length=5)]
-    purpose: PurposeName = Field(description="Why the data is shared; never marketing.")
+    purpose: PurposeName = Field(
+        description="Why the data is shared; never marketing."
+    )
     reference: Annotated[str, Field(max_length=2000), NoCardNumber] = ""
 
 

@@ -91,3 +91,4 @@ class ExportStore:
                     )
                     redacted += changed
         return redacted
+

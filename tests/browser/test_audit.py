@@ -27,13 +27,8 @@ def test_an_auditor_sees_the_trail_and_verifies_the_chain_but_cannot_act(
         ).json()["customer_id"]
         accepted = api.post(
             "/v1/requests",
-            json={
-                "customer_id": customer,
-                "type": "access",
-                "channel": "email",
-                "jurisdiction": "gdpr",
-                "statement": "Send me my data.",
-            },
+            json={"customer_id": customer, "type": "access", "channel": "email",
+                  "jurisdiction": "gdpr", "statement": "Send me my data."},
         ).json()
     request_id = accepted["request_id"]
     _, auditor = make_key("auditor", "Ida")
@@ -72,16 +67,14 @@ def test_an_auditor_sees_the_trail_and_verifies_the_chain_but_cannot_act(
     with service.client() as api:
         assert api.get(f"/v1/requests/{request_id}").json()["status"] == "open"
     # the auditor is offered no lookup, and a forged one is refused and reads nothing
-    page.get_by_role("navigation", name="Console pages").get_by_role("link", name="Inbox").click()
+    page.get_by_role("navigation", name="Console pages").get_by_role(
+        "link", name="Inbox"
+    ).click()
     expect(page.get_by_label("Email, phone or account reference")).to_have_count(0)
     forged = page.request.post(
         f"{service.base_url}/console/customers/lookup",
-        form={
-            "kind": "email",
-            "value": "a@x.org",
-            "purpose": "legal",
-            "csrf_token": csrf_token(page),
-        },
+        form={"kind": "email", "value": "a@x.org", "purpose": "legal",
+              "csrf_token": csrf_token(page)},
         max_redirects=0,
     )
     assert forged.status == 403

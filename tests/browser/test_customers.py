@@ -41,13 +41,9 @@ def test_the_customer_page_shows_data_for_the_declared_purpose_and_logs_the_look
         ).json()["partner_id"]
         api.post(
             f"/v1/customers/{customer}/disclosures",
-            json={
-                "partner_id": police,
-                "basis": "legal_obligation",
-                "categories": ["identity_contact"],
-                "purpose": "legal",
-                "reference": "warrant 9",
-            },
+            json={"partner_id": police, "basis": "legal_obligation",
+                  "categories": ["identity_contact"], "purpose": "legal",
+                  "reference": "warrant 9"},
         ).raise_for_status()
     _, officer = make_key("privacy_officer", "Grace")
     sign_in(page, service, officer)
@@ -104,13 +100,8 @@ def test_a_customer_is_found_by_email_and_by_phone_and_the_lookup_is_in_their_ac
         requests = {
             customer: api.post(
                 "/v1/requests",
-                json={
-                    "customer_id": customer,
-                    "type": "access",
-                    "channel": "email",
-                    "jurisdiction": "gdpr",
-                    "statement": "A copy, please.",
-                },
+                json={"customer_id": customer, "type": "access", "channel": "email",
+                      "jurisdiction": "gdpr", "statement": "A copy, please."},
             ).json()["request_id"]
             for customer in (ada, grace)
         }
@@ -128,7 +119,9 @@ def test_a_customer_is_found_by_email_and_by_phone_and_the_lookup_is_in_their_ac
     find_customer(page, "email", "nobody@example.org", "account")
     expect(page.get_by_text("No customer holds that email.")).to_be_visible()
     find_customer(page, "email", "ada@example.org", "account")
-    page.locator(f'li[data-customer="{ada}"]').get_by_role("link", name="Open the customer").click()
+    page.locator(f'li[data-customer="{ada}"]').get_by_role(
+        "link", name="Open the customer"
+    ).click()
     page.get_by_label("Purpose").select_option("legal")
     page.get_by_role("button", name="Show").click()
     lookups = page.locator("table.accesses tbody tr", has_text="lookup")
@@ -136,7 +129,9 @@ def test_a_customer_is_found_by_email_and_by_phone_and_the_lookup_is_in_their_ac
     expect(lookups.first).to_contain_text("privacy_officer:Grace")
     expect(lookups.first).to_contain_text("account")
 
-    page.get_by_role("navigation", name="Console pages").get_by_role("link", name="Inbox").click()
+    page.get_by_role("navigation", name="Console pages").get_by_role(
+        "link", name="Inbox"
+    ).click()
     expect(page.locator("table.inbox tbody tr")).to_have_count(2)
     find_customer(page, "phone", "0044 20 7946-0000", "account")
     page.locator(f'li[data-customer="{ada}"]').get_by_role(

@@ -22,13 +22,8 @@ def test_signing_in_by_keyboard_and_reading_the_inbox_on_a_narrow_window(
         ).json()["customer_id"]
         submitted = api.post(
             "/v1/requests",
-            json={
-                "customer_id": customer,
-                "type": "deletion",
-                "channel": "web_form",
-                "jurisdiction": "ccpa",
-                "statement": "Delete my data.",
-            },
+            json={"customer_id": customer, "type": "deletion", "channel": "web_form",
+                  "jurisdiction": "ccpa", "statement": "Delete my data."},
         )
         submitted.raise_for_status()
         # the inbox is a view: wait until it holds the request before the page is drawn

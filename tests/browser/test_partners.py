@@ -21,43 +21,28 @@ def test_the_partners_list_shows_validity_and_an_outstanding_acknowledgement_unt
     with service.client() as api:
         acme = api.post(
             "/v1/partners",
-            json={
-                "name": "Acme Payments",
-                "kind": "payment_processor",
-                "contract_reference": "C-2026-4",
-                "confidentiality_agreement": "NDA-17",
-                "contract_valid_until": "2099-01-01",
-            },
+            json={"name": "Acme Payments", "kind": "payment_processor",
+                  "contract_reference": "C-2026-4", "confidentiality_agreement": "NDA-17",
+                  "contract_valid_until": "2099-01-01"},
         ).json()["partner_id"]
         police = api.post(
             "/v1/partners", json={"name": "Police", "kind": "law_enforcement"}
         ).json()["partner_id"]
         customer = api.post(
             "/v1/customers",
-            json={
-                "policy_version": "2026-01",
-                "identity": {"name": "Ada Lovelace", "email": "ada@example.org"},
-            },
+            json={"policy_version": "2026-01",
+                  "identity": {"name": "Ada Lovelace", "email": "ada@example.org"}},
         ).json()["customer_id"]
         api.post(
             f"/v1/customers/{customer}/disclosures",
-            json={
-                "partner_id": acme,
-                "basis": "service_provider",
-                "categories": ["identity_contact"],
-                "purpose": "account",
-                "reference": "onboarding",
-            },
+            json={"partner_id": acme, "basis": "service_provider",
+                  "categories": ["identity_contact"], "purpose": "account",
+                  "reference": "onboarding"},
         ).raise_for_status()
         request_id = api.post(
             "/v1/requests",
-            json={
-                "customer_id": customer,
-                "type": "deletion",
-                "channel": "postal_mail",
-                "jurisdiction": "gdpr",
-                "statement": "Delete my data.",
-            },
+            json={"customer_id": customer, "type": "deletion", "channel": "postal_mail",
+                  "jurisdiction": "gdpr", "statement": "Delete my data."},
         ).json()["request_id"]
         api.post(
             f"/v1/requests/{request_id}/verify",
@@ -65,7 +50,9 @@ def test_the_partners_list_shows_validity_and_an_outstanding_acknowledgement_unt
         ).raise_for_status()
 
         def awaited() -> list[Any] | None:
-            answer = api.get(f"/v1/partners/{acme}/notifications", params={"status": "awaiting"})
+            answer = api.get(
+                f"/v1/partners/{acme}/notifications", params={"status": "awaiting"}
+            )
             # 404 until the partners view has the partner
             items: list[Any] = answer.json()["items"] if answer.status_code == 200 else []
             return items or None

@@ -62,13 +62,8 @@ def test_revoking_the_key_ends_its_session(
         ).json()["customer_id"]
         request_id = api.post(
             "/v1/requests",
-            json={
-                "customer_id": customer,
-                "type": "access",
-                "channel": "email",
-                "jurisdiction": "gdpr",
-                "statement": "Send me my data.",
-            },
+            json={"customer_id": customer, "type": "access", "channel": "email",
+                  "jurisdiction": "gdpr", "statement": "Send me my data."},
         ).json()["request_id"]
     key_id, token = make_key("auditor", "Ida")
     sign_in(page, service, token)
@@ -110,13 +105,8 @@ def test_a_form_posted_without_the_csrf_token_is_refused(
         ).json()["customer_id"]
         request_id = api.post(
             "/v1/requests",
-            json={
-                "customer_id": customer,
-                "type": "access",
-                "channel": "email",
-                "jurisdiction": "gdpr",
-                "statement": "Send me my data.",
-            },
+            json={"customer_id": customer, "type": "access", "channel": "email",
+                  "jurisdiction": "gdpr", "statement": "Send me my data."},
         ).json()["request_id"]
     _, token = make_key("privacy_officer")
     sign_in(page, service, token)

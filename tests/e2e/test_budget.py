@@ -39,7 +39,8 @@ def test_make_run_stays_within_its_connection_budget(
     assert 0 < idle <= BUDGET, idle
     with service.client() as http:
         customers = [
-            http.post("/v1/customers", json=customer_body()).json()["customer_id"] for _ in range(8)
+            http.post("/v1/customers", json=customer_body()).json()["customer_id"]
+            for _ in range(8)
         ]
     peak = [idle]
     stop = threading.Event()

@@ -21,6 +21,7 @@ from tests.e2e.conftest import EVIDENCE, customer_body, ok
 Headers = Callable[[Role | str], dict[str, str]]
 
 
+
 def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")

@@ -78,16 +78,8 @@ def test_metrics_count_requests_commands_and_read_the_store(
     one = {"method": "GET", "route": "/v1/requests/{request_id}", "status": "200"}
     assert value(samples, "rightsledger_http_requests_total", **one) == 1
     # no series per unknown path or invented method
-    assert (
-        value(
-            samples,
-            "rightsledger_http_requests_total",
-            method="GET",
-            route="unmatched",
-            status="404",
-        )
-        == 1
-    )
+    assert value(samples, "rightsledger_http_requests_total", method="GET", route="unmatched",
+                 status="404") == 1
     assert not [key for key in samples if ("route", f"/nowhere/{customer}") in key[1]]
     assert [key for key in samples if ("method", "other") in key[1]]
     assert not [key for key in samples if ("method", "BREW") in key[1]]

@@ -18,6 +18,7 @@ from tests.e2e.service import wait_until
 Headers = Callable[[Role | str], dict[str, str]]
 
 
+
 def contracted(name: str, valid_until: date) -> dict[str, Any]:
     return {
         "name": name,

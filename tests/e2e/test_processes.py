@@ -26,6 +26,7 @@ from tests.e2e.service import Service, stored_as, wait_until
 pytestmark = pytest.mark.e2e
 
 
+
 def register(http: httpx.Client, name: str = "Ada Lovelace") -> str:
     identity = {**customer_body()["identity"], "name": name}
     created = ok(http.post("/v1/customers", json=customer_body(identity=identity)), 201)
@@ -324,9 +325,9 @@ def test_commands_with_keys_are_stored_exactly_once_while_connections_are_termin
     table = sql.Identifier(service.schema, "rightsledger_events")
     with psycopg.connect(service.database_url) as conn:
         stored = conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE originator_id = %s AND topic ~ %s").format(
-                table
-            ),
+            sql.SQL(
+                "SELECT count(*) FROM {} WHERE originator_id = %s AND topic ~ %s"
+            ).format(table),
             (uuid.UUID(customer), stored_as("InvoiceRecorded")),
         ).fetchone()
     assert stored is not None

@@ -15,6 +15,7 @@ from tests.e2e.service import Service, wait_until
 pytestmark = pytest.mark.e2e
 
 
+
 def test_the_workers_process_purges_activity_past_its_schedule(
     start_service: Callable[..., Service],
 ) -> None:

@@ -18,6 +18,7 @@ from tests.e2e.service import FOLLOWERS, Service, alive, wait_until
 pytestmark = pytest.mark.e2e
 
 
+
 def register(http: httpx.Client, name: str) -> tuple[str, int]:
     """Register a customer called ``name``; its id and the command's log position."""
     identity = {**customer_body()["identity"], "name": name}

@@ -54,7 +54,9 @@ def test_the_table_is_pruned_by_age_and_capped(container: Container) -> None:
 def test_counts_in_memory_are_bounded(container: Container) -> None:
     """However many addresses and keys fail, the guard tracks at most ``tracked`` of each,
     and the newest offender stays limited."""
-    guard = AuthGuard(container.pool, container.settings.database_schema, allowed=2, tracked=50)
+    guard = AuthGuard(
+        container.pool, container.settings.database_schema, allowed=2, tracked=50
+    )
     for i in range(200):
         guard.failed(f"10.0.{i // 250}.{i % 250}", "no bearer key", key_hash(f"k{i}"))
         guard.succeeded(f"10.1.0.{i % 250}", key_hash(f"ok{i}"))

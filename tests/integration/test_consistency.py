@@ -178,19 +178,19 @@ def count_events(container: Container) -> int:
     return int(row[0])
 
 
-def test_a_commit_whose_acknowledgement_is_lost_is_not_applied_twice(
+def lose_the_first_acknowledgement(
     container: Container, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The insert commits, the connection drops before the answer: the retry finds its own
-    events and answers with their positions instead of deciding the command again."""
-    customer = register(container)
-    before = count_events(container)
+) -> tuple[list[int], list[list[Any]]]:
+    """The store's first insert commits, then its connection drops before the answer. Returns
+    the positions that first insert committed, and the new keys each attempt wrote."""
     recorder = container.ledger.recorder
     assert isinstance(recorder, ChainedRecorder)
     real = recorder._insert_once
     lost: list[int] = []
+    written: list[list[Any]] = []
 
     def commit_then_lose(stored_events: Any, marks: Any, keys: Any = ()) -> Any:
+        written.append(list(keys))
         ids = real(stored_events, marks, keys)
         if not lost:
             lost.extend(ids)
@@ -198,6 +198,17 @@ def test_a_commit_whose_acknowledgement_is_lost_is_not_applied_twice(
         return ids
 
     monkeypatch.setattr(recorder, "_insert_once", commit_then_lose)
+    return lost, written
+
+
+def test_a_commit_whose_acknowledgement_is_lost_is_not_applied_twice(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The insert commits, the connection drops before the answer: the retry finds its own
+    events and answers with their positions instead of deciding the command again."""
+    customer = register(container)
+    before = count_events(container)
+    lost, _ = lose_the_first_acknowledgement(container, monkeypatch)
     outcome = container.ledger.record_invoice(
         customer,
         amount="12.50",
@@ -221,21 +232,7 @@ def test_a_request_whose_acknowledgement_is_lost_keeps_the_one_key_it_was_sealed
     sealed under the key reads back, here and in a process holding no key (cache cleared)."""
     customer = register(container)
     before = count_events(container)
-    recorder = container.ledger.recorder
-    assert isinstance(recorder, ChainedRecorder)
-    real = recorder._insert_once
-    lost: list[int] = []
-    written: list[Any] = []
-
-    def commit_then_lose(stored_events: Any, marks: Any, keys: Any = ()) -> Any:
-        written.append(list(keys))
-        ids = real(stored_events, marks, keys)
-        if not lost:
-            lost.extend(ids)
-            raise OperationalError("server closed the connection unexpectedly")
-        return ids
-
-    monkeypatch.setattr(recorder, "_insert_once", commit_then_lose)
+    lost, written = lose_the_first_acknowledgement(container, monkeypatch)
     outcome = container.ledger.submit_request(
         customer_id=customer,
         request_type="access",

@@ -203,7 +203,9 @@ def test_a_batch_reads_its_keys_in_one_go(
     )
     assert len(watched.threads) == 1
     assert [vars(event) for event, _ in decoded] == [vars(event) for event in one_at_a_time]
-    assert any(event.originator_id == erased and ERASED in str(vars(event)) for event, _ in decoded)
+    assert any(
+        event.originator_id == erased and ERASED in str(vars(event)) for event, _ in decoded
+    )
     assert any(
         vars(event).get("data", {}).get("identity_contact") == {"name": "Customer 7"}
         for event, _ in decoded

@@ -205,7 +205,9 @@ def render(
 
 def refuse(request: Request, session: Session, what: str) -> Response:
     """403: the operator's role may not do this (the page or button was not shown either)."""
-    problem = Problem(403, "Forbidden", f"role {session.principal.role.value!r} may not {what}")
+    problem = Problem(
+        403, "Forbidden", f"role {session.principal.role.value!r} may not {what}"
+    )
     return render(request, "error.html", session, 403, problem=problem)
 
 
@@ -305,13 +307,8 @@ async def sign_in(
             request, "sign_in.html", None, error.status, sign_in_token=token, problem=problem
         )
         response.set_cookie(
-            SIGN_IN_COOKIE,
-            token,
-            httponly=True,
-            samesite="strict",
-            secure=_secure(request),
-            path="/console",
-            max_age=3600,
+            SIGN_IN_COOKIE, token, httponly=True, samesite="strict",
+            secure=_secure(request), path="/console", max_age=3600,
         )
         return response
     cookie, _ = session_store(container).open(principal)
@@ -445,14 +442,11 @@ def _request_context(
     }
     can = {
         "verify": is_open and status == "open" and may(who, requests.verify_request),
-        "extend": is_open
-        and not domain.extended_at
-        and not shown.overdue
+        "extend": is_open and not domain.extended_at and not shown.overdue
         and may(who, requests.extend_request),
         "deny": is_open and may(who, requests.deny_request),
         "acknowledge": is_open and may(who, partners.acknowledge),
-        "export": shown.type is RequestType.ACCESS
-        and status == "fulfilled"
+        "export": shown.type is RequestType.ACCESS and status == "fulfilled"
         and may(who, requests.get_export),
         "receipt": not is_open and may(who, requests.get_receipt),
         "customer": may(who, customers.get_customer) or may(who, customers.get_consents),
@@ -486,10 +480,7 @@ def new_request(
     if not may(session.principal, requests.submit_request):
         return refuse(request, session, "record a request")
     return render(
-        request,
-        "new_request.html",
-        session,
-        **_intake_context(container, session.principal),
+        request, "new_request.html", session, **_intake_context(container, session.principal),
         values={"customer_id": _uuid_or_blank(customer_id)},
     )
 
@@ -544,13 +535,8 @@ def record_request(
     if accepted is None:
         assert problem is not None
         return render(
-            request,
-            "new_request.html",
-            session,
-            problem.status,
-            problem=problem,
-            values=values,
-            **_intake_context(container, session.principal),
+            request, "new_request.html", session, problem.status,
+            problem=problem, values=values, **_intake_context(container, session.principal),
         )
     return RedirectResponse(f"/console/requests/{accepted.request_id}?done=recorded", 303)
 
@@ -573,12 +559,7 @@ def request_page(
             lambda: requests.get_receipt(request_id, container, session.principal, Response())
         )
     return render(
-        request,
-        "request.html",
-        session,
-        done=done,
-        receipt=receipt,
-        no_receipt=no_receipt,
+        request, "request.html", session, done=done, receipt=receipt, no_receipt=no_receipt,
         **context,
     )
 
@@ -908,12 +889,8 @@ def customer_search(
         except ValueError:
             problem = Problem(422, "Not a customer id", "a customer id is a UUID")
     return render(
-        request,
-        "customers.html",
-        session,
-        problem.status if problem else 200,
-        problem=problem,
-        **lookup_context(container, session.principal, "customers"),
+        request, "customers.html", session, problem.status if problem else 200,
+        problem=problem, **lookup_context(container, session.principal, "customers"),
     )
 
 
@@ -944,12 +921,7 @@ def customer_lookup(
     status = problem.status if problem else 200
     if is_htmx(request):
         return render(
-            request,
-            "_lookup_results.html",
-            session,
-            status,
-            problem=problem,
-            fragment=True,
+            request, "_lookup_results.html", session, status, problem=problem, fragment=True,
             **context,
         )
     return render(request, "customers.html", session, status, problem=problem, **context)
@@ -964,11 +936,7 @@ def customer_page(
     if not (can["profile"] or can["consents"] or can["disclosures"]):
         return refuse(request, session, "see customers")
     return render(
-        request,
-        "customer.html",
-        session,
-        customer_id=customer_id,
-        can=can,
+        request, "customer.html", session, customer_id=customer_id, can=can,
         purposes=allowed_purposes(container, session.principal),
     )
 
@@ -1017,18 +985,9 @@ def customer_data(
         accesses, _ = view.accesses(customer_id)
         accesses.reverse()
     return render(
-        request,
-        "_customer_data.html",
-        session,
-        problem.status if problem else 200,
-        problem=problem,
-        customer_id=customer_id,
-        purpose=purpose,
-        can=can,
-        profile=profile,
-        consents=consents,
-        disclosures=disclosures,
-        accesses=accesses,
+        request, "_customer_data.html", session, problem.status if problem else 200,
+        problem=problem, customer_id=customer_id, purpose=purpose, can=can,
+        profile=profile, consents=consents, disclosures=disclosures, accesses=accesses,
     )
 
 
@@ -1091,16 +1050,9 @@ def partner_search(
             notices, _ = _awaiting(request, container, who, partner.partner_id, read)
             owed[partner.partner_id] = notices.items if notices is not None else []
     return render(
-        request,
-        "partners.html",
-        session,
-        problem.status if problem else 200,
-        problem=problem,
-        listed=listed,
-        owed=owed if can_notices else None,
-        can_acknowledge=may(who, partners.acknowledge),
-        done=done,
-        cursor=cursor,
+        request, "partners.html", session, problem.status if problem else 200,
+        problem=problem, listed=listed, owed=owed if can_notices else None,
+        can_acknowledge=may(who, partners.acknowledge), done=done, cursor=cursor,
     )
 
 
@@ -1138,16 +1090,9 @@ def partner_page(
                 )
             )
     return render(
-        request,
-        "partner.html",
-        session,
-        problem.status if problem else 200,
-        problem=problem,
-        partner=partner,
-        disclosures=disclosures,
-        notices=notices,
-        can_acknowledge=may(who, partners.acknowledge),
-        done=done,
+        request, "partner.html", session, problem.status if problem else 200, problem=problem,
+        partner=partner, disclosures=disclosures, notices=notices,
+        can_acknowledge=may(who, partners.acknowledge), done=done,
     )
 
 
@@ -1178,7 +1123,9 @@ def acknowledge_for_partner(
         assert problem is not None
         return render(request, "error.html", session, problem.status, problem=problem)
     where = f"/console/partners/{partner_id}" if back == "partner" else "/console/partners"
-    return RedirectResponse(f"{where}?min_position={changed.position}&done=acknowledged", 303)
+    return RedirectResponse(
+        f"{where}?min_position={changed.position}&done=acknowledged", 303
+    )
 
 
 # -- audit ---------------------------------------------------------------------------------
@@ -1216,19 +1163,10 @@ def audit_page(
     head = container.ledger.recorder.max_notification_id() or 0
     followers = health.followers_health(container, head)
     return render(
-        request,
-        "audit.html",
-        session,
-        problem.status if problem else 200,
-        problem=problem,
-        trail=trail,
-        customer_id=customer_id.strip(),
-        cursor=cursor,
-        head=head,
-        followers=followers,
-        views=container.views.positions(),
-        can_state=may(who, audit.customer_state),
-        can_verify=may(who, audit.verify_history),
+        request, "audit.html", session, problem.status if problem else 200,
+        problem=problem, trail=trail, customer_id=customer_id.strip(), cursor=cursor,
+        head=head, followers=followers, views=container.views.positions(),
+        can_state=may(who, audit.customer_state), can_verify=may(who, audit.verify_history),
         purposes=allowed_purposes(container, who),
     )
 
@@ -1270,12 +1208,8 @@ def state_as_of(
     except ValueError as error:
         state, problem = None, Problem(422, "Invalid form", str(error))
     return render(
-        request,
-        "_state.html",
-        session,
-        problem.status if problem else 200,
-        problem=problem,
-        state=state,
+        request, "_state.html", session, problem.status if problem else 200,
+        problem=problem, state=state,
         state_json=json.dumps(state.model_dump(mode="json"), indent=2) if state else None,
     )
 

@@ -86,9 +86,7 @@ class ConsoleSessions:
         if row is None:
             return None
         principal = Principal(
-            key_id=row["key_id"],
-            name=row["name"],
-            role=Role(row["role"]),
+            key_id=row["key_id"], name=row["name"], role=Role(row["role"]),
             partner_id=row["partner_id"],
         )
         return Session(principal, row["csrf_token"])

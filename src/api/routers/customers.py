@@ -318,7 +318,9 @@ def find_customers(
     container: ContainerDep,
     who: Reader,
     read: Annotated[ViewRead, Depends(ReadFrom("customer_lookup"))],
-    email: Annotated[str | None, _identifying("Trimmed and casefolded before matching.")] = None,
+    email: Annotated[
+        str | None, _identifying("Trimmed and casefolded before matching.")
+    ] = None,
     phone: Annotated[
         str | None, _identifying("Matched on its digits (a leading + or 00 read as +).")
     ] = None,

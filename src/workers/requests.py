@@ -44,12 +44,14 @@ from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.retention import RetentionSchedule
 from rightsledger.domain.values import ActivityReason, Category, RequestType
 from rightsledger.projections.base import APPLICATION_NAME
+from rightsledger.projections.worker import FOLLOWER as PROJECTIONS
 from rightsledger.projections.worker import ViewSet
 from rightsledger.storage import chain
 from rightsledger.storage.exports import ExportStore
 from rightsledger.storage.followers import (
     FollowerBoard,
     FollowerRunner,
+    State,
     follow_log,
     is_transient,
 )
@@ -64,6 +66,11 @@ GATHER = 0.05
 
 ACTOR = "worker:requests"
 FOLLOWER = "request-workers"
+ERASURE_VIEW_WAIT = 30.0
+"""How long an erasure waits for the customer's profile view to apply it before it is
+recorded (then it is retried, as a transient failure)."""
+PROJECTIONS_SILENT = timedelta(seconds=15)
+"""A projection worker silent this long is not waited for (``/ready`` reports it)."""
 """This follower's name in ``follower_status``."""
 
 
@@ -123,12 +130,13 @@ class RequestWorker:
 
     # ---------------------------------------------------------------- reacting
 
-    def handle(self, event: object) -> None:
-        """Do what an event calls for; anything already done is left alone."""
+    def handle(self, event: object, position: int | None = None) -> None:
+        """Do what an event calls for (at ``position`` in the log, when known); anything
+        already done is left alone."""
         if isinstance(event, DataRightsRequest.IdentityVerified):
             self._fulfil(event.originator_id)
         elif isinstance(event, Customer.Erased):
-            self._carry_out_erasure(event.originator_id, event.request_id)
+            self._carry_out_erasure(event.originator_id, event.request_id, position)
 
     def _fulfil(self, request_id: UUID) -> None:
         request = self.ledger.get_request(request_id)
@@ -183,16 +191,41 @@ class RequestWorker:
             actor=ACTOR,
         )
 
-    def _carry_out_erasure(self, customer_id: UUID, request_id: UUID) -> None:
-        """What a recorded erasure calls for, each step idempotent: destroy the customer's
-        personal keys (their own and their requests'), delete their access exports, drop
-        every decrypted copy held here, then record it (which fulfils the deletion when no
-        recipient is awaited). Handled again after a crash, it completes."""
+    def _carry_out_erasure(
+        self, customer_id: UUID, request_id: UUID, position: int | None = None
+    ) -> None:
+        """What a recorded erasure (``Customer.Erased`` at ``position``) calls for, each step
+        idempotent: destroy the customer's personal keys (their own and their requests'),
+        delete their access exports, drop every decrypted copy held here, wait until the
+        customer's profile view has applied the erasure, then record it (which fulfils the
+        deletion when no recipient is awaited). Handled again after a crash, it completes."""
         self.vault.destroy(customer_id, PERSONAL)
         self.exports.delete_for_customer(customer_id)
         self._evict(customer_id, request_id)
+        if position is not None:
+            self._profile_applied(position)
         # only now may the deletion read fulfilled: nothing erased is readable any more
         self.ledger.confirm_erasure(request_id, actor=ACTOR)
+
+    def _profile_applied(self, position: int) -> None:
+        """Wait until the customer profile view (which shows personal values) has applied
+        the log up to ``position``, while a projection worker is running; TimeoutError (a
+        transient failure: the erasure is handled again) when it has not within
+        ``ERASURE_VIEW_WAIT``. With no projection worker running there is nothing to wait
+        for: the view applies the erasure before anything after it when one starts."""
+        if self.board is None:
+            return
+        now = datetime.now(UTC)
+        running = any(
+            status.name == PROJECTIONS
+            and status.state is State.RUNNING
+            and now - status.heartbeat_at < PROJECTIONS_SILENT
+            for status in self.board.statuses()
+        )
+        view = self.views.customer_profile
+        if running and not self.views.wait(view, position, ERASURE_VIEW_WAIT):
+            msg = f"the {view.name} view has not applied position {position} yet"
+            raise TimeoutError(msg)
 
     def _shred(self, customer_id: UUID, kind: str, *request_ids: UUID) -> None:
         """Destroy the customer's keys of that kind; drop every decrypted copy held here."""
@@ -227,7 +260,7 @@ class RequestWorker:
             if not notifications:
                 return position, max(position, head)
             for notification in notifications:
-                self.handle(self.ledger.mapper.to_domain_event(notification))
+                self.handle(self.ledger.mapper.to_domain_event(notification), notification.id)
                 self.tracking.insert_tracking(Tracking(APPLICATION_NAME, notification.id))
                 position = notification.id
             if left is not None:

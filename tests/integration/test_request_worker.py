@@ -5,11 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from rightsledger.bootstrap import Container
 from rightsledger.domain.requests import DataRightsRequest
+from rightsledger.projections.worker import FOLLOWER as PROJECTIONS
+from rightsledger.storage.followers import State
 from rightsledger.storage.sealing import ERASED
+from rightsledger.workers import requests as requests_module
 from rightsledger.workers.requests import RequestWorker
 from tests import scenarios
 
@@ -133,3 +137,28 @@ def test_a_deletion_never_acknowledged_expires_naming_the_partners(container: Co
             (request,),
         ).fetchone()
     assert row == ("expired", [str(partner)], None)
+
+
+def test_a_deletion_reads_fulfilled_only_once_the_profile_view_applied_the_erasure(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a projection worker is running, the erasure is recorded (and the deletion
+    fulfilled) only once the customer profile view has applied it: until then the worker
+    fails transiently (and is retried), and the view still showing the name is never
+    answered beside a fulfilled deletion."""
+    ledger = container.ledger
+    customer = scenarios.customer(ledger, "Grace Hopper", actor="i")
+    deletion = scenarios.verified(ledger, customer, "deletion")
+    monkeypatch.setattr(requests_module, "ERASURE_VIEW_WAIT", 0.2)
+    container.board.report(PROJECTIONS, State.RUNNING, 0)  # a projection worker, behind
+    worker = container.request_worker()
+    with pytest.raises(TimeoutError, match="customer_profile view has not applied"):
+        worker.catch_up()
+    assert ledger.get_request(deletion).status.value != "fulfilled"
+    container.projection_worker().catch_up()
+    container.board.report(PROJECTIONS, State.RUNNING, 0)
+    worker.catch_up()
+    assert ledger.get_request(deletion).status.value == "fulfilled"
+    row, _ = container.views.customer_profile.get(customer)
+    assert row is not None
+    assert "Grace Hopper" not in str(row)

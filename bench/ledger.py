@@ -78,20 +78,24 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(ledger: RightsLedger, customers: list[UUID], kind: str, total: int) -> dict[str, float]:
+def run(
+    ledger: RightsLedger, customers: list[UUID], kind: str, total: int, *, shared: bool = False
+) -> dict[str, float]:
     """``total`` commands of ``kind`` from ``CLIENTS`` threads, each on its own customers in
-    turn."""
+    turn (``shared``: every thread on the same customers, at the same moments)."""
     command = KINDS[kind]
     share = total // CLIENTS
     done = [0] * CLIENTS
     errors: list[str] = []
 
     def work(index: int, barrier: threading.Barrier) -> None:
-        mine = customers[index::CLIENTS]  # each client its own customers, as in commands.py
+        # each client its own customers, as in commands.py; or all on the same ones
+        mine = customers if shared else customers[index::CLIENTS]
         barrier.wait()
         for n in range(share):
             try:
-                command(ledger, mine[n % len(mine)], n // len(mine))
+                # shared: half the threads grant, half withdraw, so most commands change state
+                command(ledger, mine[n % len(mine)], index if shared else n // len(mine))
             except Exception as error:  # counted and shown; the load goes on
                 errors.append(f"{type(error).__name__}: {error}")
                 continue
@@ -124,6 +128,11 @@ def main() -> None:
         help="commands of each kind (at most 3 per customer: one open request of each type)",
     )
     parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument(
+        "--shared",
+        action="store_true",
+        help="consents only, every thread on the same customers at once (commands conflict)",
+    )
     parser.add_argument("--raw-seconds", type=float, default=5.0)
     parser.add_argument(
         "--database-url",
@@ -153,13 +162,15 @@ def main() -> None:
             if n % 500 == 0:
                 base.note(f"registered {n}/{args.customers} ({time.perf_counter() - started:.0f}s)")
         figures: dict[str, float] = {}
-        for kind in KINDS:
-            figures.update(run(ledger, customers, kind, args.commands))
+        kinds = ["consents"] if args.shared else list(KINDS)
+        for kind in kinds:
+            figures.update(run(ledger, customers, kind, args.commands, shared=args.shared))
         raw = base.run_raw(args.database_url, schema, CLIENTS, args.raw_seconds)
         raw_rate = raw.transactions / raw.elapsed
         figures["raw_tx_per_s"] = round(raw_rate, 1)
-        print(f"ledger in-process, {CLIENTS} threads, {args.commands} commands of each kind")
-        for kind in KINDS:
+        how = "on the same customers" if args.shared else "each on its own customers"
+        print(f"ledger in-process, {CLIENTS} threads {how}, {args.commands} commands of each kind")
+        for kind in kinds:
             rate, cpu = figures[f"{kind}_per_s"], figures[f"{kind}_cpu_ms"]
             print(
                 f"{kind:<10} {rate:>9,.1f}/s  {cpu:.3f} ms CPU per command"

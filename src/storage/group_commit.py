@@ -152,24 +152,6 @@ class GroupCommit:
             self._write(batch)
 
     def _write(self, batch: list[_Pending]) -> None:
-        """Write a batch; commands whose events claim a stream version an earlier command of
-        the batch claims too (two commands on one customer at once) are written after it, on
-        their own, so that the rest of the batch is not refused with them."""
-        claimed: set[tuple[Any, int]] = set()
-        together: list[_Pending] = []
-        after: list[_Pending] = []
-        for pending in batch:
-            versions = {(e.originator_id, e.originator_version) for e in pending.events}
-            if claimed.isdisjoint(versions):
-                claimed |= versions
-                together.append(pending)
-            else:
-                after.append(pending)
-        self._write_together(together)
-        for pending in after:
-            self._write_together([pending])
-
-    def _write_together(self, batch: list[_Pending]) -> None:
         keys = [key for pending in batch for key in pending.keys]
         try:
             recordings = self._app.save(
@@ -180,7 +162,7 @@ class GroupCommit:
         except IntegrityError as error:
             if len(batch) > 1:
                 for pending in batch:
-                    self._write_together([pending])
+                    self._write([pending])
                 return
             self._settle(keys, stored=False)
             batch[0].error = error

@@ -12,13 +12,12 @@ import pytest
 from psycopg import sql
 
 from rightsledger.bootstrap import Container
-from rightsledger.domain.customer import Customer
 from rightsledger.domain.ledger import (
     CommitUnavailableError,
     ConcurrentChangeError,
     OutcomeUnknownError,
 )
-from rightsledger.storage.group_commit import GroupCommit, _Pending
+from rightsledger.storage.group_commit import GroupCommit
 from tests import scenarios
 from tests.conftest import EVIDENCE
 
@@ -231,43 +230,3 @@ def test_new_keys_exist_exactly_when_their_events_do(container: Container) -> No
     for request in submitted:
         stored = ledger.get_request(request)
         assert stored.statement == f"{stored.request_type.value} for {stored.customer_id}"
-
-
-def test_two_commands_on_one_stream_do_not_refuse_the_rest_of_their_batch(
-    container: Container, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A batch holding two commands that claim the same version of one customer's stream
-    is written as the others together, then the second alone: the others commit in one
-    transaction with the first, and only the second is refused (to be decided again)."""
-    ledger = container.ledger
-    committer = ledger.committer
-    assert isinstance(committer, GroupCommit)
-    first, other = scenarios.customers(ledger, 2)
-    copies: list[Customer] = [ledger.get_customer(first), ledger.get_customer(first)]
-    for copy, channel in zip(copies, ("sms", "email"), strict=True):
-        copy.change_consent(channel=channel, granted=True, evidence=EVIDENCE, actor="m")
-    third: Customer = ledger.get_customer(other)
-    third.change_consent(channel="sms", granted=True, evidence=EVIDENCE, actor="m")
-    batch = [
-        _Pending(list(aggregate.collect_events()), (aggregate,), None, None)
-        for aggregate in (copies[0], copies[1], third)
-    ]
-    saves: list[int] = []
-    real = ledger.save
-
-    def counted(*events: Any, **kwargs: Any) -> Any:
-        saves.append(len(events))
-        return real(*events, **kwargs)
-
-    monkeypatch.setattr(ledger, "save", counted)
-    monkeypatch.setattr(committer, "_app", ledger)
-    committer._write(batch)
-    assert saves[0] == 2  # the first and the third together, the second after them
-    assert batch[0].error is None
-    assert batch[2].error is None
-    assert batch[0].position > 0
-    assert batch[2].position > 0
-    assert batch[1].error is not None
-    assert ledger.get_customer(first).consents["sms"].granted is True
-    assert "email" not in ledger.get_customer(first).consents  # the second: decided again
-    assert ledger.get_customer(other).consents["sms"].granted is True

@@ -188,6 +188,14 @@ class SealingMapper(Mapper[UUID]):
         customer's or request's own keys are reserved instead (``KeyVault.reserve``): the
         keys returned, to be written in the events' transaction."""
         reserved: list[NewKey] = []
+        try:
+            self._prepare(domain_events, reserved)
+        except BaseException:
+            self.vault.settle(reserved, stored=False)  # nothing will be stored under them
+            raise
+        return reserved
+
+    def _prepare(self, domain_events: Iterable[Any], reserved: list[NewKey]) -> None:
         seen: set[UUID] = set()
         for event in domain_events:
             spec = RULES.get(type(event))
@@ -211,7 +219,6 @@ class SealingMapper(Mapper[UUID]):
                                 reserved.append(new)
                         continue
                 self._key(event, rule, subject)
-        return reserved
 
     def _seal(self, event: Any, rule: Rule, value: Any, subject: Callable[..., Any]) -> Any:
         if value is None:

@@ -9,15 +9,18 @@ from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from eventsourcing.persistence import OperationalError
 from psycopg import sql
 
 from rightsledger.bootstrap import Container
+from rightsledger.domain.customer import Customer
 from rightsledger.domain.ledger import (
     CommitUnavailableError,
     ConcurrentChangeError,
     OutcomeUnknownError,
 )
 from rightsledger.storage.group_commit import GroupCommit
+from rightsledger.storage.sealing import SealingMapper
 from tests import scenarios
 from tests.conftest import EVIDENCE
 
@@ -230,3 +233,28 @@ def test_new_keys_exist_exactly_when_their_events_do(container: Container) -> No
     for request in submitted:
         stored = ledger.get_request(request)
         assert stored.statement == f"{stored.request_type.value} for {stored.customer_id}"
+
+
+def test_keys_reserved_for_a_command_that_fails_before_queueing_are_released(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When fetching one of a command's keys fails after others were reserved for it, the
+    reservations are released: no key that was never stored stays answerable here."""
+    ledger = container.ledger
+    existing = scenarios.customer(ledger, "Old", actor="i")
+    new = Customer.register(
+        policy_version="v1", identity={"name": "New"}, account=None, payment_method=None, actor="i"
+    )
+    old = ledger.get_customer(existing)
+    old.correct(category="identity_contact", changes={"name": "Older"}, actor="s")
+    events = [*new.collect_events(), *old.collect_events()]
+
+    def unreachable(*_: Any, **__: Any) -> Any:
+        raise OperationalError("the store is away")
+
+    monkeypatch.setattr(container.vault, "key", unreachable)
+    mapper = ledger.mapper
+    assert isinstance(mapper, SealingMapper)
+    with pytest.raises(OperationalError):
+        mapper.prepare(events)
+    assert not container.vault._reserved

@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate
 
 from rightsledger.domain.cards import refuse_card_numbers, unstorable
+from rightsledger.domain.copying import CheapCopy
 from rightsledger.domain.errors import (
     CustomerErasedError,
     DisclosureRefusedError,
@@ -183,7 +184,7 @@ def _evidence(evidence: Mapping[str, object]) -> dict[str, str | datetime]:
     return {"method": method, "wording_version": wording, "captured_at": captured}
 
 
-class Customer(Aggregate):
+class Customer(CheapCopy, Aggregate):
     """A customer, the personal data held about them by category, and their consents."""
 
     class Event(Aggregate.Event):

@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate
 
 from rightsledger.domain.cards import refuse_card_numbers
+from rightsledger.domain.copying import CheapCopy
 from rightsledger.domain.errors import InvalidPartnerError
 from rightsledger.domain.personal import Internal, Public
 from rightsledger.domain.values import PartnerKind
@@ -25,7 +26,7 @@ class Recipient:
     categories: tuple[str, ...]
 
 
-class Partner(Aggregate):
+class Partner(CheapCopy, Aggregate):
     """A payment processor, support provider, infrastructure partner or authority."""
 
     class Event(Aggregate.Event):

@@ -12,6 +12,7 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate
 
 from rightsledger.domain.cards import refuse_card_numbers
+from rightsledger.domain.copying import CheapCopy
 from rightsledger.domain.deadlines import DeadlineRule, Period
 from rightsledger.domain.errors import (
     ExtensionError,
@@ -138,7 +139,7 @@ class Verification:
     reference: str
 
 
-class DataRightsRequest(Aggregate):
+class DataRightsRequest(CheapCopy, Aggregate):
     """A customer's written request to exercise a right of section 1.4 of the policy."""
 
     class Event(Aggregate.Event):

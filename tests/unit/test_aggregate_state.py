@@ -21,8 +21,11 @@ from uuid import UUID
 
 import pytest
 from eventsourcing.domain import Aggregate
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rightsledger.api.routers.audit import state_out
+from rightsledger.domain.copying import copied
 from rightsledger.domain.customer import ActivityEntry, Consent, Customer, Disclosure, Invoice
 from rightsledger.domain.partner import Partner, Recipient
 from rightsledger.domain.requests import DataRightsRequest, Verification
@@ -429,3 +432,79 @@ def test_the_auditor_state_reads_the_typed_records() -> None:
             "occurred_at": "2026-03-08T01:00:00Z",
         },
     ]
+
+
+def mutable_containers(value: object, *, in_records: bool = False) -> set[int]:
+    """The identities of the dicts, lists and sets reachable from ``value`` (through
+    containers, an aggregate's attributes and frozen records' fields); with ``in_records``,
+    only those held inside a frozen record."""
+    found: set[int] = set()
+
+    def walk(item: object, inside: bool) -> None:
+        if isinstance(item, dict | list | set) and (inside or not in_records):
+            found.add(id(item))
+        if isinstance(item, dict):
+            for each in item.values():
+                walk(each, inside)
+        elif isinstance(item, list | set | tuple):
+            for each in item:
+                walk(each, inside)
+        elif isinstance(item, Aggregate):
+            for each in vars(item).values():
+                walk(each, inside)
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            for field in dataclasses.fields(item):
+                walk(getattr(item, field.name), True)
+
+    walk(value, False)
+    return found
+
+
+def test_the_cache_copy_equals_the_aggregate_and_shares_none_of_its_containers() -> None:
+    """The copy the repository hands out for a command (``CheapCopy``) has the same state,
+    and none of the dicts, lists and sets an event would change is the original's (those
+    inside frozen records, which nothing changes in place, may be shared)."""
+    request = submission("deletion").mutate(None)
+    assert request is not None
+    for original in (replayed_customer(), request):
+        clone = copy.deepcopy(original)
+        assert type(clone) is type(original)
+        assert vars(clone) == vars(original)
+        shared = mutable_containers(clone) & mutable_containers(original)
+        assert shared <= mutable_containers(original, in_records=True)
+        assert mutable_containers(original) - mutable_containers(original, in_records=True)
+
+
+def test_a_command_on_the_copy_leaves_the_cached_aggregate_as_it_was() -> None:
+    """Events applied to the copy (a consent, an invoice, an activity entry, a request, an
+    erasure) do not reach the aggregate it was copied from."""
+    original = replayed_customer()
+    before = pickle.dumps(original)
+    clone = copy.deepcopy(original)
+    clone.grant_consent(channel="sms", evidence=evidence(), actor="marketing:m")
+    clone.record_invoice(
+        amount="9.99", currency="EUR", status="issued", issued_at=at(22), actor="billing:b"
+    )
+    clone.erase(request_id=REQUEST, retained_until=at(28), actor="worker:requests")
+    assert clone.consents != original.consents
+    assert pickle.dumps(original) == before
+
+
+@given(
+    value=st.recursive(
+        st.none() | st.integers() | st.text(max_size=3) | st.uuids() | st.datetimes(),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.text(max_size=2), inner, max_size=3)
+            | st.tuples(inner, inner)
+            | st.frozensets(st.integers(), max_size=3).map(set)
+        ),
+        max_leaves=12,
+    )
+)
+def test_copied_state_equals_a_deep_copy_and_shares_no_container(value: object) -> None:
+    """For any state built of dicts, lists, sets and tuples of plain values, the cheap copy
+    equals ``copy.deepcopy``'s and no dict, list or set in it is one of the original's."""
+    clone = copied(value, {})
+    assert clone == copy.deepcopy(value)
+    assert not set(mutable_containers(clone)) & set(mutable_containers(value))

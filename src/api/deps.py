@@ -27,7 +27,10 @@ async def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-async def get_ledger(container: ContainerDep) -> RightsLedger:
+async def get_ledger(request: Request) -> RightsLedger:
+    # from the request itself rather than through ``get_container``: every dependency
+    # level costs each request its own resolution (this one is on every command)
+    container: Container = request.app.state.container
     return container.ledger
 
 
@@ -36,12 +39,12 @@ LedgerDep = Annotated[RightsLedger, Depends(get_ledger)]
 
 async def authenticate(
     request: Request,
-    container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller, from its bearer key. The client address is the peer's, or the one a
     trusted proxy reported (``RIGHTSLEDGER_TRUSTED_PROXIES``; see ``serve``); failures are
     limited per address and per presented key (``AuthGuard``)."""
+    container: Container = request.app.state.container
     challenge = {"WWW-Authenticate": 'Bearer realm="rightsledger"'}
     client = request.client.host if request.client else "unknown"
     guard = container.auth_guard
@@ -106,7 +109,14 @@ class RoleGate:
         self.roles = frozenset({*roles, Role.ADMIN})
         self.purpose = purpose
 
-    async def __call__(self, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def __call__(
+        self,
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        # authenticates itself rather than through a dependency of its own: one level less
+        # to resolve on every request behind a gate
+        principal = await authenticate(request, credentials)
         if principal.role not in self.roles:
             allowed = ", ".join(sorted(r.value for r in self.roles))
             raise ApiProblemError(

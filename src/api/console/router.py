@@ -299,7 +299,7 @@ async def sign_in(
         raise HTTPException(403, "the sign-in form's CSRF token is missing or wrong; reload it")
     try:
         credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=api_key.strip())
-        principal = await authenticate(request, container, credentials)
+        principal = await authenticate(request, credentials)
     except ApiProblemError as error:
         token = secrets.token_urlsafe(32)
         problem = Problem(error.status, error.title, error.detail)

@@ -809,7 +809,13 @@ class Relay:
         return len(page)
 
     def catch_up(self) -> int:
-        """Publish everything past the position; the next page is read while one is sent."""
+        """Publish everything past the position; the next page is read while one is sent.
+
+        A page shorter than a batch reached the head of the log: once it is sent, the relay
+        returns to waiting for new events (and gathering a few more commits, ``GATHER``)
+        instead of reading at once the handful committed meanwhile. Under a steady load
+        this makes batches of tens of events, not of the few that came in while one was in
+        flight: each batch costs a produce request and a commit of the relay's state."""
         published = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-reader") as reader:
             expected = self.position
@@ -824,9 +830,13 @@ class Relay:
                 if not page:
                     return published
                 expected = page[-1][0]
-                pending = reader.submit(self._page, expected)
+                full = len(page) >= self.config.batch_size
+                if full:
+                    pending = reader.submit(self._page, expected)
                 self._commit(page)
                 published += len(page)
+                if not full:
+                    return published
 
     def relay_one(self) -> int:
         """Publish the one event after the position (after a failure, to find the bad one)."""

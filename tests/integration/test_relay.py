@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from rightsledger.bootstrap import Container
@@ -226,3 +228,31 @@ def test_a_fresh_broker_gets_the_whole_history_again(container: Container, tmp_p
         records = consume_all(second.bootstrap, container.settings.events_topic, 2)
         assert len(records) == 2
     assert relay.tracked() == 2
+
+
+def test_catch_up_reads_no_further_page_once_it_reached_the_head(
+    container: Container, broker: EmbeddedBroker
+) -> None:
+    """Full pages follow one another at once; a page shorter than a batch is the head of
+    the log, and once it is published the relay goes back to waiting for new events (and
+    gathering more) rather than reading again for the few committed meanwhile."""
+    personal_scenario(container.ledger)
+    head = scenarios.log_head(container.ledger)
+    batch = next(size for size in range(3, head) if head % size)
+    relay = container.relay(broker.bootstrap)
+    relay.config = dataclasses.replace(relay.config, batch_size=batch)
+    pages: list[int] = []
+    read = relay._page
+
+    def counted(after: int) -> list[tuple[int, Any]]:
+        page = read(after)
+        pages.append(len(page))
+        return page
+
+    relay._page = counted  # type: ignore[method-assign]
+    relay.start()
+    published = relay.catch_up()
+    relay.close()
+    assert published == head
+    assert pages == [batch] * (head // batch) + [head % batch]
+    assert len(consume_all(broker.bootstrap, container.settings.events_topic, head)) == head

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     )
     aggregate_cache_size: int = Field(default=20_000, ge=0)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's own OpenTelemetry spans, metrics and logs, sent to the globally "
+        "configured providers; off by default (its check runs on every request, and /metrics "
+        "is Prometheus').",
+    )
     idempotency_ttl_hours: float = Field(
         default=24.0, gt=0, le=24 * 30, description="How long an Idempotency-Key is remembered."
     )

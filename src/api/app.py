@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -123,6 +124,7 @@ def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
             "application/problem+json (RFC 9457)."
         ),
         lifespan=lifespan,
+        telemetry=telemetry(container.settings.opentelemetry),
     )
     app.state.container = container
     problems.install(app)
@@ -154,6 +156,11 @@ def create_app(container: Container, *, own_container: bool = False) -> FastAPI:
     # outermost: every answer is counted, a 413 or a 429 too (see docs/api.md, "Metrics")
     metrics.install(app, container)
     return app
+
+
+def telemetry(enabled: bool) -> TelemetryConfig:
+    """FastAPI's native OpenTelemetry, all on or all off (``RIGHTSLEDGER_OPENTELEMETRY``)."""
+    return {"tracing": enabled, "metrics": enabled, "logs": enabled, "operation_spans": enabled}
 
 
 def _document_idempotency(document: dict[str, Any]) -> None:

@@ -129,6 +129,12 @@ class ChainedRecorder(PostgresApplicationRecorder):
             )
         )
         self._linked_function = True
+        # The events go in binary (``%b``): psycopg's text form of an array of composites
+        # quotes every field and hex-encodes every state, several times the cost (measured:
+        # 100-150 µs against 17 for eight events of 400 bytes). Composed once, not per write.
+        self._insert_linked_query = sql.SQL(
+            sql.SQL("SELECT id FROM {}(%b) AS id").format(self.insert_function).as_string()
+        )
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -204,17 +210,9 @@ class ChainedRecorder(PostgresApplicationRecorder):
                 # events one commit (a key never outlives events that were refused)
                 with conn.pipeline(), conn.transaction():
                     insert_new_keys(curs, self.datastore.schema, keys)
-                    curs.execute(
-                        sql.SQL("SELECT id FROM {}(%s) AS id").format(self.insert_function),
-                        (events,),
-                        prepare=True,
-                    )
+                    curs.execute(self._insert_linked_query, (events,), prepare=True)
                     return [int(row["id"]) for row in curs.fetchall()]
-            curs.execute(
-                sql.SQL("SELECT id FROM {}(%s) AS id").format(self.insert_function),
-                (events,),
-                prepare=True,
-            )
+            curs.execute(self._insert_linked_query, (events,), prepare=True)
             return [int(row["id"]) for row in curs.fetchall()]
 
     def _recorded_or_none(self, stored_events: Sequence[StoredEvent]) -> list[int] | None:

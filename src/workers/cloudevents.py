@@ -10,12 +10,15 @@ values are declared ``Personal`` or ``Internal`` and never do.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
+
+import orjson
 
 from rightsledger.domain.access import AccessRecord
 from rightsledger.domain.customer import Customer
@@ -24,11 +27,23 @@ from rightsledger.domain.requests import DataRightsRequest
 
 SPEC_VERSION = "1.0"
 ID_NAMESPACE = uuid.UUID("5b0f3d3e-8f5e-4d55-9a53-4a1f5f0c2b71")
+_NAMESPACE_BYTES = ID_NAMESPACE.bytes
 
 
 def event_id(originator_id: UUID, version: int) -> str:
-    """A stable id: the same event always gets the same id, so consumers can dedupe."""
-    return str(uuid.uuid5(ID_NAMESPACE, f"{originator_id}/{version}"))
+    """A stable id: the same event always gets the same id, so consumers can dedupe.
+
+    ``uuid.uuid5(ID_NAMESPACE, f"{originator_id}/{version}")`` as text, made without the
+    ``UUID`` object in between (the relay makes one for every event it publishes)."""
+    digest = bytearray(
+        hashlib.sha1(
+            _NAMESPACE_BYTES + f"{originator_id}/{version}".encode(), usedforsecurity=False
+        ).digest()
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
 TOPIC_TYPES: dict[type, str] = {
@@ -185,4 +200,11 @@ def envelope(event: Any, *, source: str, subject: UUID | None) -> dict[str, Any]
 
 
 def encode(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+    """Compact JSON with sorted keys, in UTF-8 (orjson; what it cannot write, such as an
+    integer beyond 64 bits, goes through the standard library's encoder)."""
+    try:
+        return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(
+            document, separators=(",", ":"), sort_keys=True, ensure_ascii=False
+        ).encode()

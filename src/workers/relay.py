@@ -76,6 +76,7 @@ broker that lost the log is abandoned the same way, and the republish starts at 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -108,6 +109,10 @@ with warnings.catch_warnings():
         TopicAlreadyExistsError,
         UnknownTopicOrPartitionError,
     )
+    from kafka.partitioner import (  # type: ignore[import-untyped]
+        DefaultPartitioner,
+        murmur2,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +132,31 @@ STALLED = 1.0
 """Seconds a batch may wait for acknowledgements (normally milliseconds) before the broker is
 checked, and again every as many seconds: a producer can retry a broker that lost its log
 without ever failing (kafka-python resends on ``UnknownProducerIdError`` it deems retention)."""
+
+
+class KeyHashPartitioner(DefaultPartitioner):  # type: ignore[misc]
+    """Kafka's default partitioning (murmur2 of the key, as the Java client does it), with
+    each key's hash remembered: kafka-python computes murmur2 in pure Python for every
+    record, and a customer's events come again and again."""
+
+    def __init__(self, keys: int = 65_536) -> None:
+        self._hash = functools.lru_cache(maxsize=keys)(murmur2)
+
+    def partition(
+        self,
+        topic: str,
+        key: object,
+        serialized_key: bytes | None,
+        value: object,
+        serialized_value: bytes | None,
+        cluster: Any,
+    ) -> int:
+        if serialized_key is None or topic not in cluster.topics():
+            return int(
+                super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+            )
+        every = sorted(cluster.partitions_for_topic(topic))
+        return int(every[(self._hash(serialized_key) & 0x7FFFFFFF) % len(every)])
 
 
 class LogLostError(Exception):
@@ -169,6 +199,9 @@ def producer_settings(bootstrap: str) -> dict[str, Any]:
         # The relay creates its topics itself, with the configured partitions.
         "allow_auto_create_topics": False,
         "max_block_ms": 10_000,
+        "partitioner": KeyHashPartitioner(),
+        # the relay keeps no use for the client's own metrics: not kept, not paid for
+        "metrics_enabled": False,
     }
 
 

@@ -250,6 +250,7 @@ class ProjectionWorker:
         self.positions = {view.name: view.position() for view in self.views}
         self._select_statement: str | None = None
         self._recorded_statement: str | None = None
+        self._track_statements: dict[tuple[str, ...], str] = {}
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
@@ -341,16 +342,63 @@ class ProjectionWorker:
                     view.write(curs, fresh)
                 if fresh:
                     advanced[view.name] = fresh[-1][1]
-            # one round trip for every tracking record; one that does not advance fails the
+            # every tracking record in one statement; one that does not advance fails the
             # whole transaction. The commit does not wait for the WAL flush: views are derived,
             # and a server crash loses the last batches' rows together with their tracking
             # records (WAL order), so they are applied again.
             with conn.pipeline():
                 curs.execute("SET LOCAL synchronous_commit = off")
-                for view in self.views:
-                    if view.name in advanced:
-                        view._insert_tracking(curs, Tracking(APPLICATION_NAME, advanced[view.name]))
+                if advanced:
+                    self._track(curs, advanced)
         self.positions.update(advanced)
+
+    def _track(self, curs: Cursor[DictRow], advanced: dict[str, int]) -> None:
+        """Move the views' tracking records to ``advanced`` in one statement (one data-
+        modifying CTE per view, the library's single-row upsert), where it would take one
+        statement and one round trip per view; fails, as the library's insert does, when
+        any of them does not move forward."""
+        views = [view for view in self.views if view.name in advanced]
+        if not self.datastore.single_row_tracking:  # the library's legacy multi-row tables
+            for view in views:
+                view._insert_tracking(curs, Tracking(APPLICATION_NAME, advanced[view.name]))
+            return
+        names = tuple(view.name for view in views)
+        statement = self._track_statements.get(names)
+        if statement is None:
+            schema = sql.Identifier(self.datastore.schema)
+            moves = [
+                sql.SQL(
+                    "{step} AS (INSERT INTO {schema}.{table} VALUES (%s, %s)"
+                    " ON CONFLICT (application_name) DO UPDATE"
+                    " SET notification_id = EXCLUDED.notification_id"
+                    " WHERE {schema}.{table}.notification_id < EXCLUDED.notification_id"
+                    " RETURNING 1)"
+                ).format(
+                    step=sql.Identifier(f"t{n}"),
+                    schema=schema,
+                    table=sql.Identifier(view.tracking_table_name),
+                )
+                for n, view in enumerate(views)
+            ]
+            counted = sql.SQL(" + ").join(
+                sql.SQL("(SELECT count(*) FROM {})").format(sql.Identifier(f"t{n}"))
+                for n in range(len(views))
+            )
+            statement = (
+                sql.SQL("WITH {} SELECT {} AS moved")
+                .format(sql.SQL(", ").join(moves), counted)
+                .as_string()
+            )
+            self._track_statements[names] = statement
+        params: list[object] = []
+        for view in views:
+            params += [APPLICATION_NAME, advanced[view.name]]
+        curs.execute(statement, params, prepare=True)
+        row = curs.fetchone()
+        if row is None or row["moved"] != len(views):
+            raise IntegrityError(
+                f"Failed to record tracking for {APPLICATION_NAME} in {', '.join(names)}"
+            )
 
     def _recorded(self, curs: Cursor[DictRow]) -> dict[str, int]:
         """Every view's tracked position, in one statement."""

@@ -123,7 +123,7 @@ def test_a_crash_between_view_write_and_tracking_write_leaves_nothing(
     def crash(*_: Any) -> None:
         raise RuntimeError("process died before the tracking write")
 
-    monkeypatch.setattr(view, "_insert_tracking", crash)
+    monkeypatch.setattr(worker, "_track", crash)
     with pytest.raises(RuntimeError):
         worker.apply(events)
     monkeypatch.undo()
@@ -185,6 +185,24 @@ def test_the_tracking_record_refuses_to_go_backwards(container: Container) -> No
         )
         view._insert_tracking(curs, Tracking("rightsledger", 3))
     assert dump(container, "audit_trail") == before
+
+
+def test_the_workers_tracking_write_moves_every_view_or_none(container: Container) -> None:
+    """The projection worker writes all its views' tracking records in one statement: when
+    any of them would not advance, the statement fails and none of them moves."""
+    scenario(container.ledger)
+    worker = container.projection_worker()
+    head = worker.catch_up()
+    assert head > 3
+    positions = container.views.positions()
+    names = list(positions)
+    behind = dict.fromkeys(names, head + 1) | {names[-1]: 3}
+    with pytest.raises(IntegrityError), worker.datastore.transaction(commit=True) as curs:
+        worker._track(curs, behind)
+    assert container.views.positions() == positions
+    with worker.datastore.transaction(commit=True) as curs:
+        worker._track(curs, dict.fromkeys(names, head + 1))
+    assert container.views.positions() == dict.fromkeys(names, head + 1)
 
 
 commands = st.lists(

@@ -224,7 +224,7 @@ def make_ledger(env: dict[str, str], vault: KeyVault, settings: Settings) -> Rig
         mapper_factory=lambda transcoder: SealingMapper(vault, transcoder),
     )
     if settings.group_commit:
-        ledger.committer = GroupCommit(ledger)
+        ledger.committer = GroupCommit(ledger, gather=settings.group_commit_gather_ms / 1000)
     return ledger
 
 

@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     group_commit: bool = Field(
         default=True, description="Write concurrent commands' events in one transaction."
     )
+    group_commit_gather_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=50,
+        description="Under load (commands arriving less than this apart), the group commit "
+        "waits this long after a batch's first command for others to join it; 0: never waits.",
+    )
     web_workers: int = Field(default=1, ge=1, le=32, description="API processes for `serve`.")
     admin_key: SecretStr | None = Field(
         default=None, description="Seeds an admin API key at start, for local use."

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rightsledger import __version__
 from rightsledger.api import console, metrics, problems, schemas
-from rightsledger.api.deps import RoleGate, authenticate
+from rightsledger.api.deps import BEARER, RoleGate, authenticate
 from rightsledger.api.idempotency import HEADER, MAX_KEY_LENGTH, IdempotencyKeys
 from rightsledger.api.offload import install_executor
 from rightsledger.api.routers import audit, customers, health, partners, requests
@@ -39,10 +39,16 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, send)
-            return
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.limit:
+                await self._refuse(scope, send)
+                return
+            if b"transfer-encoding" not in headers:
+                # the server delivers no more than the declared length: nothing to watch
+                await self.app(scope, receive, send)
+                return
         received = 0
         too_large = started = refused = False
 
@@ -259,8 +265,11 @@ def _document_access(
 ) -> None:
     """Each operation's description says which roles may call it and, where it reads
     personal data, which purposes each of them may declare, derived from the route's
-    ``RoleGate`` dependency and the configured purposes of each role."""
+    ``RoleGate`` dependency and the configured purposes of each role. A gated operation
+    declares the bearer scheme (the gate reads the key itself, so FastAPI does not)."""
     paths = document.get("paths", {})
+    scheme = BEARER.scheme_name
+    schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
     for route in iter_route_contexts(app.routes):  # routes of included routers, as OpenAPI
         if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
@@ -279,6 +288,8 @@ def _document_access(
                 operation["description"] = _append(operation.get("description"), note)
                 continue
             gate = gates[0]
+            schemes[scheme] = BEARER.model.model_dump(mode="json", by_alias=True, exclude_none=True)
+            operation.setdefault("security", [{scheme: []}])
             roles = sorted(role.value for role in gate.roles)
             operation["x-roles"] = roles
             lines = [f"**Roles:** {', '.join(roles)}."]

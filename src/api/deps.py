@@ -16,7 +16,8 @@ from rightsledger.domain.values import Purpose
 from rightsledger.projections.base import View
 from rightsledger.security.keys import Principal, Role, key_hash
 
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer rlk_...`")
+BEARER = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer rlk_...`")
+"""The bearer scheme; gated operations declare it in the OpenAPI document (``api/app.py``)."""
 
 
 async def get_container(request: Request) -> Container:
@@ -39,7 +40,7 @@ LedgerDep = Annotated[RightsLedger, Depends(get_ledger)]
 
 async def authenticate(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Principal:
     """The caller, from its bearer key. The client address is the peer's, or the one a
     trusted proxy reported (``RIGHTSLEDGER_TRUSTED_PROXIES``; see ``serve``); failures are
@@ -109,13 +110,10 @@ class RoleGate:
         self.roles = frozenset({*roles, Role.ADMIN})
         self.purpose = purpose
 
-    async def __call__(
-        self,
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Principal:
-        # authenticates itself rather than through a dependency of its own: one level less
-        # to resolve on every request behind a gate
+    async def __call__(self, request: Request) -> Principal:
+        # reads the key and authenticates itself rather than through dependencies of its
+        # own: each level costs every request behind a gate its own resolution
+        credentials = await BEARER(request)
         principal = await authenticate(request, credentials)
         if principal.role not in self.roles:
             allowed = ", ".join(sorted(r.value for r in self.roles))

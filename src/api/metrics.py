@@ -55,6 +55,7 @@ class Metrics:
     the sum over every process that counts in that directory."""
 
     def __init__(self, container: Container, *, multiprocess_dir: str | None = None) -> None:
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram, Counter | None]] = {}
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "rightsledger_http_requests",
@@ -100,11 +101,30 @@ class Metrics:
         template = getattr(route, "path", None) or "unmatched"
         if method not in METHODS:
             method = "other"  # a client's invented method is no new series
-        self.requests.labels(method, template, str(status)).inc()
-        self.latency.labels(method, template).observe(seconds)
+        series = self._series.get((method, template, status))
+        if series is None:
+            series = self._series[(method, template, status)] = self._children(
+                method, route, template, status
+            )
+        requests, latency, commands = series
+        requests.inc()
+        latency.observe(seconds)
+        if commands is not None:
+            commands.inc()
+
+    def _children(
+        self, method: str, route: BaseRoute | None, template: str, status: int
+    ) -> tuple[Counter, Histogram, Counter | None]:
+        """The labelled series one kind of answer counts in (looked up once, then kept)."""
+        commands = None
         if method in COMMAND_METHODS and template.startswith("/v1/"):
             kind = getattr(route, "name", None) or template
-            self.commands.labels(kind, _outcome(status)).inc()
+            commands = self.commands.labels(kind, _outcome(status))
+        return (
+            self.requests.labels(method, template, str(status)),
+            self.latency.labels(method, template),
+            commands,
+        )
 
     def auth_failure(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()

@@ -100,8 +100,9 @@ class Settings(BaseSettings):
         default=2.0,
         ge=0,
         le=50,
-        description="Under load (commands arriving less than this apart), the group commit "
-        "waits this long after a batch's first command for others to join it; 0: never waits.",
+        description="Under load (commands from several clients arriving less than two of "
+        "these apart), the group commit waits this long after a batch's first command for "
+        "others to join it; 0: never waits.",
     )
     web_workers: int = Field(default=1, ge=1, le=32, description="API processes for `serve`.")
     admin_key: SecretStr | None = Field(

@@ -55,6 +55,9 @@ FOLLOWER = "projections"
 GATHER = 0.02
 """Seconds to wait after a wake-up before reading, so batches hold more than one event."""
 
+BUSY_GATHER = 0.05
+"""The same under load (woken again within ``followers.BUSY_WITHIN``): larger batches."""
+
 VIEW_CLASSES: dict[str, type[View]] = {
     cls.name: cls
     for cls in (
@@ -525,6 +528,7 @@ class ProjectionWorker:
             locate=self.next_position,
             poll=poll,
             gather=GATHER,
+            busy_gather=BUSY_GATHER,
             on_lock=reload,
         )
 

@@ -450,6 +450,10 @@ def exclusive(
         yield None
 
 
+BUSY_WITHIN = 1.0
+"""A follower woken again within this many seconds is under load (see ``follow_log``)."""
+
+
 def follow_log(
     runner: FollowerRunner,
     *,
@@ -464,12 +468,20 @@ def follow_log(
     locate: Callable[[int], int | None] | None = None,
     poll: float = 0.5,
     gather: float = 0.0,
+    busy_gather: float | None = None,
     on_lock: Callable[[], None] | None = None,
 ) -> None:
     """The loop every follower runs: hold its advisory lock (standing by while another
     process holds it), LISTEN for new events on the lock's connection, and run its batches
     through ``runner`` until ``stop``. A lost connection (the lock went with it) retakes
-    both; ``on_lock`` runs each time the lock is taken (e.g. to reload positions)."""
+    both; ``on_lock`` runs each time the lock is taken (e.g. to reload positions).
+
+    A wake-up waits ``gather`` seconds for more commits before the batch is read; when the
+    follower was woken less than ``BUSY_WITHIN`` seconds before (it is under load), it
+    waits ``busy_gather`` instead (when given): larger batches, each costing its fixed
+    round trips and commit once for more events, while a first command after a quiet
+    spell is followed as soon as before."""
+    last_wake = [-BUSY_WITHIN]
     while not stop.is_set():
         try:
             with exclusive(database_url, schema, stop, role) as listener:
@@ -494,8 +506,14 @@ def follow_log(
                             woken = True
                     except psycopg.Error as error:
                         broken.append(error)
-                    if woken and gather:
-                        stop.wait(gather)
+                    if not woken:
+                        return
+                    now = time.monotonic()
+                    busy = now - last_wake[0] < BUSY_WITHIN
+                    last_wake[0] = now
+                    pause = busy_gather if busy and busy_gather is not None else gather
+                    if pause:
+                        stop.wait(pause)
 
                 runner.run(
                     step=step,

@@ -5,12 +5,13 @@ together: one table lock, one commit and one notification for the lot. When any 
 them conflicts (another writer got there first), each command of that batch is
 written on its own, so only the conflicting one fails and is decided again.
 
-The writer gathers: when commands have been arriving less than ``gather`` seconds apart
-(a moving average of the gaps between them), a batch begun waits until ``gather`` seconds
-after its first command for others to share its transaction. A command that comes alone
-(arrivals further apart) is written at once. Under load this gives fewer, larger
-transactions, and less work per command for the writer, PostgreSQL and the followers
-(docs/benchmarks.md).
+The writer gathers under load: when commands arrive less than two windows apart (a moving
+average of the gaps between them) and batches have been holding more than one command (a
+moving average of their sizes: clients are waiting side by side), a batch begun waits
+until ``gather`` seconds after its first command for others to share its transaction. A
+command on a quiet service, or each command of a single client sending one after the
+other, is written at once. Under load this gives fewer, larger transactions, and less
+work per command for the writer, PostgreSQL and the followers (docs/benchmarks.md).
 
 A waiting command never hangs: when the writer thread has died or the committer has
 been stopped it gets ``CommitUnavailableError`` at once (nothing was written), and
@@ -40,6 +41,9 @@ from rightsledger.domain.ledger import (
 from rightsledger.storage.keyvault import KeyVault, NewKey
 
 log = logging.getLogger(__name__)
+
+_COMPANY = 1.25
+"""The average batch size above which commands are taken to come from several clients."""
 
 
 class _Pending:
@@ -95,6 +99,8 @@ class GroupCommit:
         self._gap = 1.0
         """A moving average of the gaps between commands' arrivals (seconds); none yet
         counts as quiet."""
+        self._size = 1.0
+        """A moving average of the batches' sizes (commands)."""
         self._arrived = 0.0
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
@@ -161,10 +167,15 @@ class GroupCommit:
         self._gap += (min(queued - self._arrived, 1.0) - self._gap) / 8
         self._arrived = queued
 
+    def wrote(self, size: int) -> None:
+        """Count a batch of ``size`` commands in the moving average of the sizes."""
+        self._size += (size - self._size) / 8
+
     @property
     def gathering(self) -> bool:
-        """Whether commands arrive close enough together for a batch to wait for more."""
-        return self._gap < self._gather
+        """Whether a batch begun waits for more: commands come close together, and from
+        several clients at once (batches have held more than one)."""
+        return self._gap < 2 * self._gather and self._size > _COMPANY
 
     def _run(self) -> None:
         while True:
@@ -190,6 +201,7 @@ class GroupCommit:
                     return
                 self.arrived(item.queued)
                 batch.append(item)
+            self.wrote(len(batch))
             self._write(batch)
 
     def _write(self, batch: list[_Pending]) -> None:

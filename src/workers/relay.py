@@ -122,6 +122,9 @@ FOLLOWER = "relay"
 GATHER = 0.05
 """Seconds to wait after a wake-up before reading, so batches hold more than one event."""
 
+BUSY_GATHER = 0.1
+"""The same under load (woken again within ``followers.BUSY_WITHIN``): larger batches."""
+
 BACKOFF = (0.1, 2.0)
 """First and longest wait, in seconds, before retrying after a failed send or check."""
 
@@ -936,5 +939,6 @@ class Relay:
             locate=locate,
             poll=poll,
             gather=GATHER,
+            busy_gather=BUSY_GATHER,
         )
         self.close()

@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 GATHER = 0.05
 """Seconds to wait after a wake-up before reading, so batches hold more than one event."""
 
+BUSY_GATHER = 0.1
+"""The same under load (woken again within ``followers.BUSY_WITHIN``): larger batches."""
+
 ACTOR = "worker:requests"
 FOLLOWER = "request-workers"
 ERASURE_VIEW_WAIT = 30.0
@@ -424,4 +427,5 @@ class RequestWorker:
             locate=self.next_position,
             poll=poll,
             gather=GATHER,
+            busy_gather=BUSY_GATHER,
         )

@@ -310,3 +310,68 @@ def test_a_backlog_of_notifications_wakes_a_follower_once(container: Container) 
         stop.set()
         thread.join(10)
     assert not thread.is_alive()
+
+
+class RecordingStop(threading.Event):
+    """A stop event that records the waits a follower makes to gather commits."""
+
+    def __init__(self, *pauses: float) -> None:
+        super().__init__()
+        self.pauses = pauses
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout in self.pauses:
+            self.waits.append(timeout)
+        return super().wait(timeout)
+
+
+def test_a_follower_under_load_gathers_longer(container: Container) -> None:
+    """A follower woken after a quiet spell waits ``gather`` for more commits; woken again
+    within ``BUSY_WITHIN`` (under load) it waits ``busy_gather``: larger batches."""
+    from psycopg import sql
+
+    from rightsledger.storage.followers import FollowerRunner, follow_log
+
+    channel = "follower_busy_test"
+    gather, busy = 0.011, 0.033
+    stop = RecordingStop(gather, busy)
+    steps: list[float] = []
+
+    def step(limit: int) -> int:
+        steps.append(time.monotonic())
+        return 0
+
+    def notify() -> None:
+        with psycopg.connect(container.database.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("SELECT pg_notify({}, 'x')").format(sql.Literal(channel)))
+
+    thread = threading.Thread(
+        target=follow_log,
+        kwargs={
+            "runner": FollowerRunner("busy-test", None, heartbeat=5.0),
+            "database_url": container.database.url,
+            "schema": container.settings.database_schema,
+            "role": "busy-test",
+            "channel": channel,
+            "stop": stop,
+            "step": step,
+            "position": lambda: 0,
+            "poll": 5.0,
+            "gather": gather,
+            "busy_gather": busy,
+        },
+        daemon=True,
+    )
+    thread.start()
+    try:
+        wait_until(lambda: len(steps) >= 1, 10, "the follower's first step")
+        notify()
+        wait_until(lambda: len(steps) >= 2, 10, "a step after the first notification")
+        notify()
+        wait_until(lambda: len(steps) >= 3, 10, "a step after the second notification")
+        assert stop.waits[:2] == [gather, busy]
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()

@@ -30,26 +30,41 @@ def test_a_first_command_is_written_at_once(committer: GroupCommit) -> None:
     assert not committer.gathering
 
 
-def test_commands_arriving_close_together_gather(committer: GroupCommit) -> None:
-    """Commands a millisecond apart (about 1,000 a second) make batches wait for more."""
-    for n in range(100):
-        committer.arrived(100.0 + n * 0.001)
+def load(committer: GroupCommit, *, gap: float, size: int, batches: int = 100) -> None:
+    """Batches of ``size`` commands arriving ``gap`` seconds apart."""
+    at = 100.0
+    for _ in range(batches):
+        for _ in range(size):
+            at += gap
+            committer.arrived(at)
+        committer.wrote(size)
+
+
+def test_commands_from_several_clients_close_together_gather(committer: GroupCommit) -> None:
+    """Commands a millisecond apart (about 1,000 a second) from clients waiting side by side
+    (batches of three) make batches wait for more."""
+    load(committer, gap=0.001, size=3)
     assert committer.gathering
 
 
+def test_a_single_fast_client_is_never_kept_waiting(committer: GroupCommit) -> None:
+    """One client sending command after command, however fast: each batch holds its one
+    command, and none waits for company that cannot come."""
+    load(committer, gap=0.0005, size=1)
+    assert not committer.gathering
+
+
 def test_commands_arriving_far_apart_do_not_gather(committer: GroupCommit) -> None:
-    """Commands 10 ms apart (a quiet service) are each written at once."""
-    for n in range(100):
-        committer.arrived(100.0 + n * 0.010)
+    """Commands 10 ms apart (a quiet service) are each written at once, even in pairs."""
+    load(committer, gap=0.010, size=2)
     assert not committer.gathering
 
 
 def test_after_a_pause_the_next_command_is_written_at_once(committer: GroupCommit) -> None:
     """A burst then a second of quiet: the next command does not wait."""
-    for n in range(100):
-        committer.arrived(100.0 + n * 0.001)
+    load(committer, gap=0.001, size=3)
     assert committer.gathering
-    committer.arrived(101.6)
+    committer.arrived(1000.0)
     assert not committer.gathering
 
 
@@ -57,26 +72,39 @@ def test_never_waits_when_gathering_is_off() -> None:
     """``gather=0`` (``RIGHTSLEDGER_GROUP_COMMIT_GATHER_MS=0``): no arrival rate makes it wait."""
     committer = GroupCommit(cast(Any, None), gather=0.0)
     try:
-        for n in range(100):
-            committer.arrived(100.0 + n * 0.000001)
+        load(committer, gap=0.000001, size=8)
         assert not committer.gathering
     finally:
         committer.stop()
 
 
-@given(st.lists(st.floats(min_value=0.0, max_value=0.01), min_size=1, max_size=200))
-def test_the_average_gap_stays_within_the_gaps_seen(gaps: list[float]) -> None:
-    """Whatever the arrivals, the policy gathers only when some recent gap was below the
-    window, and never when every gap was above it."""
+@given(
+    st.lists(
+        st.tuples(st.floats(min_value=0.0, max_value=0.01), st.integers(1, 8)),
+        min_size=1,
+        max_size=100,
+    )
+)
+def test_it_gathers_only_after_close_arrivals_and_shared_batches(
+    batches: list[tuple[float, int]],
+) -> None:
+    """Whatever the arrivals, the writer gathers only when some gap was under two windows
+    and some batch held more than one command; never when every gap was longer, nor when
+    every batch held one command."""
     committer = GroupCommit(cast(Any, None), gather=GATHER)
     try:
         at = 100.0
-        for gap in gaps:
-            at += gap
-            committer.arrived(at)
-        if min(gaps) >= GATHER:
+        for gap, size in batches:
+            for _ in range(size):
+                at += gap
+                committer.arrived(at)
+            committer.wrote(size)
+        gaps = [gap for gap, _ in batches]
+        sizes = [size for _, size in batches]
+        if min(gaps) >= 2 * GATHER or max(sizes) == 1:
             assert not committer.gathering
         if committer.gathering:
-            assert min(gaps) < GATHER
+            assert min(gaps) < 2 * GATHER
+            assert max(sizes) > 1
     finally:
         committer.stop()

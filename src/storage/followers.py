@@ -450,7 +450,7 @@ def exclusive(
         yield None
 
 
-BUSY_WITHIN = 1.0
+BUSY_WITHIN = 0.25
 """A follower woken again within this many seconds is under load (see ``follow_log``)."""
 
 
@@ -469,6 +469,7 @@ def follow_log(
     poll: float = 0.5,
     gather: float = 0.0,
     busy_gather: float | None = None,
+    busy_within: float = BUSY_WITHIN,
     on_lock: Callable[[], None] | None = None,
 ) -> None:
     """The loop every follower runs: hold its advisory lock (standing by while another
@@ -477,11 +478,11 @@ def follow_log(
     both; ``on_lock`` runs each time the lock is taken (e.g. to reload positions).
 
     A wake-up waits ``gather`` seconds for more commits before the batch is read; when the
-    follower was woken less than ``BUSY_WITHIN`` seconds before (it is under load), it
+    follower was woken less than ``busy_within`` seconds before (it is under load), it
     waits ``busy_gather`` instead (when given): larger batches, each costing its fixed
     round trips and commit once for more events, while a first command after a quiet
     spell is followed as soon as before."""
-    last_wake = [-BUSY_WITHIN]
+    last_wake = [-busy_within]
     while not stop.is_set():
         try:
             with exclusive(database_url, schema, stop, role) as listener:
@@ -509,7 +510,7 @@ def follow_log(
                     if not woken:
                         return
                     now = time.monotonic()
-                    busy = now - last_wake[0] < BUSY_WITHIN
+                    busy = now - last_wake[0] < busy_within
                     last_wake[0] = now
                     pause = busy_gather if busy and busy_gather is not None else gather
                     if pause:

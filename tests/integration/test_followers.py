@@ -328,7 +328,7 @@ class RecordingStop(threading.Event):
 
 def test_a_follower_under_load_gathers_longer(container: Container) -> None:
     """A follower woken after a quiet spell waits ``gather`` for more commits; woken again
-    within ``BUSY_WITHIN`` (under load) it waits ``busy_gather``: larger batches."""
+    within ``busy_within`` (under load) it waits ``busy_gather``: larger batches."""
     from psycopg import sql
 
     from rightsledger.storage.followers import FollowerRunner, follow_log
@@ -360,6 +360,7 @@ def test_a_follower_under_load_gathers_longer(container: Container) -> None:
             "poll": 5.0,
             "gather": gather,
             "busy_gather": busy,
+            "busy_within": 30.0,  # the second wake-up counts as under load, however slow
         },
         daemon=True,
     )

@@ -8,7 +8,8 @@ written on its own, so only the conflicting one fails and is decided again.
 The writer gathers under load: when commands arrive less than two windows apart (a moving
 average of the gaps between them) and batches have been holding more than one command (a
 moving average of their sizes: clients are waiting side by side), a batch begun waits
-until ``gather`` seconds after its first command for others to share its transaction. A
+until ``gather`` seconds after its first command for others to share its transaction, or
+until it holds as many as the largest batch of late (everyone who sends at once). A
 command on a quiet service, or each command of a single client sending one after the
 other, is written at once. Under load this gives fewer, larger transactions, and less
 work per command for the writer, PostgreSQL and the followers (docs/benchmarks.md).
@@ -101,6 +102,9 @@ class GroupCommit:
         counts as quiet."""
         self._size = 1.0
         """A moving average of the batches' sizes (commands)."""
+        self._most = 1.0
+        """The largest batch of late (slowly forgotten): about how many clients are sending
+        at once; a batch that has them all waits for no one else."""
         self._arrived = 0.0
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
@@ -168,8 +172,15 @@ class GroupCommit:
         self._arrived = queued
 
     def wrote(self, size: int) -> None:
-        """Count a batch of ``size`` commands in the moving average of the sizes."""
+        """Count a batch of ``size`` commands in the moving average of the sizes and in the
+        largest of late (which forgets one command every 32 batches)."""
         self._size += (size - self._size) / 8
+        self._most = max(float(size), self._most - 1 / 32)
+
+    def complete(self, size: int) -> bool:
+        """Whether a gathering batch of ``size`` has everyone: as many commands as the
+        largest batch of late (about as many as clients send at once), so none is coming."""
+        return size >= self._most
 
     @property
     def gathering(self) -> bool:
@@ -190,7 +201,7 @@ class GroupCommit:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     left = deadline - time.monotonic()
-                    if left <= 0:
+                    if left <= 0 or self.complete(len(batch)):
                         break
                     try:
                         item = self._queue.get(timeout=left)

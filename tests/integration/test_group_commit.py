@@ -104,6 +104,27 @@ def test_under_load_the_writer_waits_for_more_commands(
     assert sum(sizes) / len(sizes) >= 5, sizes
 
 
+def test_a_batch_that_has_every_writer_does_not_wait_out_its_window(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a window of a second, eight writers' 200 commands still go through: once a
+    batch holds as many commands as the largest batch of late (every writer sending at
+    once), it is written at once; most batches never wait out their window (each would
+    cost a second)."""
+    waited: list[float] = []
+    complete_as_built = GroupCommit.complete
+
+    def complete(self: GroupCommit, size: int) -> bool:
+        full = complete_as_built(self, size)
+        if full:
+            waited.append(size)
+        return full
+
+    monkeypatch.setattr(GroupCommit, "complete", complete)
+    sizes = batch_sizes(container, 1.0, monkeypatch)
+    assert len(waited) >= len(sizes) / 2, (len(waited), sizes)
+
+
 def test_conflicting_commands_are_decided_again_not_lost(container: Container) -> None:
     """Eight writers on one customer: conflicts are retried on fresh state; none is lost."""
     ledger = container.ledger

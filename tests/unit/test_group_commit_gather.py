@@ -108,3 +108,21 @@ def test_it_gathers_only_after_close_arrivals_and_shared_batches(
             assert max(sizes) > 1
     finally:
         committer.stop()
+
+
+def test_a_batch_with_everyone_in_it_waits_no_longer(committer: GroupCommit) -> None:
+    """After batches of eight (eight clients sending at once), a batch of eight is complete
+    (nobody else can come) and one of five is not."""
+    load(committer, gap=0.0002, size=8, batches=10)
+    assert committer.complete(8)
+    assert not committer.complete(5)
+
+
+def test_the_largest_batch_is_slowly_forgotten(committer: GroupCommit) -> None:
+    """When fewer clients remain, the size a batch must reach falls with them: after one
+    batch of eight and many of three, three make a batch complete."""
+    load(committer, gap=0.0002, size=8, batches=1)
+    assert not committer.complete(3)
+    load(committer, gap=0.0002, size=3, batches=200)
+    assert committer.complete(3)
+    assert not committer.complete(2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -61,13 +62,24 @@ def test_concurrent_commands_each_get_their_own_position(container: Container) -
         assert ledger.get_customer(customer).version == 26
 
 
-def batch_sizes(container: Container, gather: float, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def batch_sizes(
+    container: Container,
+    gather: float,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    pause: float = 0.0,
+    seen: int = 1,
+) -> list[int]:
     """Eight writers' 25 consent changes each through a committer gathering for ``gather``
-    seconds under load: the size of every batch written; every command landed once."""
+    seconds under load: the size of every batch written; every command landed once. Each
+    writer pauses ``pause`` seconds before each command (the time a command spends outside
+    the ledger, in HTTP), and the committer starts out having seen batches of ``seen``."""
     ledger = container.ledger
     assert isinstance(ledger.committer, GroupCommit)
     ledger.committer.stop()
     committer = ledger.committer = GroupCommit(ledger, gather=gather)
+    for _ in range(40):
+        committer.wrote(seen)
     customers = scenarios.customers(ledger, 8)
     sizes: list[int] = []
     write = committer._write
@@ -82,6 +94,8 @@ def batch_sizes(container: Container, gather: float, monkeypatch: pytest.MonkeyP
 
     def writer(index: int) -> None:
         for step in range(25):
+            if pause:
+                time.sleep(pause * (1 + index % 3))  # load shaping: arrivals spread out
             outcome = ledger.change_consent(
                 customers[index], channel="sms", granted=step % 2 == 0, evidence=EVIDENCE, actor="m"
             )
@@ -97,11 +111,21 @@ def batch_sizes(container: Container, gather: float, monkeypatch: pytest.MonkeyP
 def test_under_load_the_writer_waits_for_more_commands(
     container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Commands arriving close together share transactions: with a window of 50 ms, eight
-    writers' commands go in batches of about eight (nearly every writer's next command),
-    far larger than the writer forms by taking only what is queued."""
-    sizes = batch_sizes(container, 0.05, monkeypatch)
+    """Commands arriving close together but not at once share transactions: eight writers
+    whose commands come a few milliseconds apart, with a window of 50 ms, go in batches of
+    about eight (every writer's next command), where taking only what is queued makes
+    batches of one or two (the same load with no window: the second half)."""
+    sizes = batch_sizes(container, 0.05, monkeypatch, pause=0.002, seen=8)
     assert sum(sizes) / len(sizes) >= 5, sizes
+
+
+def test_without_a_window_the_same_load_goes_in_small_batches(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The baseline of the test above: with ``gather=0`` the same spread-out load makes
+    batches of one or two, so the window is what made them large."""
+    sizes = batch_sizes(container, 0.0, monkeypatch, pause=0.002, seen=8)
+    assert sum(sizes) / len(sizes) < 3, sizes
 
 
 def test_a_batch_that_has_every_writer_does_not_wait_out_its_window(

@@ -31,6 +31,7 @@ from rich.progress import (
 )
 
 from rightsledger.config import Settings
+from rightsledger.runtime import fewer_collections
 from rightsledger.security.keys import KeyStoreError, Role
 from rightsledger.workers.supervisor import Supervisor, supervising_parent, watch_parent
 
@@ -201,7 +202,9 @@ def _run_until_signalled(body: Callable[[threading.Event], None]) -> None:
     if parent is not None:  # started by serve: stop when serve is gone, however it ended
         # an orphan gets a short grace: what it was waiting on (the store) may be going too
         watch_parent(stop.set, parent=parent, grace=5.0)
-    with contextlib.suppress(KeyboardInterrupt):
+    # a follower allocates short-lived containers for every event: the collector runs less
+    # often for as long as it follows (runtime.py)
+    with contextlib.suppress(KeyboardInterrupt), fewer_collections():
         body(stop)
 
 

@@ -10,13 +10,11 @@ PostgreSQL advisory lock); a second one waits as a standby.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -44,6 +42,7 @@ from rightsledger.projections.disclosures import DisclosuresView
 from rightsledger.projections.lookup import CustomerLookupView
 from rightsledger.projections.partners import PartnersView
 from rightsledger.projections.requests import RequestQueueView
+from rightsledger.runtime import fewer_collections
 from rightsledger.storage.followers import FollowerBoard, FollowerRunner, follow_log
 from rightsledger.storage.sealing import SealingMapper
 
@@ -82,45 +81,6 @@ Prepared = tuple[list[Positioned], dict[str, Any]]
 
 Progress = Callable[[int, int], None]
 """Called with (position reached, head position) after each batch."""
-
-
-CATCH_UP_GC_THRESHOLD = 50_000
-"""The collector's first-generation threshold while a worker catches up over many batches."""
-
-_gc_lock = threading.Lock()
-_gc_holders = 0
-_gc_saved: tuple[int, int, int] | None = None
-
-
-@contextmanager
-def fewer_collections() -> Iterator[None]:
-    """Run the cyclic garbage collector less often for the duration (process-wide; restored
-    when the last concurrent holder leaves).
-
-    Catching up allocates millions of short-lived containers (decoded events, rows) that
-    live for a batch: at the default threshold (700) they reach the oldest generation and
-    set off full collections, each walking every object of the process, about a quarter
-    of a rebuild's time. So the first generation is collected at 50,000 objects rather than
-    700, and the objects the process held before are frozen (left out of collections)
-    meanwhile, then put back. Nothing is lost: garbage is collected still, later.
-    """
-    global _gc_holders, _gc_saved
-    with _gc_lock:
-        if _gc_holders == 0:
-            _gc_saved = gc.get_threshold()
-            gen0, gen1, gen2 = _gc_saved
-            gc.set_threshold(max(gen0, CATCH_UP_GC_THRESHOLD), max(gen1, 20), max(gen2, 100))
-            gc.freeze()  # what the process held before is not walked again meanwhile
-        _gc_holders += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_holders -= 1
-            if _gc_holders == 0 and _gc_saved is not None:
-                gc.unfreeze()
-                gc.set_threshold(*_gc_saved)
-                _gc_saved = None
 
 
 def open_datastore(env: dict[str, str], *, pool_size: int = 4) -> PostgresDatastore:

@@ -243,6 +243,38 @@ def test_a_follower_without_a_heartbeat_is_reported_dead() -> None:
     assert fresh.ok
 
 
+def following(
+    container: Container,
+    name: str,
+    channel: str,
+    stop: threading.Event,
+    step: Callable[[int], int],
+    **options: Any,
+) -> threading.Thread:
+    """A follower ``name`` on ``channel`` running ``step`` in a thread (started), polling
+    only every 5 s, so that its wake-ups are the notifications'."""
+    from rightsledger.storage.followers import FollowerRunner, follow_log
+
+    thread = threading.Thread(
+        target=follow_log,
+        kwargs={
+            "runner": FollowerRunner(name, None, heartbeat=5.0),
+            "database_url": container.database.url,
+            "schema": container.settings.database_schema,
+            "role": name,
+            "channel": channel,
+            "stop": stop,
+            "step": step,
+            "position": lambda: 0,
+            "poll": 5.0,
+            **options,
+        },
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
 class CountingStop(threading.Event):
     """A stop event that counts the short waits a follower makes to gather commits."""
 
@@ -263,10 +295,7 @@ def test_a_backlog_of_notifications_wakes_a_follower_once(container: Container) 
     request workers seconds behind the log under load)."""
     from psycopg import sql
 
-    from rightsledger.storage.followers import FollowerRunner, follow_log
-
     channel = "follower_backlog_test"
-    schema = container.settings.database_schema
     gather = 0.05
     stop = CountingStop(gather)
     steps: list[float] = []
@@ -277,23 +306,7 @@ def test_a_backlog_of_notifications_wakes_a_follower_once(container: Container) 
         first.set()
         return 0
 
-    thread = threading.Thread(
-        target=follow_log,
-        kwargs={
-            "runner": FollowerRunner("backlog-test", None, heartbeat=5.0),
-            "database_url": container.database.url,
-            "schema": schema,
-            "role": "backlog-test",
-            "channel": channel,
-            "stop": stop,
-            "step": step,
-            "position": lambda: 0,
-            "poll": 5.0,
-            "gather": gather,
-        },
-        daemon=True,
-    )
-    thread.start()
+    thread = following(container, "backlog-test", channel, stop, step, gather=gather)
     try:
         assert first.wait(10), "the follower never ran its first step"
         # listening starts before the first step: these arrive while it waits
@@ -331,8 +344,6 @@ def test_a_follower_under_load_gathers_longer(container: Container) -> None:
     within ``busy_within`` (under load) it waits ``busy_gather``: larger batches."""
     from psycopg import sql
 
-    from rightsledger.storage.followers import FollowerRunner, follow_log
-
     channel = "follower_busy_test"
     gather, busy = 0.011, 0.033
     stop = RecordingStop(gather, busy)
@@ -346,25 +357,16 @@ def test_a_follower_under_load_gathers_longer(container: Container) -> None:
         with psycopg.connect(container.database.url, autocommit=True) as conn:
             conn.execute(sql.SQL("SELECT pg_notify({}, 'x')").format(sql.Literal(channel)))
 
-    thread = threading.Thread(
-        target=follow_log,
-        kwargs={
-            "runner": FollowerRunner("busy-test", None, heartbeat=5.0),
-            "database_url": container.database.url,
-            "schema": container.settings.database_schema,
-            "role": "busy-test",
-            "channel": channel,
-            "stop": stop,
-            "step": step,
-            "position": lambda: 0,
-            "poll": 5.0,
-            "gather": gather,
-            "busy_gather": busy,
-            "busy_within": 30.0,  # the second wake-up counts as under load, however slow
-        },
-        daemon=True,
+    thread = following(
+        container,
+        "busy-test",
+        channel,
+        stop,
+        step,
+        gather=gather,
+        busy_gather=busy,
+        busy_within=30.0,  # the second wake-up counts as under load, however slow
     )
-    thread.start()
     try:
         wait_until(lambda: len(steps) >= 1, 10, "the follower's first step")
         notify()

@@ -31,9 +31,16 @@ from rightsledger.projections.lookup import BlindIndex
 from rightsledger.projections.worker import (
     Progress,
     ProjectionWorker,
+    Share,
     ViewSet,
+    chosen_views,
+    drop_split,
+    fresh_shadows,
+    join_shares,
     rebuild,
-    rebuild_groups,
+    shadows_of,
+    split_log,
+    swap_in,
 )
 from rightsledger.security.keys import ApiKeyStore, AuthGuard
 from rightsledger.storage.chain import ChainedRecorder
@@ -321,7 +328,7 @@ def build(settings: Settings, *, database: Database | None = None, role: str = "
 
 
 class RebuildFailedError(RuntimeError):
-    """A process rebuilding a group of views failed or ended before it was done."""
+    """A process rebuilding a share of the log failed or ended before it was done."""
 
 
 def rebuild_views(
@@ -334,103 +341,123 @@ def rebuild_views(
 ) -> int:
     """Rebuild the views ``names`` beside the live ones and swap them in; their position.
 
-    With several ``processes``, the views are split into groups of about equal work
-    (``rebuild_groups``) and each group is rebuilt by a process of its own, built from the
-    same settings on the same store: each reads the log once for its views, and the groups
-    run on several cores at once. Each group swaps its views in when it is done. A group that
-    fails ends the others (their views stay as they were) and raises ``RebuildFailedError``.
+    With several ``processes``, the log up to its head is split into that many shares by
+    the customer who owns each stream (``worker.Share``), and each share is applied to
+    every view by a process of its own, built from the same settings on the same store: each
+    reads and decodes only its share, and the shares run on several cores at once. When
+    every share is done, this process joins their tracking records, applies what the log
+    gained meanwhile, and swaps the views in. A share that fails ends the others (the live
+    views stay as they were) and raises ``RebuildFailedError``.
     """
-    groups = rebuild_groups(names, processes)
+    chosen = chosen_views(names)
     views = container.views
-    if len(groups) == 1:
+    datastore = views.datastore
+    if processes <= 1:
         return rebuild(
             container.ledger,
-            views.datastore,
-            groups[0],
+            datastore,
+            chosen,
             progress=progress,
             batch_size=batch_size,
             context=views.context,
         )
+    lives, shadows = fresh_shadows(datastore, chosen, views.context)
+    target = container.ledger.recorder.max_notification_id() or 0
+    split = split_log(container.ledger, datastore, target, processes)
+    shares = [Share(index, processes, split) for index in range(processes)]
+    try:
+        _rebuild_shares(container, chosen, shares, target, batch_size, progress)
+    finally:
+        drop_split(datastore, split)
+    join_shares(shadows, shares, target)
+    return swap_in(ProjectionWorker(container.ledger, shadows, batch_size=batch_size), lives)
+
+
+def _rebuild_shares(
+    container: Container,
+    names: list[str],
+    shares: list[Share],
+    target: int,
+    batch_size: int,
+    progress: Progress | None,
+) -> None:
+    """Every share of the log up to ``target`` applied to the views ``names`` (beside the
+    live ones), one process per share; returns when all are done."""
     # the children open the store this process uses (never an embedded server of their own)
     settings = container.settings.model_copy(
         update={"database_url": SecretStr(container.database.url)}
     )
     context = multiprocessing.get_context("spawn")  # threads here: never fork
-    reports: multiprocessing.Queue[tuple[str, int, int, int, str]] = context.Queue()
+    reports: multiprocessing.Queue[tuple[str, int, int, str]] = context.Queue()
+    processes = len(shares)
     children = [
         context.Process(
-            target=_rebuild_group,
-            args=(settings, group, batch_size, index, reports, os.getpid()),
-            name=f"rebuild-{index}",
+            target=_rebuild_share,
+            args=(settings, names, share, target, batch_size, reports, os.getpid()),
+            name=f"rebuild-{share.index}",
             daemon=True,
         )
-        for index, group in enumerate(groups)
+        for share in shares
     ]
     for child in children:
         child.start()
-    done = dict.fromkeys(range(len(groups)), 0)
-    positions: dict[int, int] = {}
+    done = dict.fromkeys(range(processes), 0)
+    finished: set[int] = set()
     try:
-        while len(positions) < len(groups):
+        while len(finished) < processes:
             try:
-                kind, index, reached, total, error = reports.get(timeout=1.0)
+                kind, index, reached, error = reports.get(timeout=1.0)
             except queue.Empty:
-                gone = [
-                    i for i, c in enumerate(children) if not c.is_alive() and i not in positions
-                ]
+                gone = [i for i, c in enumerate(children) if not c.is_alive() and i not in finished]
                 if gone and reports.empty():
                     child = children[gone[0]]
                     raise RebuildFailedError(
-                        f"the process rebuilding {', '.join(groups[gone[0]])} ended"
+                        f"the process rebuilding share {gone[0] + 1} of {processes} ended"
                         f" (exit code {child.exitcode}) before it was done"
                     ) from None
                 continue
             if kind == "failed":
-                raise RebuildFailedError(f"rebuilding {', '.join(groups[index])}: {error}")
+                raise RebuildFailedError(f"rebuilding share {index + 1} of {processes}: {error}")
             if kind == "done":
-                positions[index] = reached
-            else:
-                done[index] = reached
-                if progress is not None:
-                    progress(min(done.values()), total)
+                finished.add(index)
+                reached = target
+            done[index] = reached
+            if progress is not None:
+                progress(min(done.values()), target)
     finally:
         for child in children:
-            if child.is_alive() and child.pid is not None and len(positions) < len(groups):
+            if child.is_alive() and child.pid is not None and len(finished) < processes:
                 child.terminate()
             child.join(30)
         reports.close()
-    return min(positions.values())
 
 
-def _rebuild_group(
+def _rebuild_share(
     settings: Settings,
-    group: list[str],
+    names: list[str],
+    share: Share,
+    target: int,
     batch_size: int,
-    index: int,
-    reports: multiprocessing.Queue[tuple[str, int, int, int, str]],
+    reports: multiprocessing.Queue[tuple[str, int, int, str]],
     parent: int,
 ) -> None:
-    """A rebuilding process: its group of views rebuilt and swapped in, reported to the
-    parent (which it does not outlive)."""
+    """A rebuilding process: its share of the log up to ``target`` applied to the views
+    being rebuilt, reported to the parent (which it does not outlive)."""
     watch_parent(lambda: os._exit(1), parent=parent, grace=0.0)
 
-    def advance(reached: int, total: int) -> None:
-        reports.put(("progress", index, reached, total, ""))
+    def advance(reached: int, _total: int) -> None:
+        reports.put(("progress", share.index, reached, ""))
 
     try:
         container = build(settings, role="follower")
         try:
-            position = rebuild(
-                container.ledger,
-                container.views.datastore,
-                group,
-                progress=advance,
-                batch_size=batch_size,
-                context=container.views.context,
-            )
+            views = container.views
+            shadows = shadows_of(views.datastore, names, views.context)
+            worker = ProjectionWorker(container.ledger, shadows, batch_size=batch_size, share=share)
+            worker.catch_up(until=target, progress=advance)
         finally:
             container.close()
     except BaseException as error:
-        reports.put(("failed", index, 0, 0, f"{type(error).__name__}: {error}"))
+        reports.put(("failed", share.index, 0, f"{type(error).__name__}: {error}"))
         raise
-    reports.put(("done", index, position, position, ""))
+    reports.put(("done", share.index, target, ""))

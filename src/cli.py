@@ -347,15 +347,15 @@ def projections_rebuild(
         typer.Option(
             min=1,
             max=16,
-            help="Processes sharing the work, each rebuilding a group of the views"
-            " (default: the machine's cores).",
+            help="Processes sharing the work, each applying its share of the log (the"
+            " streams of a set of customers) to every view (default: the machine's cores).",
             show_default=False,
         ),
     ] = None,
 ) -> None:
     """Rebuild views from the log beside the live ones, then swap them in."""
     from rightsledger.bootstrap import rebuild_views
-    from rightsledger.projections.worker import VIEW_CLASSES, rebuild_groups
+    from rightsledger.projections.worker import VIEW_CLASSES, chosen_views
 
     chosen = list(VIEW_CLASSES) if all_views else list(names or [])
     if not chosen:
@@ -363,15 +363,15 @@ def projections_rebuild(
         raise typer.Exit(2)
     workers = processes or os.cpu_count() or 1
     try:
-        groups = rebuild_groups(chosen, workers)
+        chosen = chosen_views(chosen)
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     container = _container()
     try:
         label = ", ".join(chosen) if len(chosen) < 3 else f"{len(chosen)} views"
-        if len(groups) > 1:
-            label += f" in {len(groups)} processes"
+        if workers > 1:
+            label += f" in {workers} processes"
         with _bar(f"rebuilding {label}") as advance:
             position = rebuild_views(container, chosen, processes=workers, progress=advance)
     finally:

@@ -27,7 +27,12 @@ from rightsledger.domain.customer import Customer
 from rightsledger.domain.operations import FollowerSkip
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
-from rightsledger.projections.base import Positioned, View, insert_rows
+from rightsledger.projections.base import Kinds, Positioned, View, insert_rows
+
+_CUSTOMER_EVENTS = Kinds(Customer.Event, Customer.Registered)
+_NAMING_THEIR_CUSTOMER = Kinds(
+    DataRightsRequest.Submitted, AccessRecord.DataAccessed, AccessRecord.AccessRefused
+)
 
 
 def event_type(event: object) -> str:
@@ -264,12 +269,10 @@ def _names(cls: type) -> tuple[str, str, Callable[[Any], str]]:
 
 def customer_of(event: object) -> UUID | None:
     """The customer an event concerns, when the event itself says so."""
-    if isinstance(event, Customer.Event | Customer.Registered):
+    if _CUSTOMER_EVENTS(event):
         return event.originator_id
-    if isinstance(
-        event, DataRightsRequest.Submitted | AccessRecord.DataAccessed | AccessRecord.AccessRefused
-    ):
-        return event.customer_id
+    if _NAMING_THEIR_CUSTOMER(event):
+        return event.customer_id  # type: ignore[attr-defined,no-any-return]
     return None
 
 
@@ -313,7 +316,6 @@ class AuditTrailView(View):
     ``access_log``: one row per ``AccessRecord`` (a read, answered or refused)."""
 
     name = "audit_trail"
-    rebuild_weight = 17
     tables = ("audit_trail", "access_log")
 
     def create_statements(self) -> list[sql.Composed]:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeGuard, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -39,6 +39,8 @@ APPLICATION_NAME = RightsLedger.name
 
 Positioned = tuple[Any, int]
 """A domain event and its position in the log."""
+
+K = TypeVar("K")
 
 
 def _text(value: str) -> str:
@@ -144,16 +146,30 @@ def as_json(value: Any) -> str:
     return json.dumps(jsonable(value), separators=(",", ":"), sort_keys=True)
 
 
+class Kinds(Generic[K]):
+    """An ``isinstance`` test against fixed classes, answered once per event class: what
+    views ask of every event of a long log (``isinstance`` against a union costs several
+    times a dictionary lookup)."""
+
+    __slots__ = ("_answers", "classes")
+
+    def __init__(self, *classes: type[K]) -> None:
+        self.classes = classes
+        self._answers: dict[type, bool] = {}
+
+    def __call__(self, event: object) -> TypeGuard[K]:
+        kind = type(event)
+        answer = self._answers.get(kind)
+        if answer is None:
+            answer = self._answers[kind] = issubclass(kind, self.classes)
+        return answer
+
+
 class View(PostgresTrackingRecorder):
     """Base of read models: tables named ``<base><suffix>`` and a tracking table."""
 
     name: ClassVar[str]
     tables: ClassVar[tuple[str, ...]]
-    rebuild_weight: ClassVar[int] = 10
-    """The view's share of a rebuild's work beside the others' (measured, relative: its rows
-    built and written per event of a realistic log); a rebuild in several processes groups
-    the views by it (``worker.rebuild_groups``). Decoding the log is not counted: every
-    group does that once."""
 
     def __init__(self, datastore: PostgresDatastore, *, suffix: str = "", **_: Any) -> None:
         super().__init__(datastore, tracking_table_name=f"{self.name}{suffix}_tracking")

@@ -10,14 +10,15 @@ from uuid import UUID
 from psycopg import sql
 
 from rightsledger.domain.customer import Customer
-from rightsledger.projections.base import AppendView, RowView, jsonable
+from rightsledger.projections.base import AppendView, Kinds, RowView, jsonable
+
+_CUSTOMER_EVENTS = Kinds(Customer.Registered, Customer.Event)
 
 
 class CustomerProfileView(RowView):
     """``customer_profile``: current personal data by category, purposes, consent per channel."""
 
     name = "customer_profile"
-    rebuild_weight = 19
     tables = ("customer_profile",)
     table_base = "customer_profile"
     key = "customer_id"
@@ -61,7 +62,7 @@ class CustomerProfileView(RowView):
         ]
 
     def key_of(self, event: Any) -> UUID | None:
-        if isinstance(event, Customer.Registered | Customer.Event):
+        if _CUSTOMER_EVENTS(event):
             return event.originator_id
         return None
 
@@ -216,7 +217,6 @@ class ConsentLedgerView(AppendView):
     """``consent_ledger``: every grant and withdrawal with its evidence, in order."""
 
     name = "consent_ledger"
-    rebuild_weight = 18
     tables = ("consent_ledger",)
     table_base = "consent_ledger"
     columns = {

@@ -11,7 +11,10 @@ from psycopg.rows import DictRow
 
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.partner import Partner
-from rightsledger.projections.base import Positioned, View, copy_rows, copying
+from rightsledger.projections.base import Kinds, Positioned, View, copy_rows, copying
+
+_SHOWN = Kinds(Partner.Registered, Partner.Event, Customer.DataDisclosed)
+"""The events this view may show: the partners' and the customers' disclosures."""
 
 SHARE_COLUMNS = {
     "disclosure_id": "uuid",
@@ -32,7 +35,6 @@ class DisclosuresView(View):
     """``disclosures`` and ``disclosure_partners``: the record an authority asks for first."""
 
     name = "disclosures"
-    rebuild_weight = 3
     tables = ("disclosures", "disclosure_partners")
 
     def create_statements(self) -> list[sql.Composed]:
@@ -72,6 +74,8 @@ class DisclosuresView(View):
         renewals = []
         shares = []
         for event, position in events:
+            if not _SHOWN(event):
+                continue
             if isinstance(event, Partner.Registered):
                 partners.append(
                     {

@@ -41,7 +41,11 @@ from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
 from rightsledger.domain.customer import Customer
-from rightsledger.projections.base import Positioned, RowView
+from rightsledger.projections.base import Kinds, Positioned, RowView
+
+_INDEXED = Kinds(Customer.Registered, Customer.Erased)
+_CORRECTED = Kinds(Customer.DetailsCorrected)
+_ERASED = Kinds(Customer.Erased)
 
 ERASED = "[erased]"
 """How a sealed value reads once its key is destroyed: never indexed."""
@@ -103,7 +107,6 @@ class CustomerLookupView(RowView):
     """``customer_lookup``: one row per customer with the digest of each identifier held."""
 
     name = "customer_lookup"
-    rebuild_weight = 9
     tables = ("customer_lookup",)
     table_base = "customer_lookup"
     key = "customer_id"
@@ -157,9 +160,9 @@ class CustomerLookupView(RowView):
     # ---------------------------------------------------------------- writing
 
     def key_of(self, event: Any) -> UUID | None:
-        if isinstance(event, Customer.Registered | Customer.Erased):
+        if _INDEXED(event):
             return event.originator_id
-        if isinstance(event, Customer.DetailsCorrected) and event.category in (
+        if _CORRECTED(event) and event.category in (
             "identity_contact",
             "account_service",
         ):
@@ -217,7 +220,7 @@ class CustomerLookupView(RowView):
 
     def write(self, curs: Cursor[DictRow], events: Sequence[Positioned]) -> None:
         super().write(curs, events)
-        erased = [e.originator_id for e, _ in events if isinstance(e, Customer.Erased)]
+        erased = [e.originator_id for e, _ in events if _ERASED(e)]
         if erased:
             # Erasure removes the customer's entries: the row goes, digests and all.
             curs.execute(

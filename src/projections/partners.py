@@ -32,7 +32,12 @@ from psycopg.rows import DictRow
 from rightsledger.domain.partner import Partner
 from rightsledger.domain.requests import DataRightsRequest
 from rightsledger.domain.values import PartnerKind
-from rightsledger.projections.base import Positioned, View, insert_rows
+from rightsledger.projections.base import Kinds, Positioned, View, insert_rows
+
+_PARTNER_OR_REQUEST = Kinds(
+    Partner.Registered, Partner.Event, DataRightsRequest.Submitted, DataRightsRequest.Event
+)
+"""The events this view may show: the partners' and the requests' (not the customers')."""
 
 
 class NoticeStatus(StrEnum):
@@ -57,7 +62,6 @@ class PartnersView(View):
     """``partners``, ``partner_notifications`` and ``partner_requests``."""
 
     name = "partners"
-    rebuild_weight = 5
     tables = ("partners", "partner_notifications", "partner_requests")
 
     def create_statements(self) -> list[sql.Composed]:
@@ -123,6 +127,8 @@ class PartnersView(View):
                 submitted.clear()
 
         for event, position in events:
+            if not _PARTNER_OR_REQUEST(event):
+                continue
             if isinstance(event, DataRightsRequest.Submitted):
                 submitted.append(
                     {

@@ -30,7 +30,10 @@ from psycopg.rows import DictRow
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.requests import Attention, ChaseState, DataRightsRequest
 from rightsledger.domain.values import RequestStatus
-from rightsledger.projections.base import Positioned, RowView
+from rightsledger.projections.base import Kinds, Positioned, RowView
+
+_REQUEST_EVENTS = Kinds(DataRightsRequest.Submitted, DataRightsRequest.Event)
+_ERASED = Kinds(Customer.Erased)
 
 OPEN_STATUSES = sql.SQL("status IN ('open', 'in_progress')")
 
@@ -74,7 +77,6 @@ class RequestQueueView(RowView):
     and what the deadline chase needs (see the module's documentation)."""
 
     name = "request_queue"
-    rebuild_weight = 9
     tables = ("request_queue",)
     table_base = "request_queue"
     key = "request_id"
@@ -160,7 +162,7 @@ class RequestQueueView(RowView):
         ]
 
     def key_of(self, event: Any) -> UUID | None:
-        if isinstance(event, DataRightsRequest.Submitted | DataRightsRequest.Event):
+        if _REQUEST_EVENTS(event):
             return event.originator_id
         return None
 
@@ -304,7 +306,7 @@ class RequestQueueView(RowView):
         at that point of the log (what later events write stays), whatever the batch."""
         start = 0
         for index, (event, _) in enumerate(events):
-            if isinstance(event, Customer.Erased):
+            if _ERASED(event):
                 super().write(curs, events[start:index])
                 start = index + 1
                 curs.execute(

@@ -14,9 +14,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from uuid import uuid4
 
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, StoredEvent, Tracking
 from eventsourcing.postgres import (
@@ -75,12 +76,33 @@ REBUILD_SUFFIX = "__rebuild"
 _MAX_POSITION = 2**63 - 1
 
 V = TypeVar("V", bound=View)
+T = TypeVar("T")
 
 Prepared = tuple[list[Positioned], dict[str, Any]]
 """A decoded batch and what each view (by name) prepared of it."""
 
 Progress = Callable[[int, int], None]
 """Called with (position reached, head position) after each batch."""
+
+
+@dataclass(frozen=True)
+class Share:
+    """One of ``count`` shares of the log, for a rebuild in several processes: the events of
+    the streams whose owner's id hashes to ``index``. A stream's owner is the customer its
+    creation event names (``customer_id``: a request, a read), or else the stream itself.
+    Every view row is folded from one owner's streams (a customer's requests, say, are
+    cleared by the customer's erasure), so each share's events, applied in log order, build
+    the same rows as the whole log. ``split_log`` lists each event's share in ``table``."""
+
+    index: int
+    count: int
+    table: str
+    """The table (in the store's schema) of the log's positions by share: share, position."""
+
+    @property
+    def tracking_name(self) -> str:
+        """The name a share's progress is tracked under in the views' tracking tables."""
+        return f"{APPLICATION_NAME}#{self.index}/{self.count}"
 
 
 def open_datastore(env: dict[str, str], *, pool_size: int = 4) -> PostgresDatastore:
@@ -185,6 +207,18 @@ class ViewSet:
         self.datastore.close()
 
 
+class _InPlace(Executor):
+    """An executor that runs each call at once, in the caller's thread."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:
+            future.set_exception(error)
+        return future
+
+
 class ProjectionWorker:
     """Applies the log to a set of views, batch by batch, exactly once."""
 
@@ -195,6 +229,7 @@ class ProjectionWorker:
         *,
         batch_size: int = 1000,
         board: FollowerBoard | None = None,
+        share: Share | None = None,
     ) -> None:
         if not views:
             msg = "a worker needs at least one view"
@@ -208,15 +243,27 @@ class ProjectionWorker:
         self.datastore = views[0].datastore
         self.batch_size = batch_size
         self.board = board
+        self.share = share
+        self.read_ahead = share is None
+        """Whether the next batch is read in a second thread while one is written. A share of
+        a rebuild does not: the other shares' processes keep the cores busy while it waits
+        for PostgreSQL, and a second thread would only contend for the interpreter (measured:
+        about a tenth more CPU per event and a slower rebuild, docs/benchmarks.md)."""
+        self.tracking_name = APPLICATION_NAME if share is None else share.tracking_name
+        """The name the views' tracking records are kept under (a share's own, in a rebuild)."""
         self.retry_delay = 0.5
         """First back-off after a failure (doubling to 30 s)."""
-        self.positions = {view.name: view.position() for view in self.views}
+        self.positions = self._positions()
         self._select_statement: str | None = None
         self._recorded_statement: str | None = None
         self._track_statements: dict[tuple[str, ...], str] = {}
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
+
+    def _positions(self) -> dict[str, int]:
+        """Each view's tracked position (under ``tracking_name``)."""
+        return {view.name: view.max_tracking_id(self.tracking_name) or 0 for view in self.views}
 
     def _decode(self, start: int, until: int | None, size: int | None = None) -> list[Positioned]:
         """The events after ``start`` (up to ``until``), decoded, with their positions.
@@ -229,15 +276,7 @@ class ProjectionWorker:
         assert isinstance(recorder, PostgresApplicationRecorder)
         statement = self._select_statement
         if statement is None:
-            statement = self._select_statement = (
-                sql.SQL(
-                    "SELECT notification_id, originator_id, originator_version, topic, state"
-                    " FROM {} WHERE notification_id > %s AND notification_id <= %s"
-                    " ORDER BY notification_id LIMIT %s"
-                )
-                .format(sql.Identifier(recorder.datastore.schema, recorder.events_table_name))
-                .as_string()
-            )
+            statement = self._select_statement = self._select(recorder).as_string()
         with (
             recorder.datastore.get_connection() as conn,
             conn.cursor(row_factory=tuple_row) as curs,
@@ -261,6 +300,27 @@ class ProjectionWorker:
         else:
             events = [mapper.to_domain_event(s) for s in stored]
         return [(event, row[0]) for event, row in zip(events, rows, strict=True)]
+
+    def _select(self, recorder: PostgresApplicationRecorder) -> sql.Composed:
+        """The statement reading a batch of stored events (of the worker's share, if any)."""
+        events = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
+        if self.share is None:
+            return sql.SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state"
+                " FROM {} WHERE notification_id > %s AND notification_id <= %s"
+                " ORDER BY notification_id LIMIT %s"
+            ).format(events)
+        return sql.SQL(
+            "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state"
+            " FROM {events} e WHERE e.notification_id = ANY(ARRAY(SELECT notification_id"
+            " FROM {shares} WHERE share = {index} AND notification_id > %s"
+            " AND notification_id <= %s ORDER BY notification_id LIMIT %s))"
+            " ORDER BY e.notification_id"
+        ).format(
+            events=events,
+            shares=sql.Identifier(recorder.datastore.schema, self.share.table),
+            index=sql.Literal(self.share.index),
+        )
 
     def _read(self, start: int, until: int | None, size: int) -> Prepared:
         """The reader thread's part: a batch decoded, and what each view makes of it without
@@ -323,7 +383,7 @@ class ProjectionWorker:
         views = [view for view in self.views if view.name in advanced]
         if not self.datastore.single_row_tracking:  # the library's legacy multi-row tables
             for view in views:
-                view._insert_tracking(curs, Tracking(APPLICATION_NAME, advanced[view.name]))
+                view._insert_tracking(curs, Tracking(self.tracking_name, advanced[view.name]))
             return
         names = tuple(view.name for view in views)
         statement = self._track_statements.get(names)
@@ -355,12 +415,12 @@ class ProjectionWorker:
             self._track_statements[names] = statement
         params: list[object] = []
         for view in views:
-            params += [APPLICATION_NAME, advanced[view.name]]
+            params += [self.tracking_name, advanced[view.name]]
         curs.execute(statement, params, prepare=True)
         row = curs.fetchone()
         if row is None or row["moved"] != len(views):
             raise IntegrityError(
-                f"Failed to record tracking for {APPLICATION_NAME} in {', '.join(names)}"
+                f"Failed to record tracking for {self.tracking_name} in {', '.join(names)}"
             )
 
     def _recorded(self, curs: Cursor[DictRow]) -> dict[str, int]:
@@ -381,7 +441,7 @@ class ProjectionWorker:
                 )
                 .as_string()
             )
-        curs.execute(self._recorded_statement, [APPLICATION_NAME] * len(self.views), prepare=True)
+        curs.execute(self._recorded_statement, [self.tracking_name] * len(self.views), prepare=True)
         return {row["name"]: row["position"] or 0 for row in curs.fetchall()}
 
     def catch_up(
@@ -396,7 +456,8 @@ class ProjectionWorker:
         of ``batch_size`` events; the position reached.
 
         The next batch is read, decoded and prepared by the views (rows built) in a second
-        thread while the current one is written, so that work overlaps with PostgreSQL's.
+        thread while the current one is written, so that work overlaps with PostgreSQL's;
+        a share of a rebuild reads in its own thread (``read_ahead``).
         """
         target = self.head() if until is None else until
         start = min(self.positions.values())
@@ -404,10 +465,12 @@ class ProjectionWorker:
             return start
         size = batch_size or self.batch_size
         left = batches
-        with (
-            fewer_collections(),
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="projection-reader") as reader,
-        ):
+        reader: Executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="projection-reader")
+            if self.read_ahead
+            else _InPlace()
+        )
+        with fewer_collections(), reader:
             pending: Future[Prepared] | None = reader.submit(self._read, start, target, size)
             while pending is not None:
                 events, prepared = pending.result()
@@ -422,7 +485,7 @@ class ProjectionWorker:
                 try:
                     self.apply(events, prepared)
                 except IntegrityError:
-                    self.positions = {view.name: view.position() for view in self.views}
+                    self.positions = self._positions()
                     if self.positions == before:
                         # No other worker moved on: a view refused this batch. Never step
                         # over it; the follower's policy retries it and parks on it.
@@ -458,7 +521,7 @@ class ProjectionWorker:
         ):
             for view in self.views:
                 if self.positions[view.name] < position:
-                    view._insert_tracking(curs, Tracking(APPLICATION_NAME, position))
+                    view._insert_tracking(curs, Tracking(self.tracking_name, position))
                     self.positions[view.name] = position
 
     def run_forever(
@@ -473,7 +536,7 @@ class ProjectionWorker:
         are handled by ``FollowerRunner`` (retried, or parked at the failing event)."""
 
         def reload() -> None:
-            self.positions = {view.name: view.position() for view in self.views}
+            self.positions = self._positions()
 
         follow_log(
             FollowerRunner(FOLLOWER, board or self.board, first_delay=self.retry_delay),
@@ -510,10 +573,22 @@ def rebuild(
     views' tables, applies the last events, drops the old tables and renames the new ones.
     ``context`` is what the views need beyond their tables (``ViewSet.context``).
     """
-    chosen = [names] if isinstance(names, str) else list(names)
+    lives, shadows = fresh_shadows(datastore, names, context)
+    worker = ProjectionWorker(app, shadows, batch_size=batch_size)
+    worker.catch_up(progress=progress)
+    return swap_in(worker, lives)
+
+
+def fresh_shadows(
+    datastore: PostgresDatastore,
+    names: str | Sequence[str],
+    context: dict[str, Any] | None = None,
+) -> tuple[list[View], list[View]]:
+    """The live views ``names`` (created if missing) and empty views beside them, under
+    ``REBUILD_SUFFIX``, for a rebuild (any left by an earlier one are dropped)."""
     extra = context or {}
     lives, shadows = [], []
-    for name in chosen:
+    for name in [names] if isinstance(names, str) else list(dict.fromkeys(names)):
         view_cls = VIEW_CLASSES[name]
         live = view_cls(datastore, **extra)
         live.create_table()
@@ -522,8 +597,111 @@ def rebuild(
         shadow.create_table()
         lives.append(live)
         shadows.append(shadow)
-    worker = ProjectionWorker(app, shadows, batch_size=batch_size)
-    worker.catch_up(progress=progress)
+    return lives, shadows
+
+
+def shadows_of(
+    datastore: PostgresDatastore, names: Sequence[str], context: dict[str, Any] | None = None
+) -> list[View]:
+    """The views ``names`` being rebuilt (under ``REBUILD_SUFFIX``), as they are."""
+    return [
+        VIEW_CLASSES[name](datastore, suffix=REBUILD_SUFFIX, **(context or {})) for name in names
+    ]
+
+
+def split_log(app: RightsLedger, datastore: PostgresDatastore, until: int, count: int) -> str:
+    """A table of the log's positions up to ``until`` by share (``Share``) of ``count``, for
+    a rebuild in shares; its name (``drop_split``).
+
+    The streams a customer owns are found from their creation events (``customer_id``),
+    decoded without opening their sealed values: the customer's id is public. The table
+    is indexed by share and position, so each share reads only its own events."""
+    name = f"rebuild_shares_{uuid4().hex[:12]}"
+    schema = datastore.schema
+    table = sql.Identifier(schema, name)
+    owners = sql.Identifier(f"{name}_owners")
+    recorder = app.recorder
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    events = sql.Identifier(schema, recorder.events_table_name)
+    mapper = app.mapper
+    assert isinstance(mapper, SealingMapper)
+    with datastore.transaction(commit=True) as curs:
+        curs.execute(
+            sql.SQL(
+                "CREATE TEMPORARY TABLE {} (stream_id uuid PRIMARY KEY, owner_id uuid NOT NULL)"
+                " ON COMMIT DROP"
+            ).format(owners)
+        )
+        curs.execute(
+            sql.SQL(
+                "SELECT originator_id, originator_version, topic, state FROM {}"
+                " WHERE originator_version = 1 AND topic = ANY(%s) AND notification_id <= %s"
+            ).format(events),
+            (list(mapper.owned_topics()), until),
+            binary=True,
+        )
+        owned = []
+        for row in curs.fetchall():
+            stream = row["originator_id"]
+            owner = mapper.owner_of(
+                StoredEvent(
+                    originator_id=stream,
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=row["state"],
+                )
+            )
+            if owner is not None and owner != stream:
+                owned.append((stream, owner))
+        with curs.copy(sql.SQL("COPY {} (stream_id, owner_id) FROM STDIN").format(owners)) as copy:
+            for pair in owned:
+                copy.write_row(pair)
+        curs.execute(sql.SQL("ANALYZE {}").format(owners))
+        curs.execute(
+            sql.SQL(
+                "CREATE UNLOGGED TABLE {table} AS"
+                " SELECT (uuid_hash(coalesce(o.owner_id, e.originator_id)) & 2147483647)"
+                " %% {count} AS share, e.notification_id"
+                " FROM {events} e LEFT JOIN {owners} o ON o.stream_id = e.originator_id"
+                " WHERE e.notification_id <= %s"
+            ).format(table=table, count=sql.Literal(count), events=events, owners=owners),
+            (until,),
+        )
+        curs.execute(sql.SQL("CREATE INDEX ON {} (share, notification_id)").format(table))
+        curs.execute(sql.SQL("ANALYZE {}").format(table))
+    return name
+
+
+def drop_split(datastore: PostgresDatastore, name: str) -> None:
+    """The table ``split_log`` made, dropped."""
+    with datastore.transaction(commit=True) as curs:
+        curs.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(datastore.schema, name))
+        )
+
+
+def join_shares(shadows: Sequence[View], shares: Sequence[Share], position: int) -> None:
+    """The tracking records of ``shares`` in views rebuilt in shares replaced by one at
+    ``position`` (every share has applied its events up to there), in one transaction."""
+    datastore = shadows[0].datastore
+    names = [share.tracking_name for share in shares]
+    with datastore.transaction(commit=True) as curs:
+        for view in shadows:
+            curs.execute(
+                sql.SQL("DELETE FROM {} WHERE application_name = ANY(%s)").format(
+                    sql.Identifier(datastore.schema, view.tracking_table_name)
+                ),
+                (names,),
+            )
+            view._insert_tracking(curs, Tracking(APPLICATION_NAME, position))
+
+
+def swap_in(worker: ProjectionWorker, lives: Sequence[View]) -> int:
+    """The rebuilt views (``worker``'s) brought to the head and swapped in for the live
+    ones, in one transaction that locks the live views' tables; their position."""
+    shadows = worker.views
+    datastore = worker.datastore
+    worker.catch_up()
     with (
         datastore.get_connection() as conn,
         conn.transaction(),
@@ -573,22 +751,13 @@ def rebuild(
     return min(worker.positions.values())
 
 
-def rebuild_groups(names: Sequence[str], processes: int) -> list[list[str]]:
-    """The views split into at most ``processes`` groups of about equal work (each view's
-    ``View.rebuild_weight``; the heaviest first, each to the lightest group so far), for a
-    rebuild in several processes: each reads and decodes the log once for its group."""
+def chosen_views(names: Sequence[str]) -> list[str]:
+    """The views named (each once, in order); ``ValueError`` naming the first that is none."""
     unknown = [name for name in names if name not in VIEW_CLASSES]
     if unknown:
         msg = f"unknown view {unknown[0]!r}; views: {', '.join(VIEW_CLASSES)}"
         raise ValueError(msg)
-    chosen = sorted(dict.fromkeys(names), key=lambda n: -VIEW_CLASSES[n].rebuild_weight)
-    groups: list[list[str]] = [[] for _ in range(max(1, min(processes, len(chosen))))]
-    loads = [0] * len(groups)
-    for name in chosen:
-        lightest = loads.index(min(loads))
-        groups[lightest].append(name)
-        loads[lightest] += VIEW_CLASSES[name].rebuild_weight
-    return [group for group in groups if group]
+    return list(dict.fromkeys(names))
 
 
 def _objects(view: View) -> list[sql.Composable]:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import base64
 import copy
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
 from rightsledger.domain.naming import aggregate_name, register_names, stable_name
@@ -238,13 +239,21 @@ class SealingMapper(Mapper[UUID]):
             "box": base64.b64encode(nonce + sealed).decode(),
         }
 
-    def _unseal(self, event: Any, rule: Rule, envelope: dict[str, Any]) -> Any:
-        key = self.vault.key(UUID(envelope["key"]), customer_id=None, kind=PERSONAL)
-        if key is None:
+    def _cipher(self, name: str) -> AESGCM | None:
+        """The cipher of the key an envelope names (None once the key is destroyed)."""
+        key = self.vault.key(UUID(name), customer_id=None, kind=PERSONAL)
+        return None if key is None else AESGCM(key)
+
+    def _unseal(
+        self, cipher: AESGCM | None, where: str, rule: Rule, envelope: dict[str, Any]
+    ) -> Any:
+        """A sealed value opened with ``cipher`` (its placeholder once the key is gone);
+        ``where`` is the event's id and version, as ``_aad`` writes them."""
+        if cipher is None:
             return _placeholder(envelope)
         box = base64.b64decode(envelope["box"])
-        plaintext = AESGCM(key).decrypt(box[:12], box[12:], self._aad(event, rule))
-        return self.transcoder.decode(plaintext)["v"]
+        aad = f"{where}/{rule.attribute}/{rule.item}".encode()
+        return self.transcoder.decode(cipher.decrypt(box[:12], box[12:], aad))["v"]
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         spec = RULES.get(type(domain_event))
@@ -280,46 +289,71 @@ class SealingMapper(Mapper[UUID]):
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        return self._opened(super().to_domain_event(stored_event))
+        event = super().to_domain_event(stored_event)
+        sealed = self._sealed(event)
+        if sealed:
+            self._open(event, sealed, {name: self._cipher(name) for _, name in sealed})
+        return event
+
+    @staticmethod
+    def owned_topics() -> set[str]:
+        """Every name a stream's creation event is stored under when it names the customer
+        who owns the stream (a ``customer_id``: a request, a read)."""
+        return {
+            name
+            for name, cls in register_names().items()
+            if isinstance(cls, type)
+            and issubclass(cls, Aggregate.Created)
+            and "customer_id" in getattr(cls, "__dataclass_fields__", {})
+        }
+
+    def owner_of(self, stored_event: StoredEvent) -> UUID | None:
+        """The customer a creation event names as its stream's owner, read without opening
+        its sealed values (the customer's id is public)."""
+        owner = getattr(super().to_domain_event(stored_event), "customer_id", None)
+        return owner if isinstance(owner, UUID) else None
 
     def to_domain_events(self, stored_events: Iterable[StoredEvent]) -> list[Any]:
         """Many events decoded, their keys read first in one go (``KeyVault.prefetch``)
-        rather than one round trip per key not at hand: a follower catching up, a rebuild."""
+        rather than one round trip per key not at hand, and each key's cipher made once for
+        the batch: a follower catching up, a rebuild."""
         decode = super().to_domain_event
         events = [decode(stored) for stored in stored_events]
-        self.vault.prefetch(
-            UUID(envelope["key"]) for event in events for envelope in self._envelopes(event)
-        )
-        return [self._opened(event) for event in events]
+        found = [(event, sealed) for event in events if (sealed := self._sealed(event))]
+        if not found:
+            return events
+        names = {name for _, sealed in found for _, name in sealed}
+        self.vault.prefetch(UUID(name) for name in names)
+        ciphers = {name: self._cipher(name) for name in names}
+        for event, sealed in found:
+            self._open(event, sealed, ciphers)
+        return events
 
     @staticmethod
-    def _envelopes(event: Any) -> Iterator[dict[str, Any]]:
-        """The sealed values of a decoded event."""
+    def _sealed(event: Any) -> list[tuple[Rule, str]]:
+        """The rules of a decoded event whose values are sealed, with the key each names."""
         spec = RULES.get(type(event))
         if spec is None:
-            return
+            return []
+        sealed = []
         for rule in spec[1]:
             value = getattr(event, rule.attribute)
             if rule.item is not None and isinstance(value, dict):
                 value = value.get(rule.item)
             if isinstance(value, dict) and value.get(SEALED):
-                yield value
+                sealed.append((rule, value["key"]))
+        return sealed
 
-    def _opened(self, event: Any) -> Any:
-        """The decoded event with its sealed values opened (or shown ``ERASED``)."""
-        spec = RULES.get(type(event))
-        if spec is None:
-            return event
-        _, rules = spec
-        for rule in rules:
+    def _open(
+        self, event: Any, sealed: list[tuple[Rule, str]], ciphers: dict[str, AESGCM | None]
+    ) -> None:
+        """The event's sealed values opened in place (or shown ``ERASED``)."""
+        where = f"{event.originator_id}/{event.originator_version}"
+        for rule, name in sealed:
             value = getattr(event, rule.attribute)
             if rule.item is None:
-                if isinstance(value, dict) and value.get(SEALED):
-                    object.__setattr__(event, rule.attribute, self._unseal(event, rule, value))
-            elif isinstance(value, dict):
-                inner = value.get(rule.item)
-                if isinstance(inner, dict) and inner.get(SEALED):
-                    opened = dict(value)
-                    opened[rule.item] = self._unseal(event, rule, inner)
-                    object.__setattr__(event, rule.attribute, opened)
-        return event
+                opened = self._unseal(ciphers[name], where, rule, value)
+            else:
+                opened = dict(value)
+                opened[rule.item] = self._unseal(ciphers[name], where, rule, value[rule.item])
+            object.__setattr__(event, rule.attribute, opened)

@@ -14,7 +14,8 @@ bulk-copying the stored events, then measures in the same run:
 
 Run: ``.venv/bin/python bench/rebuild.py --events 1000000 [--processes N [N ...]]``
 (``--database-url`` defaults to RIGHTSLEDGER_DATABASE_URL or the local server;
-``--keep`` leaves the schema for inspection).
+``--keep`` leaves the schema for inspection; ``--schema NAME`` rebuilds the log already
+in a kept schema instead of filling a new one).
 """
 
 from __future__ import annotations
@@ -233,12 +234,17 @@ def main() -> None:
             "RIGHTSLEDGER_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
         ),
     )
-    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="leave the schema for inspection")
+    parser.add_argument(
+        "--schema",
+        help="rebuild the log already in this schema (one left by --keep) instead of filling"
+        " a fresh one; it is kept",
+    )
     parser.add_argument(
         "--profile", help="write a cProfile of the rebuild phase to this file (one process)"
     )
     args = parser.parse_args()
-    schema = "bench_" + uuid.uuid4().hex[:10]
+    schema = args.schema or "bench_" + uuid.uuid4().hex[:10]
     database = Database(url=args.database_url)
     database.ensure_schema(schema)
     # The service's own composition (as `rightsledger projections run` builds it): events
@@ -252,12 +258,16 @@ def main() -> None:
     container = build(settings, database=database, role="follower")
     app = container.ledger
     try:
-        written = fill(app, args.database_url, schema, args.events)
-        with psycopg.connect(args.database_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("ANALYZE {}").format(sql.Identifier(schema, "rightsledger_events"))
-            )
         head = app.recorder.max_notification_id() or 0
+        if args.schema and head:
+            written = head
+        else:
+            written = fill(app, args.database_url, schema, args.events)
+            with psycopg.connect(args.database_url, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("ANALYZE {}").format(sql.Identifier(schema, "rightsledger_events"))
+                )
+            head = app.recorder.max_notification_id() or 0
         print(f"events in log:             {written:,}")
         for processes in args.processes:
             # the raw read just before each rebuild: the machine's pace drifts between runs
@@ -285,7 +295,7 @@ def main() -> None:
             print("json:", json.dumps(figures))
     finally:
         container.close()
-        if not args.keep:
+        if not (args.keep or args.schema):
             with psycopg.connect(args.database_url, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 

@@ -14,7 +14,7 @@ from eventsourcing.persistence import JSONTranscoder, TranscodingNotRegisteredEr
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rightsledger.projections.base import _jsonable, jsonable
+from rightsledger.projections.base import _datetime_text, _flat, _jsonable, jsonable
 from rightsledger.storage.transcoding import FastJSONTranscoder
 
 
@@ -124,6 +124,48 @@ jsonable_values = st.recursive(
 @given(value=jsonable_values)
 def test_jsonable_gives_what_its_rules_give(value: Any) -> None:
     """Through orjson or by the rules, the same plain JSON value (NUL replaced, keys text)."""
+    assert jsonable(value) == _jsonable(value)
+
+
+@given(moment=times)
+def test_times_are_written_as_isoformat_writes_them(moment: datetime) -> None:
+    """A time's text (orjson's for times in UTC) is exactly ``isoformat``'s, at any date,
+    with or without microseconds, in UTC or at any offset."""
+    assert _datetime_text(moment) == moment.isoformat()
+
+
+@given(
+    value=st.dictionaries(
+        st.text(alphabet=st.sampled_from("ab\x00"), max_size=3),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.text(alphabet=st.sampled_from("a\x00"), max_size=3),
+            times,
+            st.dates(),
+            st.uuids(),
+            st.decimals(allow_nan=False, allow_infinity=False),
+        ),
+        max_size=5,
+    )
+)
+def test_flat_mappings_take_the_short_way_to_the_same_value(value: dict[str, Any]) -> None:
+    """A mapping of text to plain values (evidence, an invoice) is converted at once, to what
+    the rules give; one holding a NUL in its text is left to the rules, which replace it."""
+    flat = _flat(value)
+    if any("\x00" in item for item in value.values() if isinstance(item, str)):
+        assert flat is None
+    else:
+        assert flat == _jsonable(value)
+        assert flat == {
+            key: item.isoformat()
+            if isinstance(item, date)
+            else str(item)
+            if isinstance(item, UUID | Decimal)
+            else item
+            for key, item in value.items()
+        }
     assert jsonable(value) == _jsonable(value)
 
 

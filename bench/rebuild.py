@@ -13,6 +13,7 @@ bulk-copying the stored events, then measures in the same run:
   (``--processes 1``: one process, this one).
 
 Run: ``.venv/bin/python bench/rebuild.py --events 1000000 [--processes N [N ...]]``
+(``--rebuild-batch 28 --batch 28``: batches of a live follower's size under load)
 (``--database-url`` defaults to RIGHTSLEDGER_DATABASE_URL or the local server;
 ``--keep`` leaves the schema for inspection; ``--schema NAME`` rebuilds the log already
 in a kept schema instead of filling a new one).
@@ -191,7 +192,9 @@ def raw_read(app: RightsLedger, head: int, batch: int) -> float:
     return elapsed
 
 
-def timed_rebuild(container: Container, head: int, processes: int, profile: str | None) -> float:
+def timed_rebuild(
+    container: Container, head: int, processes: int, profile: str | None, batch_size: int
+) -> float:
     """Seconds to rebuild every view as ``projections rebuild --all`` does."""
     # a rebuild runs in a process of its own: no data key is at hand when it starts
     container.vault.clear_cache()
@@ -204,6 +207,7 @@ def timed_rebuild(container: Container, head: int, processes: int, profile: str 
         list(VIEW_CLASSES),
         processes=processes,
         progress=lambda done, total: progress("rebuild", done, total, started),
+        batch_size=batch_size,
     )
     seconds = time.perf_counter() - started
     if profiler is not None and profile:
@@ -220,6 +224,13 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=2000, help="events per raw read")
+    parser.add_argument(
+        "--rebuild-batch",
+        type=int,
+        default=2000,
+        help="events per rebuild batch (2000, as the CLI's rebuild; tens, as a live follower's"
+        " batches under load)",
+    )
     parser.add_argument(
         "--processes",
         type=int,
@@ -272,7 +283,9 @@ def main() -> None:
         for processes in args.processes:
             # the raw read just before each rebuild: the machine's pace drifts between runs
             raw_seconds = raw_read(app, head, args.batch)
-            rebuild_seconds = timed_rebuild(container, head, processes, args.profile)
+            rebuild_seconds = timed_rebuild(
+                container, head, processes, args.profile, args.rebuild_batch
+            )
             raw_rate = head / raw_seconds
             rebuild_rate = head / rebuild_seconds
             figures = {
@@ -282,6 +295,7 @@ def main() -> None:
                 "rebuild_seconds": round(rebuild_seconds, 1),
                 "ratio_rebuild_to_raw": round(rebuild_rate / raw_rate, 3),
                 "batch": args.batch,
+                "rebuild_batch": args.rebuild_batch,
                 "processes": processes,
                 "views": len(VIEW_CLASSES),
             }

@@ -10,7 +10,6 @@ PostgreSQL advisory lock); a second one waits as a standby.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -75,10 +74,6 @@ VIEW_CLASSES: dict[str, type[View]] = {
 REBUILD_SUFFIX = "__rebuild"
 
 _MAX_POSITION = 2**63 - 1
-PIPELINED_BELOW = 200
-"""Batches of fewer events (a live follower's) are written in pipeline mode, their rows
-inserted rather than copied: one round trip per read a view makes instead of one per
-statement, where COPY takes two; larger ones (a catch-up, a rebuild) are copied."""
 
 V = TypeVar("V", bound=View)
 T = TypeVar("T")
@@ -337,14 +332,10 @@ class ProjectionWorker:
         """Apply one batch to every view in one transaction with their tracking records
         (with what the views prepared of it, when given).
 
-        Append-only rows of a large batch go in by COPY (``bulk_copies``); should some be
-        there already, the transaction is rolled back and the batch written again with
-        ``INSERT ... ON CONFLICT DO NOTHING``, as it always was. A small batch is written with
-        those inserts at once, every statement sent in pipeline mode (``PIPELINED_BELOW``).
+        Append-only rows go in by COPY (``bulk_copies``); should some be there already, the
+        transaction is rolled back and the batch written again with ``INSERT ... ON
+        CONFLICT DO NOTHING``, as it always was.
         """
-        if len(events) < PIPELINED_BELOW:
-            self._apply(events, prepared, pipelined=True)
-            return
         try:
             with bulk_copies():
                 self._apply(events, prepared)
@@ -352,22 +343,13 @@ class ProjectionWorker:
             log.info("batch to %s: rows already there, inserted again", events[-1][1])
             self._apply(events, prepared)
 
-    def _apply(
-        self,
-        events: Sequence[Positioned],
-        prepared: dict[str, Any] | None,
-        *,
-        pipelined: bool = False,
-    ) -> None:
+    def _apply(self, events: Sequence[Positioned], prepared: dict[str, Any] | None) -> None:
         advanced: dict[str, int] = {}
         with (
             self.datastore.get_connection() as conn,
             conn.transaction(),
-            conn.pipeline() if pipelined else contextlib.nullcontext(),
             conn.cursor(row_factory=dict_row) as curs,
         ):
-            # pipelined: statements whose results are not read are sent without waiting;
-            # a view's read (and the tracking check) waits for everything before it
             recorded = self._recorded(curs)
             for view in self.views:
                 # the worker's idea of the position may be stale: the tracking record decides
@@ -474,9 +456,8 @@ class ProjectionWorker:
         of ``batch_size`` events; the position reached.
 
         The next batch is read, decoded and prepared by the views (rows built) in a second
-        thread while the current one is written, so that work overlaps with PostgreSQL's,
-        when there is more than one batch to apply; a share of a rebuild reads in its own
-        thread (``read_ahead``).
+        thread while the current one is written, so that work overlaps with PostgreSQL's;
+        a share of a rebuild reads in its own thread (``read_ahead``).
         """
         target = self.head() if until is None else until
         start = min(self.positions.values())
@@ -484,11 +465,9 @@ class ProjectionWorker:
             return start
         size = batch_size or self.batch_size
         left = batches
-        # a second thread only when there is a next batch to read ahead: a live follower's
-        # wake usually finds one batch, read in place
         reader: Executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="projection-reader")
-            if self.read_ahead and target - start > size
+            if self.read_ahead
             else _InPlace()
         )
         with fewer_collections(), reader:

@@ -82,9 +82,9 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking
@@ -236,19 +236,6 @@ class Observed:
 
     cluster_id: str | None
     topics: dict[str, ObservedTopic] = field(default_factory=dict)
-
-
-T = TypeVar("T")
-
-
-def _at_once(fn: Callable[[int], T], argument: int) -> Future[T]:
-    """``fn(argument)`` called here and now, as a finished future (its result or its error)."""
-    future: Future[T] = Future()
-    try:
-        future.set_result(fn(argument))
-    except BaseException as error:
-        future.set_exception(error)
-    return future
 
 
 def _topic_id(value: Any) -> str | None:
@@ -866,34 +853,26 @@ class Relay:
         this makes batches of tens of events, not of the few that came in while one was in
         flight: each batch costs a produce request and a commit of the relay's state."""
         published = 0
-        # the first page is read here; a second thread reads ahead only once a page is full
-        # (a live relay's wake usually finds less than one)
-        reader: ThreadPoolExecutor | None = None
-        try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-reader") as reader:
             expected = self.position
-            pending = _at_once(self._page, expected)
+            pending = reader.submit(self._page, expected)
             while True:
                 self.maybe_check()
                 if self.position != expected:  # the broker lost the log: from the start
                     pending.result()
                     expected = self.position
-                    pending = _at_once(self._page, expected)
+                    pending = reader.submit(self._page, expected)
                 page = pending.result()
                 if not page:
                     return published
                 expected = page[-1][0]
                 full = len(page) >= self.config.batch_size
                 if full:
-                    if reader is None:
-                        reader = ThreadPoolExecutor(1, thread_name_prefix="relay-reader")
                     pending = reader.submit(self._page, expected)
                 self._commit(page)
                 published += len(page)
                 if not full:
                     return published
-        finally:
-            if reader is not None:
-                reader.shutdown(wait=True)
 
     def relay_one(self) -> int:
         """Publish the one event after the position (after a failure, to find the bad one)."""

@@ -22,10 +22,8 @@ from rightsledger.bootstrap import Container, RebuildFailedError, rebuild_views
 from rightsledger.domain.errors import DomainError
 from rightsledger.domain.ledger import RightsLedger
 from rightsledger.domain.replay import replay_log
-from rightsledger.projections import worker as worker_module
 from rightsledger.projections.base import jsonable
 from rightsledger.projections.worker import (
-    PIPELINED_BELOW,
     VIEW_CLASSES,
     ProjectionWorker,
     drop_split,
@@ -305,8 +303,7 @@ def run(ledger: RightsLedger, program: list[tuple[Any, ...]], partner: UUID) -> 
 def test_a_rebuild_from_scratch_equals_the_live_views(
     container: Container, program: list[tuple[Any, ...]]
 ) -> None:
-    """Whatever the commands, each view rebuilt from the log matches the live one row by row,
-    whether written in small pipelined batches or in large copied ones."""
+    """Whatever the commands, each view rebuilt from the log matches the live one row by row."""
     ledger = container.ledger
     partner = ledger.register_partner(name="Police", kind="law_enforcement", actor="po:t").id
     live = container.projection_worker()
@@ -316,19 +313,12 @@ def test_a_rebuild_from_scratch_equals_the_live_views(
     run(ledger, program[half:], partner)
     live.catch_up()
     before = dump_views(container)
-    for pipelined_below in (PIPELINED_BELOW, 0):  # then every batch copied
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(worker_module, "PIPELINED_BELOW", pipelined_below)
-            for name in VIEW_CLASSES:
-                rebuild(
-                    ledger,
-                    container.views.datastore,
-                    name,
-                    batch_size=7,
-                    context=container.views.context,
-                )
-        assert dump_views(container) == before
-        assert container.views.positions() == dict.fromkeys(VIEW_CLASSES, live.head())
+    for name in VIEW_CLASSES:
+        rebuild(
+            ledger, container.views.datastore, name, batch_size=7, context=container.views.context
+        )
+    assert dump_views(container) == before
+    assert container.views.positions() == dict.fromkeys(VIEW_CLASSES, live.head())
 
 
 def test_the_live_worker_keeps_working_across_a_rebuild(container: Container) -> None:

@@ -7,10 +7,12 @@ import multiprocessing
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import psycopg
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.utils import get_topic
 from psycopg_pool import ConnectionPool
@@ -34,6 +36,7 @@ from rightsledger.projections.worker import (
     Share,
     ViewSet,
     chosen_views,
+    drop_leftover_splits,
     drop_split,
     fresh_shadows,
     join_shares,
@@ -328,7 +331,33 @@ def build(settings: Settings, *, database: Database | None = None, role: str = "
 
 
 class RebuildFailedError(RuntimeError):
-    """A process rebuilding a share of the log failed or ended before it was done."""
+    """A rebuild that could not be done: a process rebuilding a share of the log failed or
+    ended before it was done, or another rebuild of the same store is running."""
+
+
+@contextmanager
+def _sole_rebuild(container: Container) -> Iterator[None]:
+    """The store's rebuild lock, held for the whole rebuild on a connection of its own.
+
+    Rebuilds of one store share the tables they build beside the live ones (``__rebuild``),
+    so a second rebuild at the same time is refused, never let to drop the first one's
+    tables midway. Under the lock, what a rebuild killed midway left behind (the tables
+    splitting the log into shares) is dropped. The lock goes with its connection, so a
+    killed rebuild never keeps it."""
+    schema = container.settings.database_schema
+    with psycopg.connect(container.database.url, autocommit=True) as conn:
+        held = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtext(%s))", (f"rightsledger.rebuild.{schema}",)
+        ).fetchone()
+        if not (held and held[0]):
+            raise RebuildFailedError(
+                f"another rebuild of the views in schema {schema!r} is running;"
+                " run this one when it is done"
+            )
+        left = drop_leftover_splits(container.views.datastore)
+        if left:
+            log.info("dropped %d split tables left by an earlier rebuild", len(left))
+        yield
 
 
 def rebuild_views(
@@ -347,9 +376,21 @@ def rebuild_views(
     reads and decodes only its share, and the shares run on several cores at once. When
     every share is done, this process joins their tracking records, applies what the log
     gained meanwhile, and swaps the views in. A share that fails ends the others (the live
-    views stay as they were) and raises ``RebuildFailedError``.
+    views stay as they were) and raises ``RebuildFailedError``, as does a second rebuild of
+    the same store while one is running (``_sole_rebuild``).
     """
     chosen = chosen_views(names)
+    with _sole_rebuild(container):
+        return _rebuild_views(container, chosen, processes, progress, batch_size)
+
+
+def _rebuild_views(
+    container: Container,
+    chosen: list[str],
+    processes: int,
+    progress: Progress | None,
+    batch_size: int,
+) -> int:
     views = container.views
     datastore = views.datastore
     if processes <= 1:

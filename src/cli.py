@@ -867,9 +867,10 @@ def _short(error: BaseException) -> str | None:
     import psycopg
     from pydantic import ValidationError
 
+    from rightsledger.bootstrap import RebuildFailedError
     from rightsledger.domain.errors import DomainError
 
-    if isinstance(error, CliError | KeyStoreError | DomainError):
+    if isinstance(error, CliError | KeyStoreError | DomainError | RebuildFailedError):
         return str(error)
     if isinstance(error, ValidationError):
         problems = "; ".join(

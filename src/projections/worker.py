@@ -680,6 +680,23 @@ def drop_split(datastore: PostgresDatastore, name: str) -> None:
         )
 
 
+def drop_leftover_splits(datastore: PostgresDatastore) -> list[str]:
+    """The tables ``split_log`` made for rebuilds that ended without dropping them (a parent
+    killed midway), dropped; their names. Only while no rebuild is running."""
+    with datastore.transaction(commit=True) as curs:
+        curs.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s"
+            " AND tablename LIKE 'rebuild\\_shares\\_%%'",
+            (datastore.schema,),
+        )
+        names = [row["tablename"] for row in curs.fetchall()]
+        for name in names:
+            curs.execute(
+                sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(datastore.schema, name))
+            )
+    return names
+
+
 def join_shares(shadows: Sequence[View], shares: Sequence[Share], position: int) -> None:
     """The tracking records of ``shares`` in views rebuilt in shares replaced by one at
     ``position`` (every share has applied its events up to there), in one transaction."""

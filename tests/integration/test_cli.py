@@ -266,3 +266,9 @@ def test_every_view_is_rebuilt_by_several_processes_from_the_command_line(
     assert "unknown view 'nope'" in one_line_error(
         run(tmp_path, "projections", "rebuild", "nope", env=env)
     )
+    # while another rebuild holds the store's rebuild lock, one more is a one-line refusal
+    key = f"rightsledger.rebuild.{container.settings.database_schema}"
+    with psycopg.connect(container.database.url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        refused = run(tmp_path, "projections", "rebuild", "--all", env=env)
+    assert "another rebuild of the views" in one_line_error(refused)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -436,6 +437,66 @@ def test_a_killed_rebuilding_process_fails_the_rebuild_and_leaves_the_views(
         == ledger.recorder.max_notification_id()
     )
     assert dump_views(container) == before
+
+
+def split_tables(container: Container) -> list[str]:
+    """The tables splitting the log into shares present in the store's schema."""
+    with psycopg.connect(container.database.url) as conn:
+        rows = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s"
+            " AND tablename LIKE 'rebuild%%shares%%'",
+            (container.settings.database_schema,),
+        ).fetchall()
+    return sorted(row[0] for row in rows)
+
+
+def test_a_second_rebuild_while_one_runs_is_refused(container: Container) -> None:
+    """While a rebuild runs, another of the same store is refused with an error saying so
+    and touches nothing; the first completes and matches the live views, and a rebuild
+    after it runs."""
+    ledger = container.ledger
+    scenario(ledger)
+    container.projection_worker().catch_up()
+    before = dump_views(container)
+    running, release = threading.Event(), threading.Event()
+    outcome: list[int | BaseException] = []
+
+    def hold(done: int, total: int) -> None:
+        running.set()
+        release.wait(30)
+
+    def first() -> None:
+        try:
+            outcome.append(rebuild_views(container, ["consent_ledger"], progress=hold))
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert running.wait(30)
+        with pytest.raises(RebuildFailedError, match="another rebuild of the views"):
+            rebuild_views(container, list(VIEW_CLASSES), processes=2)
+    finally:
+        release.set()
+        thread.join(30)
+    assert outcome == [ledger.recorder.max_notification_id()]
+    assert dump_views(container) == before
+    assert rebuild_views(container, ["audit_trail"]) == ledger.recorder.max_notification_id()
+    assert dump_views(container) == before
+
+
+def test_a_rebuild_drops_the_split_tables_a_killed_rebuild_left(container: Container) -> None:
+    """The tables a rebuild killed midway (its parent included) left splitting the log are
+    dropped by the next rebuild, which leaves none of its own."""
+    ledger = container.ledger
+    scenario(ledger)
+    head = ledger.recorder.max_notification_id() or 0
+    split_log(ledger, container.views.datastore, head, 2)
+    split_log(ledger, container.views.datastore, head, 3)
+    assert len(split_tables(container)) == 2
+    assert rebuild_views(container, list(VIEW_CLASSES), processes=2) == head
+    assert split_tables(container) == []
 
 
 def test_a_rebuild_in_shares_keeps_each_customer_with_their_requests(

@@ -45,6 +45,10 @@ _TAG = b'"_type_"'
 the tags (a string holding it is written with escaped quotes)."""
 
 
+_UNKNOWN = SafeUUID.unknown
+"""Read once: an enum member looked up on its class costs a descriptor call each time."""
+
+
 def _uuid(data: str) -> UUID:
     """``UUID(data)`` for the 32 hex digits ``UUIDAsHex`` writes, without ``UUID.__init__``'s
     parsing of other spellings (the same ``int(data, 16)`` at its heart)."""
@@ -52,7 +56,7 @@ def _uuid(data: str) -> UUID:
         return UUID(data)
     value = object.__new__(UUID)
     object.__setattr__(value, "int", int(data, 16))
-    object.__setattr__(value, "is_safe", SafeUUID.unknown)
+    object.__setattr__(value, "is_safe", _UNKNOWN)
     return value
 
 

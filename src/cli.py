@@ -40,14 +40,6 @@ if TYPE_CHECKING:
     from rightsledger.storage.database import Database
     from rightsledger.workers.broker import EmbeddedBroker
 
-VIEW_NAMES = (
-    "customer_profile",
-    "consent_ledger",
-    "request_queue",
-    "disclosures",
-    "audit_trail",
-)
-
 app = typer.Typer(help="rightsledger: event-sourced data rights.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -339,7 +331,11 @@ def followers_resume(
 def projections_rebuild(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Views to rebuild: " + ", ".join(VIEW_NAMES), show_default=False),
+        typer.Argument(
+            help="Views to rebuild, by name, as `projections status` lists them (an unknown"
+            " name is refused with the list)",
+            show_default=False,
+        ),
     ] = None,
     all_views: Annotated[bool, typer.Option("--all", help="Rebuild every view.")] = False,
     processes: Annotated[

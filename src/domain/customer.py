@@ -466,6 +466,13 @@ class Customer(CheapCopy, Aggregate):
                         "record consent per channel instead",
                         field=f"purposes.{category_name}",
                     )
+                if purpose not in DEFAULT_PURPOSES[category]:
+                    allowed = ", ".join(p.value for p in DEFAULT_PURPOSES[category])
+                    raise InvalidPurposeError(
+                        f"{category.value} is held only for {allowed} (the policy's purposes for "
+                        f"it): a registration may name fewer of them, never {purpose.value}",
+                        field=f"purposes.{category_name}",
+                    )
                 if purpose.value not in checked:
                     checked.append(purpose.value)
             if not checked:
@@ -741,10 +748,8 @@ class Customer(CheapCopy, Aggregate):
                         f"{category.value} is not held for the purpose {share_purpose.value}",
                         field="categories",
                     )
-        elif share_purpose is not Purpose.LEGAL:
-            raise DisclosureRefusedError(
-                "fraud prevention falls under the legal purpose", field="purpose"
-            )
+        else:
+            self._check_fraud_prevention(partner, wanted, share_purpose, ref, now)
         disclosure_id = uuid4()
         self.trigger_event(
             self.DataDisclosed,
@@ -757,6 +762,45 @@ class Customer(CheapCopy, Aggregate):
             reference=ref,
         )
         return disclosure_id
+
+    def _check_fraud_prevention(
+        self,
+        partner: Partner,
+        wanted: list[Category],
+        purpose: Purpose,
+        reference: str,
+        now: datetime,
+    ) -> None:
+        """A share to detect, investigate or prevent fraud (policy 1.3): for the legal purpose,
+        naming the case, to an authority or to a contracted partner bound by a valid
+        confidentiality contract, of categories held for the legal purpose."""
+        if purpose is not Purpose.LEGAL:
+            raise DisclosureRefusedError(
+                "fraud prevention falls under the legal purpose", field="purpose"
+            )
+        if not reference:
+            raise DisclosureRefusedError(
+                "a disclosure for fraud prevention records the case it serves",
+                field="reference",
+            )
+        if partner.kind not in AUTHORITY_KINDS:
+            if not partner.kind.is_contracted:
+                raise DisclosureRefusedError(
+                    f"a {partner.kind.value} is neither an authority nor a contracted partner",
+                    field="partner_id",
+                )
+            if not partner.contract_valid_on(now):
+                raise DisclosureRefusedError(
+                    f"the partner's confidentiality contract is not valid on {now.date()} "
+                    f"(valid until {partner.contract_valid_until})",
+                    field="partner_id",
+                )
+        for category in wanted:
+            if Purpose.LEGAL.value not in self.purposes_of(category):
+                raise DisclosureRefusedError(
+                    f"{category.value} is not held for the purpose legal",
+                    field="categories",
+                )
 
     def receive_request(
         self,

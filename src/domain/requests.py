@@ -476,9 +476,16 @@ class DataRightsRequest(CheapCopy, Aggregate):
         )
 
     def deny(self, *, reason: str, actor: str) -> None:
-        """Deny the request, stating why."""
+        """Deny the request, stating why: only before its work is done."""
         refuse_card_numbers(reason=reason)
         self._ensure_open()
+        if self.work_done is not None:
+            # A deletion awaiting its recipients' acknowledgements has already erased the
+            # customer: denying it would tell the customer their data was kept, and let the
+            # recipients' notifications lapse. It ends fulfilled when every one has answered.
+            raise IllegalTransitionError(
+                f"the request's work is already done ({self.work_done}); it can no longer be denied"
+            )
         self.trigger_event(self.Denied, actor=actor, reason=_reason(reason))
 
     def revoke(self, *, actor: str, reason: str | None = None) -> None:

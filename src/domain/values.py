@@ -52,7 +52,9 @@ DEFAULT_PURPOSES: Final = MappingProxyType(
         Category.ACTIVITY: (Purpose.LEGAL, Purpose.SUPPORT),
     }
 )
-"""Purposes each category is held for when registration does not say otherwise."""
+"""Purposes each category is held for when registration does not say otherwise, and the
+most it may be held for: a registration may name fewer of them, never another (purpose
+limitation: whoever registers a customer cannot widen who may read a category)."""
 
 
 class Channel(StrEnum):

@@ -200,6 +200,38 @@ def test_partners_and_disclosures(client: TestClient, admin: dict[str, str]) -> 
     assert assert_problem(missing_contract, 422)["field"] == "contract_reference"
 
 
+def test_a_role_shares_only_for_the_purposes_it_may_read_for(
+    client: TestClient, admin: dict[str, str], headers: Headers
+) -> None:
+    """A support key may not share a customer's data with the police for the legal purpose,
+    nor a billing key for support: 403 purpose-not-allowed and nothing written; the privacy
+    officer, whose role holds the legal purpose, may."""
+    customer_id = new_customer(client, admin)
+    police = client.post(
+        "/v1/partners", json={"name": "Police", "kind": "law_enforcement"}, headers=admin
+    ).json()["partner_id"]
+    share = {
+        "partner_id": police,
+        "basis": "legal_obligation",
+        "categories": ["identity_contact"],
+        "purpose": "legal",
+        "reference": "warrant 2026/4",
+    }
+    before = head(client)
+    for role, purpose in ((Role.SUPPORT, "legal"), (Role.BILLING, "support")):
+        refused = client.post(
+            f"/v1/customers/{customer_id}/disclosures",
+            json={**share, "purpose": purpose},
+            headers=headers(role),
+        )
+        body = assert_problem(refused, 403)
+        assert body["type"] == "/problems/purpose-not-allowed", body
+    assert head(client) == before
+    officer = headers(Role.PRIVACY_OFFICER)
+    shared = client.post(f"/v1/customers/{customer_id}/disclosures", json=share, headers=officer)
+    assert shared.status_code == 201, shared.text
+
+
 def test_request_lifecycle_through_the_api(client: TestClient, admin: dict[str, str]) -> None:
     """Submit, verify, extend once, deny; a closed request refuses further steps with 409."""
     customer_id = new_customer(client, admin)

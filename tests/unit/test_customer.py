@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rightsledger.domain.customer import Customer
 from rightsledger.domain.errors import (
@@ -19,6 +22,7 @@ from rightsledger.domain.errors import (
     StateError,
 )
 from rightsledger.domain.partner import Partner
+from rightsledger.domain.values import DEFAULT_PURPOSES, Category, Purpose
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 EVIDENCE: dict[str, Any] = {
@@ -80,6 +84,26 @@ def test_unknown_purposes_and_categories_are_refused() -> None:
         new_customer(purposes={"biometrics": ["account"]})
     with pytest.raises(InvalidCategoryError):
         new_customer(identity={"name": "Ada", "shoe_size": "7"})
+
+
+@given(
+    category=st.sampled_from(list(Category)),
+    purposes=st.lists(st.sampled_from([p for p in Purpose if p is not Purpose.MARKETING])),
+)
+def test_a_registration_may_narrow_a_categorys_purposes_but_never_widen_them(
+    category: Category, purposes: list[Purpose]
+) -> None:
+    """Whoever registers a customer may hold a category for fewer of the policy's purposes
+    for it (DEFAULT_PURPOSES), never for another: an intake that named `support` for the
+    payment token would let support read it."""
+    named = {category.value: [p.value for p in purposes]}
+    if purposes and set(purposes) <= set(DEFAULT_PURPOSES[category]):
+        customer = new_customer(purposes=named)
+        assert customer.purposes_of(category) == list(dict.fromkeys(p.value for p in purposes))
+    else:
+        with pytest.raises(InvalidPurposeError) as caught:
+            new_customer(purposes=named)
+        assert caught.value.field == f"purposes.{category.value}"
 
 
 def test_a_payment_method_is_only_a_processor_and_its_token() -> None:
@@ -318,3 +342,43 @@ def test_contracted_partners_need_a_confidentiality_contract() -> None:
         Partner.register(name="Broker", kind="data_broker", actor="po")
     assert not police().contract_valid_on(NOW)
     assert processor().contract_valid_on(NOW)
+
+
+def _fraud_share(customer: Customer, partner: Partner, **overrides: Any) -> UUID:
+    args: dict[str, Any] = {
+        "partner": partner,
+        "basis": "fraud_prevention",
+        "categories": ["identity_contact"],
+        "purpose": "legal",
+        "reference": "fraud case 2026-31",
+        "actor": "privacy_officer:po",
+        "now": NOW,
+    }
+    args.update(overrides)
+    return customer.disclose(**args)
+
+
+def test_fraud_prevention_shares_go_to_an_authority_or_a_partner_under_contract() -> None:
+    """Fraud prevention is a basis for sharing only to detect, investigate or prevent fraud:
+    to an authority, or to a contracted partner whose confidentiality contract is valid on
+    the day, naming the case, of categories held for the legal purpose; anything else is
+    refused and nothing is recorded."""
+    customer = new_customer()
+    customer.collect_events()
+    refusals = [
+        ({"partner": processor(valid_until=date(2020, 1, 1))}, "partner_id"),
+        ({"reference": "  "}, "reference"),
+        ({"categories": ["account_service"]}, "categories"),
+        ({"purpose": "support"}, "purpose"),
+    ]
+    for overrides, field in refusals:
+        arguments = {"partner": processor(), **overrides}
+        with pytest.raises(DisclosureRefusedError) as caught:
+            _fraud_share(customer, **arguments)
+        assert caught.value.field == field, overrides
+    assert customer.disclosures == []
+    assert customer.collect_events() == []
+    _fraud_share(customer, police())
+    _fraud_share(customer, processor())
+    assert [d.basis for d in customer.disclosures] == ["fraud_prevention"] * 2
+    assert customer.disclosures[0].reference == "fraud case 2026-31"

@@ -201,6 +201,18 @@ def test_a_deletion_carried_out_can_no_longer_be_revoked() -> None:
     assert request.status is RequestStatus.IN_PROGRESS
 
 
+def test_a_deletion_carried_out_can_no_longer_be_denied() -> None:
+    """Once the erasure is recorded the request cannot end denied: that would tell the
+    customer their data was kept and let the recipients' notifications lapse; it stays in
+    progress, awaiting them."""
+    partner = uuid4()
+    request = deletion_awaiting(partner)
+    with pytest.raises(IllegalTransitionError, match="no longer be denied"):
+        request.deny(reason="changed our mind", actor="privacy_officer:po")
+    assert request.status is RequestStatus.IN_PROGRESS
+    assert request.awaiting == {partner}
+
+
 def test_a_version_1_expiry_reads_with_no_unacknowledged_partners() -> None:
     """Expiries recorded before the field existed load (upcast) with an empty list."""
     transcoder = JSONTranscoder()

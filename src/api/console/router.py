@@ -444,7 +444,7 @@ def _request_context(
         "verify": is_open and status == "open" and may(who, requests.verify_request),
         "extend": is_open and not domain.extended_at and not shown.overdue
         and may(who, requests.extend_request),
-        "deny": is_open and may(who, requests.deny_request),
+        "deny": is_open and domain.work_done is None and may(who, requests.deny_request),
         "acknowledge": is_open and may(who, partners.acknowledge),
         "export": shown.type is RequestType.ACCESS and status == "fulfilled"
         and may(who, requests.get_export),

@@ -27,6 +27,7 @@ from rightsledger.api.pages import (
     next_cursor,
     trim,
 )
+from rightsledger.api.problems import ApiProblemError
 from rightsledger.domain.errors import InvalidCommandError
 from rightsledger.domain.ledger import NotFoundError
 from rightsledger.domain.values import Channel
@@ -292,9 +293,23 @@ def log_activity(
     response_model=s.CommandAccepted,
 )
 def disclose(
-    customer_id: UUID, body: s.DisclosureIn, ledger: LedgerDep, who: Discloser
+    customer_id: UUID,
+    body: s.DisclosureIn,
+    ledger: LedgerDep,
+    container: ContainerDep,
+    who: Discloser,
 ) -> s.CommandAccepted:
-    """Share categories with a partner: legal obligation, service provider or fraud prevention."""
+    """Share categories with a partner: legal obligation, service provider or fraud prevention;
+    for a purpose the caller's role may read personal data for (RIGHTSLEDGER_ROLE_PURPOSES)."""
+    allowed = container.settings.role_purposes.get(who.role.value, [])
+    if body.purpose not in allowed:
+        raise ApiProblemError(
+            403,
+            "Purpose not allowed",
+            f"role {who.role.value!r} may not share personal data for {body.purpose!r}: "
+            "a role shares only for the purposes it may read it for",
+            slug="purpose-not-allowed",
+        )
     outcome = ledger.disclose(
         customer_id,
         partner_id=body.partner_id,

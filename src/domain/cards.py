@@ -3,8 +3,9 @@
 A card number is 13 to 19 digits that pass the Luhn check, written in one piece or in
 groups. Only text a person wrote and personal values are scanned, never identifiers
 (ids, positions, enumerated values, dates, amounts). The text is first normalised:
-NFKC (full-width digits, non-breaking and ideographic spaces) and every Unicode decimal
-digit read as its ASCII digit. Then a number is
+NFKC (full-width digits, non-breaking and ideographic spaces), characters that show
+nothing dropped (zero-width spaces and joiners, soft hyphens, combining marks), and every
+Unicode decimal digit read as its ASCII digit. Then a number is
 
 - a run of digits on its own (``4111111111111111``), or
 - groups of 4 to 6 digits (the last may be shorter) joined by one kind of separator
@@ -61,14 +62,23 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+_UNSEEN = frozenset({"Cf", "Mn", "Me"})
+"""Characters that show nothing of their own: format characters (zero-width space and
+joiners, soft hyphen, word joiner, byte-order mark) and combining marks. Dropped before
+scanning, or ``4111\u200b1111\u200b1111\u200b1111`` would pass for text while it shows,
+and is copied, as a card number."""
+
+
 def normalise(text: str) -> str:
-    """NFKC, then every Unicode decimal digit (Arabic-Indic, Devanagari, ...) as ASCII."""
+    """NFKC, without the characters that show nothing (``_UNSEEN``), then every Unicode
+    decimal digit (Arabic-Indic, Devanagari, ...) as ASCII."""
     folded = unicodedata.normalize("NFKC", text)
     if folded.isascii():
         return folded
     return "".join(
-        str(unicodedata.decimal(char)) if not char.isascii() and char.isdecimal() else char
+        str(unicodedata.decimal(char)) if char.isdecimal() else char
         for char in folded
+        if char.isascii() or unicodedata.category(char) not in _UNSEEN
     )
 
 

@@ -350,3 +350,25 @@ def test_the_api_names_the_field_and_never_echoes_the_number(shape: tuple[str, s
         (schemas.CARD_NUMBER_ERROR, ("corrections", "identity_contact", "name"))
     ]
     assert written not in str(errors)
+
+
+@given(
+    card_numbers,
+    st.lists(
+        st.sampled_from(["\u200b", "\u200c", "\u200d", "\u00ad", "\u2060", "\ufeff", "\u0301"]),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_characters_that_show_nothing_do_not_hide_a_card_number(
+    number: str, unseen: list[str]
+) -> None:
+    """Zero-width spaces and joiners, soft hyphens, word joiners, byte-order marks and
+    combining marks between the digits: the text shows, and copies as, the card number, so
+    it is refused."""
+    written = "".join(
+        digit + (unseen[i % len(unseen)] if i % 4 == 3 else "") for i, digit in enumerate(number)
+    )
+    assert contains_card_number(f"billing address {written} London"), repr(written)
+    with pytest.raises(CardNumberError):
+        refuse_card_numbers(postal_address=written)

@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
-from rightsledger.domain.cards import refuse_card_numbers, unstorable
+from rightsledger.domain.cards import refuse_card_numbers
 from rightsledger.domain.copying import CheapCopy
 from rightsledger.domain.errors import (
     CustomerErasedError,
@@ -23,6 +23,8 @@ from rightsledger.domain.errors import (
     MarketingConsentRequiredError,
     StateError,
 )
+from rightsledger.domain.fields import check_fields as _check_fields
+from rightsledger.domain.fields import text as _text
 from rightsledger.domain.partner import Partner, Recipient
 from rightsledger.domain.personal import Internal, Key, PeriodScope, Personal, Public
 from rightsledger.domain.requests import DuplicateRequestError
@@ -41,7 +43,6 @@ from rightsledger.domain.values import (
 )
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-_FIELD_LIMIT = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,38 +129,6 @@ def _category(value: str, field: str) -> Category:
         raise InvalidCategoryError(
             f"unknown category {value!r}; expected one of {allowed}", field=field
         ) from None
-
-
-def _text(value: object, field: str, *, required: bool = True) -> str:
-    if not isinstance(value, str):
-        raise InvalidCommandError(f"'{field}' must be text", field=field)
-    stripped = value.strip()
-    if unstorable(stripped):
-        raise InvalidCommandError(
-            f"'{field}' contains a NUL character or an unpaired surrogate", field=field
-        )
-    if required and not stripped:
-        raise InvalidCommandError(f"'{field}' must not be empty", field=field)
-    if len(stripped) > _FIELD_LIMIT:
-        raise InvalidCommandError(
-            f"'{field}' is longer than {_FIELD_LIMIT} characters", field=field
-        )
-    return stripped
-
-
-def _check_fields(category: Category, values: Mapping[str, object], field: str) -> dict[str, str]:
-    allowed = CATEGORY_FIELDS[category]
-    checked: dict[str, str] = {}
-    for name, value in values.items():
-        if name not in allowed:
-            raise InvalidCategoryError(
-                f"{category.value} has no field {name!r}; its fields are {', '.join(allowed)}",
-                field=f"{field}.{name}",
-            )
-        checked[name] = _text(value, f"{field}.{name}")
-    if "email" in checked and "@" not in checked["email"]:
-        raise InvalidCommandError("'email' is not an email address", field=f"{field}.email")
-    return checked
 
 
 def _correction_key(event: Customer.DetailsCorrected) -> Key:

@@ -24,10 +24,10 @@ from rightsledger.domain.errors import (
     StateError,
     UnknownJurisdictionError,
 )
+from rightsledger.domain.fields import check_fields
 from rightsledger.domain.partner import Recipient
 from rightsledger.domain.personal import Internal, Key, Personal, Public, Published
 from rightsledger.domain.values import (
-    CATEGORY_FIELDS,
     Category,
     RequestChannel,
     RequestStatus,
@@ -429,13 +429,14 @@ class DataRightsRequest(CheapCopy, Aggregate):
                 raise InvalidCommandError(
                     f"unknown category {category_name!r}", field=f"corrections.{category_name}"
                 ) from None
-            allowed = CATEGORY_FIELDS[category]
-            if not fields or not set(fields) <= set(allowed):
+            where = f"corrections.{category_name}"
+            if not fields:
                 raise InvalidCommandError(
-                    f"{category.value} fields that can be corrected are {', '.join(allowed)}",
-                    field=f"corrections.{category_name}",
+                    f"name the {category.value} fields to correct", field=where
                 )
-            checked[category.value] = {k: str(v).strip() for k, v in fields.items()}
+            # the checks a correction (PATCH) applies, so that a request the worker could
+            # not carry out is refused now, not denied after the requester proved who they are
+            checked[category.value] = check_fields(category, fields, where)
         return checked
 
     def _ensure_open(self) -> None:

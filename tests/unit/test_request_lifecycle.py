@@ -413,3 +413,29 @@ def test_recipients_still_awaited_keep_the_deletion_open_after_its_erasure() -> 
     assert request.confirm_erasure(actor="worker")
     assert request.status is RequestStatus.IN_PROGRESS
     assert request.awaiting == {partner}
+
+
+@pytest.mark.parametrize(
+    ("corrections", "field"),
+    [
+        ({"identity_contact": {"email": "not-an-email"}}, "corrections.identity_contact.email"),
+        ({"identity_contact": {"phone": "   "}}, "corrections.identity_contact.phone"),
+        ({"identity_contact": {"shoe_size": "7"}}, "corrections.identity_contact.shoe_size"),
+        ({"billing": {"amount": "0"}}, "corrections.billing"),
+        ({"identity_contact": {}}, "corrections.identity_contact"),
+    ],
+)
+def test_a_correction_request_the_worker_could_not_carry_out_is_refused_at_once(
+    corrections: dict[str, dict[str, str]], field: str
+) -> None:
+    """A correction request is checked as a correction is (PATCH): a value the customer's
+    record would refuse is refused when the request is received, naming the field, rather
+    than denied after the requester has proved who they are."""
+    with pytest.raises(InvalidCommandError) as caught:
+        submit(request_type="correction", corrections=corrections)
+    assert caught.value.field == field
+    assert "corrected are ," not in str(caught.value)
+    accepted = submit(
+        request_type="correction", corrections={"identity_contact": {"email": " ada@example.org "}}
+    )
+    assert accepted.corrections == {"identity_contact": {"email": "ada@example.org"}}

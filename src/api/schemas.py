@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationInfo,
     field_validator,
 )
@@ -204,7 +205,7 @@ class Evidence(Command):
 class ConsentChange(Command):
     purpose: Literal["marketing"] = "marketing"
     channel: Channel
-    granted: bool
+    granted: StrictBool = Field(description="true or false (JSON booleans only).")
     evidence: Evidence
 
 

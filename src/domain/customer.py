@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, NotRequired, TypedDict
 from uuid import UUID, uuid4
@@ -142,7 +142,24 @@ def _activity_scope(event: Customer.ActivityLogged) -> PeriodScope:
     return PeriodScope(Category.ACTIVITY.value, event.reason, period.label, period.end)
 
 
-def _evidence(evidence: Mapping[str, object]) -> dict[str, str | datetime]:
+FUTURE_TOLERANCE = timedelta(minutes=5)
+"""How far past the ledger's clock a time a client gives may be (clocks differ a little)."""
+
+
+def not_in_future(moment: datetime, now: datetime | None, field: str) -> None:
+    """Refuse a time after ``now`` (beyond ``FUTURE_TOLERANCE``): consent not yet captured,
+    an invoice not yet issued, activity that has not happened. Dated ahead, activity would
+    also outlive its retention period by as much."""
+    if now is not None and moment > now + FUTURE_TOLERANCE:
+        raise InvalidCommandError(
+            f"'{field}' is in the future ({moment.isoformat()}); record what has happened",
+            field=field,
+        )
+
+
+def _evidence(
+    evidence: Mapping[str, object], now: datetime | None = None
+) -> dict[str, str | datetime]:
     method = _text(evidence.get("method", ""), "evidence.method")
     wording = _text(evidence.get("wording_version", ""), "evidence.wording_version")
     captured = evidence.get("captured_at")
@@ -150,6 +167,7 @@ def _evidence(evidence: Mapping[str, object]) -> dict[str, str | datetime]:
         raise InvalidCommandError(
             "'evidence.captured_at' must be a time with a time zone", field="evidence.captured_at"
         )
+    not_in_future(captured, now, "evidence.captured_at")
     return {"method": method, "wording_version": wording, "captured_at": captured}
 
 
@@ -498,13 +516,20 @@ class Customer(CheapCopy, Aggregate):
             self.correct(category=category, changes=fields, actor=actor, request_id=request_id)
 
     def change_consent(
-        self, *, channel: str, granted: bool, evidence: Mapping[str, object], actor: str
+        self,
+        *,
+        channel: str,
+        granted: bool,
+        evidence: Mapping[str, object],
+        actor: str,
+        now: datetime | None = None,
     ) -> None:
-        """Grant or withdraw marketing consent on one channel."""
+        """Grant or withdraw marketing consent on one channel (evidence captured by ``now``,
+        when given)."""
         if granted:
-            self.grant_consent(channel=channel, evidence=evidence, actor=actor)
+            self.grant_consent(channel=channel, evidence=evidence, actor=actor, now=now)
         else:
-            self.withdraw_consent(channel=channel, evidence=evidence, actor=actor)
+            self.withdraw_consent(channel=channel, evidence=evidence, actor=actor, now=now)
 
     def opt_out(self, *, evidence: Mapping[str, object], actor: str, request_id: UUID) -> None:
         """Withdraw marketing consent on every channel it is held on (none held: nothing)."""
@@ -513,7 +538,14 @@ class Customer(CheapCopy, Aggregate):
                 channel=channel, evidence=evidence, actor=actor, request_id=request_id
             )
 
-    def grant_consent(self, *, channel: str, evidence: Mapping[str, object], actor: str) -> None:
+    def grant_consent(
+        self,
+        *,
+        channel: str,
+        evidence: Mapping[str, object],
+        actor: str,
+        now: datetime | None = None,
+    ) -> None:
         """Record explicit marketing consent on one channel, with how it was captured."""
         self._ensure_not_erased()
         refuse_card_numbers(evidence=evidence)
@@ -521,7 +553,7 @@ class Customer(CheapCopy, Aggregate):
             self.ConsentGranted,
             actor=actor,
             channel=self._channel(channel).value,
-            evidence=_evidence(evidence),
+            evidence=_evidence(evidence, now),
         )
 
     def withdraw_consent(
@@ -531,6 +563,7 @@ class Customer(CheapCopy, Aggregate):
         evidence: Mapping[str, object],
         actor: str,
         request_id: UUID | None = None,
+        now: datetime | None = None,
     ) -> None:
         """Withdraw marketing consent on one channel; effective when recorded."""
         refuse_card_numbers(evidence=evidence)
@@ -543,7 +576,7 @@ class Customer(CheapCopy, Aggregate):
             self.ConsentWithdrawn,
             actor=actor,
             channel=chan.value,
-            evidence=_evidence(evidence),
+            evidence=_evidence(evidence, now),
             request_id=request_id,
         )
 
@@ -556,8 +589,10 @@ class Customer(CheapCopy, Aggregate):
         issued_at: datetime,
         actor: str,
         invoice_id: UUID | None = None,
+        now: datetime | None = None,
     ) -> UUID:
-        """Record an invoice (billing records are kept for regulatory compliance)."""
+        """Record an invoice (billing records are kept for regulatory compliance); one issued
+        after ``now`` (when given) is refused."""
         self._ensure_not_erased()
         try:
             value = Decimal(str(amount))
@@ -578,6 +613,7 @@ class Customer(CheapCopy, Aggregate):
             ) from None
         if issued_at.tzinfo is None:
             raise InvalidCommandError("'issued_at' needs a time zone", field="issued_at")
+        not_in_future(issued_at, now, "issued_at")
         new_id = invoice_id or uuid4()
         self.trigger_event(
             self.InvoiceRecorded,
@@ -598,8 +634,10 @@ class Customer(CheapCopy, Aggregate):
         detail: str,
         occurred_at: datetime,
         actor: str,
+        now: datetime | None = None,
     ) -> UUID:
-        """Log network or account activity for security, legal or troubleshooting reasons."""
+        """Log network or account activity for security, legal or troubleshooting reasons;
+        activity after ``now`` (when given) is refused."""
         self._ensure_not_erased()
         refuse_card_numbers(detail=detail)
         try:
@@ -618,6 +656,7 @@ class Customer(CheapCopy, Aggregate):
             ) from None
         if occurred_at.tzinfo is None:
             raise InvalidCommandError("'occurred_at' needs a time zone", field="occurred_at")
+        not_in_future(occurred_at, now, "occurred_at")
         period = activity_period(occurred_at)
         purged = self.activity_purged_through.get(activity_reason.value)
         if purged is not None and period.end <= purged:

@@ -420,6 +420,7 @@ class RightsLedger(Application[UUID]):
             granted=granted,
             evidence=evidence,
             actor=actor,
+            now=self.clock(),
         )
 
     def record_invoice(
@@ -442,6 +443,7 @@ class RightsLedger(Application[UUID]):
                 status=status,
                 issued_at=issued_at,
                 actor=actor,
+                now=self.clock(),
             )
         )
 
@@ -465,6 +467,7 @@ class RightsLedger(Application[UUID]):
                 detail=detail,
                 occurred_at=occurred_at,
                 actor=actor,
+                now=self.clock(),
             )
         )
 

@@ -417,3 +417,55 @@ def test_every_keyed_operation_declares_the_bearer_scheme(client: TestClient) ->
                 assert "security" not in operation, route
             else:
                 assert operation["security"] == [{"HTTPBearer": []}], route
+
+
+# ------------------------------------------------------------------ loose or future values
+
+
+def test_consent_takes_only_a_json_boolean_and_evidence_already_captured(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """`granted` is true or false, never "yes" or 1; evidence captured in the future, an
+    invoice issued in the future and activity that has not happened are refused with 422
+    naming the field, and nothing is written."""
+    customer_id = new_customer(client, admin)
+    evidence = {"method": "web_form_checkbox", "wording_version": "mkt-v3"}
+    past = {**evidence, "captured_at": "2026-11-01T10:00:00Z"}
+    future = {**evidence, "captured_at": "2099-12-01T10:00:00Z"}
+    before = head(client)
+    refusals: list[tuple[str, dict[str, Any], str]] = [
+        ("consents", {"channel": "email", "granted": "yes", "evidence": past}, "granted"),
+        ("consents", {"channel": "email", "granted": 1, "evidence": past}, "granted"),
+        (
+            "consents",
+            {"channel": "email", "granted": True, "evidence": future},
+            "evidence.captured_at",
+        ),
+        (
+            "invoices",
+            {"amount": "10.00", "currency": "EUR", "issued_at": "2099-01-01T00:00:00Z"},
+            "issued_at",
+        ),
+        (
+            "activity",
+            {
+                "kind": "network",
+                "reason": "troubleshooting",
+                "detail": "line test",
+                "occurred_at": "2099-01-01T00:00:00Z",
+            },
+            "occurred_at",
+        ),
+    ]
+    for resource, body, field in refusals:
+        answer = client.post(f"/v1/customers/{customer_id}/{resource}", json=body, headers=admin)
+        problem = assert_problem(answer, 422)
+        named = problem.get("field") or ",".join(e["field"] for e in problem.get("errors", []))
+        assert field in named, (resource, body, problem)
+    assert head(client) == before
+    granted = client.post(
+        f"/v1/customers/{customer_id}/consents",
+        json={"channel": "email", "granted": True, "evidence": past},
+        headers=admin,
+    )
+    assert granted.status_code == 200, granted.text

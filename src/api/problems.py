@@ -124,6 +124,22 @@ def _json_kind(value: Any) -> str:
     return "a number" if isinstance(value, int | float) else "not JSON"
 
 
+def _unreadable_body(exc: StarletteHTTPException) -> str | None:
+    """Why a JSON body could not be read, when ``exc`` is FastAPI's 400 for a body its JSON
+    parser failed on other than by a syntax error (text that is not UTF-8, nesting deeper
+    than the parser goes); None for any other HTTP error."""
+    if exc.status_code != 400:
+        return None
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return "the body is not UTF-8 text"
+    if isinstance(cause, RecursionError):
+        return "the body nests arrays or objects too deeply"
+    if isinstance(cause, ValueError):
+        return "the body could not be read as JSON"
+    return None
+
+
 def _body_problem(request: Request, exc: RequestValidationError) -> JSONResponse | None:
     """Problems with the body as a whole: not JSON, not an object, or missing."""
     for err in exc.errors():
@@ -241,6 +257,18 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        unreadable = _unreadable_body(exc)
+        if unreadable is not None:
+            # FastAPI answers 400 "There was an error parsing the body" when the JSON parser
+            # fails other than by a syntax error: the body is JSON it cannot read
+            return problem(
+                422,
+                "Malformed JSON",
+                f"the body is not valid JSON: {unreadable}",
+                type_="/problems/malformed-json",
+                instance=request.url.path,
+                errors=[{"field": "", "message": unreadable, "type": "json_invalid"}],
+            )
         titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}
         return problem(
             exc.status_code,

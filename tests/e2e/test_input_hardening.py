@@ -235,6 +235,29 @@ def test_malformed_json_names_the_line_and_column(
 
 
 @pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'{"policy_version": "2026-01", "identity": {"name": "\xff\xfe"}}', "not UTF-8"),
+        (b"[" * 30_000 + b"]" * 30_000, "too deeply"),
+    ],
+)
+def test_json_the_parser_cannot_read_is_malformed_json(
+    client: TestClient, admin: dict[str, str], content: bytes, reason: str
+) -> None:
+    """A body that is not UTF-8, or nests deeper than the JSON parser goes, answers 422
+    malformed-json saying which, as any other unreadable JSON does (not a bare 400), and
+    nothing is written."""
+    before = head(client)
+    answer = client.post(
+        "/v1/customers", content=content, headers={**admin, "content-type": "application/json"}
+    )
+    problem = assert_problem(answer, 422)
+    assert problem["type"] == "/problems/malformed-json"
+    assert reason in problem["detail"]
+    assert head(client) == before
+
+
+@pytest.mark.parametrize(
     ("body", "kind"), [([1, 2], "an array"), ("text", "a string"), (3, "a number")]
 )
 def test_a_body_that_is_not_an_object_is_named(

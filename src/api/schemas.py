@@ -152,7 +152,8 @@ class CustomerCreate(Command):
     payment_method: PaymentMethodIn | None = None
     purposes: dict[Category, list[Purpose]] | None = Field(
         default=None,
-        description="Purposes each category is collected for; marketing comes only from consent.",
+        description="Purposes each category is collected for: fewer of those the policy holds "
+        "it for (the defaults), never another; marketing comes only from consent.",
     )
 
 

@@ -308,6 +308,11 @@ class CustomerOut(BaseModel):
     consents: list[ConsentOut]
     invoices: list[InvoiceOut]
     activity: list[ActivityOut]
+    erased_at: datetime | None = Field(
+        default=None,
+        description="When the customer's personal data was erased (a deletion request); "
+        "null while it is held. Billing records stay until their retention ends.",
+    )
 
 
 class ConsentEventOut(BaseModel):

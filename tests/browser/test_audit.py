@@ -50,6 +50,7 @@ def test_an_auditor_sees_the_trail_and_verifies_the_chain_but_cannot_act(
     # the customer as the log had them a moment ago, replayed (the read is recorded)
     moment = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
     page.get_by_label("As of (UTC)").fill(moment)
+    expect(page.get_by_text("Read for the legal purpose")).to_be_visible()  # the one it takes
     page.get_by_role("button", name="Replay").click()
     expect(page.locator("pre.state")).to_contain_text('"policy_version": "2026-01"')
 

@@ -192,6 +192,8 @@ def test_a_deletion_awaits_its_partner_then_is_acknowledged_and_fulfilled(
     expect(awaited).to_contain_text("Acme Payments", timeout=60_000)
     expect(awaited).to_contain_text("acknowledgement awaited")
     expect(page.locator("[data-status]")).to_have_text("in progress")
+    # the customer is erased already: the request ends fulfilled, it can no longer be denied
+    expect(page.get_by_role("button", name="Deny the request")).to_have_count(0)
     snapshot(page, "console-request")
     # the partner's page lists what it still has to acknowledge
     page.goto(f"{service.base_url}/console/partners/{partner}")
@@ -210,3 +212,8 @@ def test_a_deletion_awaits_its_partner_then_is_acknowledged_and_fulfilled(
     expect(page.get_by_role("button", name="Deny the request")).to_have_count(0)
     with service.client() as api:
         assert api.get(f"/v1/requests/{request_id}").json()["status"] == "fulfilled"
+    # the customer's page says their data was erased, and shows none of it
+    page.goto(f"{service.base_url}/console/customers/{customer}")
+    page.get_by_label("Purpose").select_option("billing")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("[data-erased]")).to_contain_text("personal data was erased")

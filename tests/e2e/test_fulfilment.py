@@ -141,8 +141,9 @@ def test_access_request_from_submission_to_export(api: TestClient, working: Cont
 
 
 def test_deletion_from_submission_to_fulfilment(api: TestClient, working: Container) -> None:
-    """Erase, notify every recipient, wait for each acknowledgement, then fulfil; nothing of
-    the customer's personal data remains in any view or export; billing records remain."""
+    """Erase, notify every recipient, wait for each acknowledgement (the request can no longer
+    be denied meanwhile), then fulfil; nothing of the customer's personal data remains in any
+    view or export, the profile says when it was erased; billing records remain."""
     body = customer_body()
     customer = call(api, "POST", "/v1/customers", ADMIN, json=body)["customer_id"]
     call(
@@ -262,6 +263,11 @@ def test_deletion_from_submission_to_fulfilment(api: TestClient, working: Contai
         json={"request_id": deletion},
     )
     assert first["status"] == "in_progress"
+    denied = api.post(
+        f"/v1/requests/{deletion}/deny", headers=ADMIN, json={"reason": "changed our mind"}
+    )
+    assert denied.status_code == 409, denied.text  # erased already: it ends fulfilled
+    assert denied.json()["type"] == "/problems/illegal-transition"
     again = api.post(
         f"/v1/partners/{police}/acknowledgements", headers=as_police, json={"request_id": deletion}
     )
@@ -280,6 +286,7 @@ def test_deletion_from_submission_to_fulfilment(api: TestClient, working: Contai
 
     profile = call(api, "GET", f"/v1/customers/{customer}?min_position={last['position']}", BILLING)
     assert "identity_contact" not in profile["categories"]
+    assert profile["erased_at"] is not None
     assert profile["activity"] == []
     assert profile["invoices"][0]["amount"] == "30.00"
     assert profile["categories"]["payment_method"]["fields"]["token"] == "tok_abc123"

@@ -453,6 +453,9 @@ def _request_context(
     }
     return {
         "r": shown,
+        # what decides the actions offered: the status, and whether the work is done (a
+        # deletion erased already can no longer be denied); a change reloads the page
+        "stage": f"{status}:worked" if domain.work_done is not None else status,
         "tag": days_left(shown.due_at, now, container.settings.remind_before_days)
         if is_open
         else None,
@@ -565,12 +568,12 @@ def request_page(
 
 
 def _live(request: Request, session: Session, context: dict[str, Any], **extra: Any) -> Response:
-    """The live part of the request page; the whole page is reloaded instead once the status
-    differs from the one the page was rendered with (``shown``), so that the actions shown
-    are those the new status allows."""
+    """The live part of the request page; the whole page is reloaded instead once the stage
+    (status, work done) differs from the one the page was rendered with (``shown``), so
+    that the actions shown are those the new stage allows."""
     response = render(request, "_request_live.html", session, **context, **extra)
     shown = request.query_params.get("shown")
-    if shown is not None and shown != context["r"].status.value:
+    if shown is not None and shown != context["stage"]:
         response.headers["HX-Refresh"] = "true"
     return response
 
@@ -1166,8 +1169,9 @@ def audit_page(
         request, "audit.html", session, problem.status if problem else 200,
         problem=problem, trail=trail, customer_id=customer_id.strip(), cursor=cursor,
         head=head, followers=followers, views=container.views.positions(),
-        can_state=may(who, audit.customer_state), can_verify=may(who, audit.verify_history),
-        purposes=allowed_purposes(container, who),
+        # a past state is read for the legal purpose only (the route refuses any other)
+        can_state=may(who, audit.customer_state) and "legal" in allowed_purposes(container, who),
+        can_verify=may(who, audit.verify_history),
     )
 
 

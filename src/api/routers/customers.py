@@ -108,6 +108,7 @@ def profile_out(row: dict[str, Any], shown: list[str] | None = None) -> s.Custom
             for invoice_id, invoice in row["invoices"].items()
         ],
         activity=[s.ActivityOut(**entry) for entry in row["activity"]],
+        erased_at=row.get("erased_at"),
     )
 
 

@@ -14,7 +14,8 @@ def test_signing_in_by_keyboard_and_reading_the_inbox_on_a_narrow_window(
 ) -> None:
     """The sign-in form works with the keyboard only (the key field has focus, Enter
     submits); the inbox's filters are labelled and reachable by Tab, and on a 375 px
-    window nothing makes the page scroll sideways."""
+    window nothing makes the page scroll sideways. Nothing the pages load is missing (the
+    icon included)."""
     with service.client() as api:
         customer = api.post(
             "/v1/customers",
@@ -34,6 +35,8 @@ def test_signing_in_by_keyboard_and_reading_the_inbox_on_a_narrow_window(
 
         wait_until(listed, 30, "the inbox view to hold the request")
     _, officer = make_key("privacy_officer", "Grace")
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
     page.set_viewport_size({"width": 375, "height": 800})
     page.goto(f"{service.base_url}/console/sign-in")
     page.keyboard.type(officer)
@@ -47,3 +50,7 @@ def test_signing_in_by_keyboard_and_reading_the_inbox_on_a_narrow_window(
     expect(page.locator("table.inbox tbody tr")).to_have_count(1)
     wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert wide <= 0, f"the page is {wide} px wider than a 375 px window"
+    icon = page.locator('link[rel="icon"]').get_attribute("href")
+    assert icon is not None
+    assert page.request.get(f"{service.base_url}{icon}").ok
+    assert not missing, f"the pages asked for what is not there: {missing}"

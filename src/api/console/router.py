@@ -43,6 +43,7 @@ templates = Jinja2Templates(directory=HERE / "templates")
 STATIC = {
     "htmx.min.js": "text/javascript",
     "console.css": "text/css",
+    "favicon.svg": "image/svg+xml",
 }
 
 COOKIE = "rl_console"
@@ -246,7 +247,7 @@ def _read(container: Container, view: str) -> ViewRead:
 
 @router.get("/static/{name}")
 def static(name: str) -> Response:
-    """The console's own assets (htmx and the stylesheet); nothing comes from elsewhere."""
+    """The console's own assets (htmx, the stylesheet, the icon); nothing comes from elsewhere."""
     if name not in STATIC:
         raise HTTPException(404, "no such asset")
     return FileResponse(

@@ -637,7 +637,8 @@ class Customer(CheapCopy, Aggregate):
         now: datetime | None = None,
     ) -> UUID:
         """Log network or account activity for security, legal or troubleshooting reasons;
-        activity after ``now`` (when given) is refused."""
+        activity after ``now`` (when given) is refused, and so is activity of a month already
+        purged for its reason."""
         self._ensure_not_erased()
         refuse_card_numbers(detail=detail)
         try:
@@ -658,11 +659,12 @@ class Customer(CheapCopy, Aggregate):
             raise InvalidCommandError("'occurred_at' needs a time zone", field="occurred_at")
         not_in_future(occurred_at, now, "occurred_at")
         period = activity_period(occurred_at)
-        purged = self.activity_purged_through.get(activity_reason.value)
-        if purged is not None and period.end <= purged:
+        through = self.activity_purged_through.get(activity_reason.value)
+        if through is not None and period.end <= through:
             raise InvalidCommandError(
-                f"activity logged for {activity_reason.value} in {period.label} was already "
-                "purged under the retention schedule; it is not recorded",
+                f"activity for {activity_reason.value} in {period.label} is past its retention "
+                f"period (the months ending by {through.date()} were purged); it is not "
+                "recorded",
                 field="occurred_at",
             )
         entry_id = uuid4()

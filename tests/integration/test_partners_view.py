@@ -3,6 +3,8 @@ with an extension, and a request closed before the partner acknowledged lapses."
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from rightsledger.bootstrap import Container
 from rightsledger.projections.partners import NoticeStatus
 from tests import scenarios
@@ -11,7 +13,7 @@ from tests import scenarios
 def test_a_notice_follows_the_extension_and_lapses_when_the_request_closes(
     container: Container,
 ) -> None:
-    """Notified, then extended: the notice's due date is the new one; denied before the
+    """Notified, then extended: the notice's due date is the new one; expired before the
     partner acknowledged: the notice is lapsed, and no longer awaiting."""
     ledger = container.ledger
     partner = scenarios.contracted_partner(ledger, "Helpdesk")
@@ -33,7 +35,13 @@ def test_a_notice_follows_the_extension_and_lapses_when_the_request_closes(
     assert owed[0]["due_at"] == extended
     assert extended > first_due
 
-    ledger.deny_request(deletion, reason="identity doubtful after all", actor="po")
+    # the extended deadline passes before the partner acknowledged: the request expires
+    clock = ledger.clock
+    ledger.clock = lambda: extended + timedelta(minutes=1)
+    try:
+        ledger.expire_request(deletion, reason="the partner never answered", actor="po")
+    finally:
+        ledger.clock = clock
     projections.catch_up()
     known, awaiting, _ = view.notifications(
         partner, status=NoticeStatus.AWAITING, after=None, limit=10

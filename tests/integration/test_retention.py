@@ -158,7 +158,7 @@ def test_a_schedule_passing_purges_exactly_the_activity_past_it(container: Conta
     assert log_head(container.ledger) == again
 
     # A purged month takes no more activity for that purpose.
-    with pytest.raises(InvalidCommandError, match="already purged"):
+    with pytest.raises(InvalidCommandError, match="past its retention"):
         log(ledger, ada, "troubleshooting", datetime(2026, 2, 3, tzinfo=UTC), "late")
 
 

@@ -161,7 +161,7 @@ def test_activity_of_a_purged_period_is_refused_and_newer_is_taken() -> None:
     c = customer()
     log(c, "troubleshooting", datetime(2026, 2, 1, tzinfo=UTC))
     c.purge_activity(reason="troubleshooting", schedule=DEFAULT_SCHEDULE, now=NOW, actor="w")
-    with pytest.raises(InvalidCommandError, match="already purged") as refused:
+    with pytest.raises(InvalidCommandError, match="past its retention") as refused:
         log(c, "troubleshooting", datetime(2026, 2, 27, tzinfo=UTC))
     assert refused.value.field == "occurred_at"
     log(c, "troubleshooting", datetime(2026, 3, 1, tzinfo=UTC))
@@ -272,3 +272,29 @@ def test_a_schedule_is_built_from_rule_settings() -> None:
     assert schedule.activity_rule("security").keep == Span(months=24)
     assert schedule.activity_due("security", NOW) == datetime(2024, 6, 1, tzinfo=UTC)
     assert schedule.activity_rule("legal") == DEFAULT_SCHEDULE.activity_rule("legal")
+
+
+@given(moments, st.sampled_from(list(ActivityReason)))
+def test_activity_dated_ahead_of_the_clock_is_refused_when_logged(
+    at: datetime, reason: ActivityReason
+) -> None:
+    """Logged at ``NOW``: an entry dated after the ledger's clock (more than five minutes
+    ahead; it would outlive its retention by as much) is refused naming ``occurred_at`` and
+    nothing is recorded; any other is taken."""
+    c = customer()
+    arguments: dict[str, Any] = {
+        "kind": "network",
+        "reason": reason.value,
+        "detail": "entry",
+        "occurred_at": at,
+        "actor": "noc",
+        "now": NOW,
+    }
+    if at > NOW + timedelta(minutes=5):
+        with pytest.raises(InvalidCommandError) as refused:
+            c.log_activity(**arguments)
+        assert refused.value.field == "occurred_at"
+        assert c.activity == []
+    else:
+        c.log_activity(**arguments)
+        assert [e.occurred_at for e in c.activity] == [at]

@@ -365,14 +365,14 @@ def test_fraud_prevention_shares_go_to_an_authority_or_a_partner_under_contract(
     refused and nothing is recorded."""
     customer = new_customer()
     customer.collect_events()
-    refusals = [
+    refusals: list[tuple[dict[str, Any], str]] = [
         ({"partner": processor(valid_until=date(2020, 1, 1))}, "partner_id"),
         ({"reference": "  "}, "reference"),
         ({"categories": ["account_service"]}, "categories"),
         ({"purpose": "support"}, "purpose"),
     ]
     for overrides, field in refusals:
-        arguments = {"partner": processor(), **overrides}
+        arguments: dict[str, Any] = {"partner": processor(), **overrides}
         with pytest.raises(DisclosureRefusedError) as caught:
             _fraud_share(customer, **arguments)
         assert caught.value.field == field, overrides

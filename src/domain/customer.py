@@ -157,6 +157,16 @@ def not_in_future(moment: datetime, now: datetime | None, field: str) -> None:
         )
 
 
+def _ensure_contract_valid(partner: Partner, now: datetime) -> None:
+    """Refuse a share with a partner whose confidentiality contract is not valid on ``now``."""
+    if not partner.contract_valid_on(now):
+        raise DisclosureRefusedError(
+            f"the partner's confidentiality contract is not valid on {now.date()} "
+            f"(valid until {partner.contract_valid_until})",
+            field="partner_id",
+        )
+
+
 def _evidence(
     evidence: Mapping[str, object], now: datetime | None = None
 ) -> dict[str, str | datetime]:
@@ -746,18 +756,8 @@ class Customer(CheapCopy, Aggregate):
                     f"a {partner.kind.value} is not a contracted service provider",
                     field="partner_id",
                 )
-            if not partner.contract_valid_on(now):
-                raise DisclosureRefusedError(
-                    f"the partner's confidentiality contract is not valid on {now.date()} "
-                    f"(valid until {partner.contract_valid_until})",
-                    field="partner_id",
-                )
-            for category in wanted:
-                if share_purpose.value not in self.purposes_of(category):
-                    raise DisclosureRefusedError(
-                        f"{category.value} is not held for the purpose {share_purpose.value}",
-                        field="categories",
-                    )
+            _ensure_contract_valid(partner, now)
+            self._ensure_held_for(wanted, share_purpose)
         else:
             self._check_fraud_prevention(partner, wanted, share_purpose, ref, now)
         disclosure_id = uuid4()
@@ -799,16 +799,15 @@ class Customer(CheapCopy, Aggregate):
                     f"a {partner.kind.value} is neither an authority nor a contracted partner",
                     field="partner_id",
                 )
-            if not partner.contract_valid_on(now):
-                raise DisclosureRefusedError(
-                    f"the partner's confidentiality contract is not valid on {now.date()} "
-                    f"(valid until {partner.contract_valid_until})",
-                    field="partner_id",
-                )
+            _ensure_contract_valid(partner, now)
+        self._ensure_held_for(wanted, Purpose.LEGAL)
+
+    def _ensure_held_for(self, wanted: list[Category], purpose: Purpose) -> None:
+        """Refuse a share of a category not held for ``purpose``."""
         for category in wanted:
-            if Purpose.LEGAL.value not in self.purposes_of(category):
+            if purpose.value not in self.purposes_of(category):
                 raise DisclosureRefusedError(
-                    f"{category.value} is not held for the purpose legal",
+                    f"{category.value} is not held for the purpose {purpose.value}",
                     field="categories",
                 )
 
